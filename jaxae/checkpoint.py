@@ -1,0 +1,67 @@
+"""Orbax checkpoints of the training state, and the run's config as JSON.
+
+Checkpoints are atomic (orbax writes to a temporary folder and renames it);
+nothing is loaded with pickle or eval: arrays come back through orbax into a
+target built by `create_state`, the config through `json`.
+"""
+
+import json
+from pathlib import Path
+
+import jax
+import orbax.checkpoint as ocp
+
+from jaxae import config as config_lib
+from jaxae.errors import UserError
+
+
+class Checkpointer:
+  """Saves `{'state': state, 'epoch': int}` at the end of epochs, keeping the last `keep`."""
+
+  def __init__(self, directory: str | Path, keep: int = 3):
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
+    self.manager = ocp.CheckpointManager(Path(directory).absolute(), options=options)
+
+  def save(self, epoch: int, state) -> None:
+    self.manager.save(epoch, args=ocp.args.StandardSave({'state': state, 'epoch': epoch}))
+    self.manager.wait_until_finished()
+
+  def restore(self, state):
+    """`(state, epoch)` from the latest checkpoint, or `(state, 0)` when there is none.
+
+    `state` (a freshly created one) gives the structure, shapes and dtypes.
+    """
+    epoch = self.manager.latest_step()
+    if epoch is None:
+      return state, 0
+    target = jax.tree.map(ocp.utils.to_shape_dtype_struct, {'state': state, 'epoch': 0})
+    try:
+      restored = self.manager.restore(epoch, args=ocp.args.StandardRestore(target))
+    except Exception as e:  # orbax raises many types for unreadable files
+      raise UserError(
+          f'checkpoint {epoch} in {self.manager.directory} cannot be read ({type(e).__name__}); '
+          'delete that step folder to resume from the one before, or use a new workdir'
+      ) from None
+    return restored['state'], int(restored['epoch'])
+
+  def close(self) -> None:
+    self.manager.close()
+
+
+def write_config(workdir: Path, config: dict) -> None:
+  """Writes `config.json` atomically."""
+  path = Path(workdir) / 'config.json'
+  tmp = path.with_suffix('.json.tmp')
+  tmp.write_text(config_lib.to_json(config))
+  tmp.replace(path)
+
+
+def read_config(workdir: Path) -> dict | None:
+  """The config saved in `workdir`, or None; `UserError` if it is not valid JSON."""
+  path = Path(workdir) / 'config.json'
+  if not path.exists():
+    return None
+  try:
+    return config_lib.from_json(path.read_text())
+  except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+    raise UserError(f'{path} is not a valid config; restore it or use a new workdir') from None

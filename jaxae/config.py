@@ -1,0 +1,134 @@
+"""Configs are flat dicts: the base keys below plus the model family's `defaults()`.
+
+`resolve(overrides)` merges and type-checks them; every bad value raises a
+`UserError` whose one line names the key, the problem and the fix.
+
+Presets (expected results are in the README):
+  model=vae dataset=digits epochs=30            # the main job, ~1 min on 2 CPU cores
+  model=vae dataset=idx data_dir=../shared/data/mnist holdout=1000 holdout_order=tail
+"""
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from jaxae import corruption, losses, models
+from jaxae.errors import UserError, require
+
+BASE = dict(
+    model='vae', dataset='digits', data_dir=None, epochs=30, batch_size=128,
+    eval_batch_size=1000, learning_rate=1e-3, weight_decay=0.0, schedule='constant',
+    warmup_steps=0, decay_steps=0, grad_clip=0.0, seed=0, binarize='none', holdout=0.1,
+    holdout_order='seeded', keep_checkpoints=3, num_figure_images=32,
+)
+
+CHOICES = dict(
+    arch=('mlp', 'conv'), likelihood=losses.LIKELIHOODS, noise=corruption.KINDS,
+    schedule=('constant', 'cosine', 'warmup_cosine'),
+    binarize=('none', 'threshold', 'sample', 'dynamic'), holdout_order=('seeded', 'tail'),
+)
+POSITIVE = ('epochs', 'batch_size', 'eval_batch_size', 'latent_dim', 'learning_rate', 'keep_checkpoints')
+NON_NEGATIVE = ('weight_decay', 'warmup_steps', 'decay_steps', 'grad_clip', 'beta', 'noise_level',
+                'num_figure_images', 'seed')
+PROBABILITIES = ('input_dropout', 'dropout_rate')
+
+
+def defaults(model: str) -> dict:
+  """The full default config of `model`."""
+  return {**BASE, 'model': model, **models.get(model).defaults()}
+
+
+def parse_value(key: str, text: str, default: Any) -> Any:
+  """Parses the command-line string `text` for `key` to the type of `default`."""
+  try:
+    if isinstance(default, bool):
+      require(text.lower() in ('true', 'false', '1', '0'), f'{key} must be true or false, got {text!r}')
+      return text.lower() in ('true', '1')
+    if isinstance(default, int):
+      return int(text)
+    if isinstance(default, float):
+      return float(text)
+    if isinstance(default, tuple):
+      return tuple(int(v) for v in text.replace('(', '').replace(')', '').split(',') if v.strip())
+  except ValueError:
+    kind = 'comma-separated integers' if isinstance(default, tuple) else type(default).__name__
+    raise UserError(f'{key}={text!r} is not a valid {kind}; fix the value') from None
+  if default is None and text.lower() == 'none':
+    return None
+  return text
+
+
+def parse_overrides(pairs: list[str], model: str) -> dict:
+  """Parses `key=value` strings against `model`'s defaults."""
+  base = defaults(model)
+  out = {}
+  for pair in pairs:
+    require('=' in pair, f"override {pair!r} is not key=value; write e.g. --set beta=0.5")
+    key, text = pair.split('=', 1)
+    require(key in base, f"unknown config key '{key}' for model {model}: choose from {', '.join(sorted(base))}")
+    out[key] = parse_value(key, text, base[key])
+  return out
+
+
+def _check_types(config: Mapping[str, Any], base: Mapping[str, Any]) -> None:
+  for key, value in config.items():
+    default = base[key]
+    if isinstance(default, bool):
+      ok = isinstance(value, bool)
+    elif isinstance(default, (int, float)):
+      ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+      ok = ok and (isinstance(value, int) or not isinstance(default, int))
+    elif isinstance(default, tuple):
+      ok = isinstance(value, (tuple, list)) and all(isinstance(v, int) and v > 0 for v in value)
+    else:
+      ok = value is None or isinstance(value, str)
+    require(ok, f'config {key}={value!r} has the wrong type; expected a value like {default!r}')
+
+
+def validate(config: Mapping[str, Any]) -> None:
+  """Raises `UserError` for the first bad value in a resolved config."""
+  for key, choices in CHOICES.items():
+    if key in config:
+      require(config[key] in choices, f"{key}='{config[key]}' is not one of {', '.join(choices)}")
+  for key in POSITIVE:
+    if key in config:
+      require(config[key] > 0, f'{key} must be positive, got {config[key]}; set {key} > 0')
+  for key in NON_NEGATIVE:
+    if key in config:
+      require(config[key] >= 0, f'{key} must be >= 0, got {config[key]}')
+  for key in PROBABILITIES:
+    if key in config:
+      require(0 <= config[key] < 1, f'{key} must be in [0, 1), got {config[key]}')
+  if config.get('noise') in ('masking', 'salt_and_pepper'):
+    require(config['noise_level'] <= 1, f"noise_level is a probability for {config['noise']}: set it in [0, 1]")
+  h = config['holdout']
+  require(0 < h < 1 or (float(h).is_integer() and h >= 1),
+          f'holdout must be a fraction in (0, 1) or a count >= 1, got {h}')
+  if config.get('arch') == 'conv':
+    require(len(config['conv_features']) > 0, 'arch=conv needs at least one conv_features entry')
+
+
+def resolve(overrides: Mapping[str, Any] | None = None) -> dict:
+  """Defaults of the chosen model updated by `overrides`, validated.
+
+  Raises:
+    UserError: unknown model or key, wrong type, or impossible value.
+  """
+  overrides = dict(overrides or {})
+  base = defaults(overrides.get('model', BASE['model']))
+  unknown = sorted(set(overrides) - set(base))
+  require(not unknown, f"unknown config key(s) {', '.join(unknown)}: choose from {', '.join(sorted(base))}")
+  _check_types(overrides, base)
+  config = {**base, **overrides}
+  config = {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}
+  validate(config)
+  return config
+
+
+def to_json(config: Mapping[str, Any]) -> str:
+  return json.dumps(config, indent=2, sort_keys=True)
+
+
+def from_json(text: str) -> dict:
+  """Parses a saved config (plain JSON: no pickle, no eval); lists become tuples."""
+  return {k: tuple(v) if isinstance(v, list) else v for k, v in json.loads(text).items()}

@@ -1,0 +1,234 @@
+"""Datasets as dicts of NumPy arrays: `{'image': float32 [N, H, W, C] in [0, 1], 'label': int32 [N]}`.
+
+Sources:
+- `digits`: scikit-learn's bundled 8x8 handwritten digits (1,797 images);
+  the embedded default, works offline.
+- `idx`: a directory of IDX files (`train-images-idx3-ubyte[.gz]`,
+  `t10k-images-idx3-ubyte[.gz]` and their labels), as MNIST and
+  Fashion-MNIST ship; set `data_dir`.
+- any TFDS image dataset (mnist, fashion_mnist, binarized_mnist, cifar10, ...)
+  read with `tfds.data_source` (no TensorFlow needed to read a prepared
+  dataset); honours `data_dir` and TFDS_DATA_DIR.
+
+Binarization: 'threshold' (x > 0.5), 'sample' (one fixed Bernoulli draw) and
+'dynamic' (a fresh draw every time an example is seen, done in the loop).
+"""
+
+import gzip
+import os
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from jaxae.errors import UserError, require
+
+IDX_DTYPES = {0x08: '>u1', 0x09: '>i1', 0x0B: '>i2', 0x0C: '>i4', 0x0D: '>f4', 0x0E: '>f8'}
+MAX_IDX_BYTES = 1 << 33  # 8 GiB: a header claiming more is corrupt, not a dataset
+KNOWN_TFDS = ('mnist', 'fashion_mnist', 'binarized_mnist', 'cifar10', 'kmnist', 'emnist', 'svhn_cropped')
+
+
+class Splits(NamedTuple):
+  """Training and evaluation sets; the evaluation set is a test split or a held-out part."""
+
+  train: dict
+  eval: dict
+
+
+def _open(path: Path):
+  return gzip.open(path, 'rb') if path.suffix == '.gz' else open(path, 'rb')
+
+
+def read_idx(path: str | os.PathLike) -> np.ndarray:
+  """Reads an IDX file (optionally gzipped) into an array of its header's shape.
+
+  The header (magic `0x0000TTNN`: type TT, NN dimensions, then NN big-endian
+  uint32 sizes) is checked before the payload is read, so a corrupt header
+  cannot cause a huge allocation.
+
+  Raises:
+    ValueError: bad magic, unknown type, implausible size, truncated or
+      oversized payload, or a corrupt gzip stream.
+  """
+  path = Path(path)
+  try:
+    with _open(path) as f:
+      magic = f.read(4)
+      if len(magic) < 4 or magic[:2] != b'\x00\x00':
+        raise ValueError(f'{path}: not an IDX file (bad magic {magic.hex() or "<empty>"})')
+      type_code, ndim = magic[2], magic[3]
+      if type_code not in IDX_DTYPES or not 1 <= ndim <= 4:
+        raise ValueError(f'{path}: not an IDX file (type 0x{type_code:02x}, {ndim} dims)')
+      header = f.read(4 * ndim)
+      if len(header) < 4 * ndim:
+        raise ValueError(f'{path}: truncated IDX header')
+      shape = tuple(int(d) for d in np.frombuffer(header, '>u4'))
+      dtype = np.dtype(IDX_DTYPES[type_code])
+      nbytes = int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
+      if nbytes > MAX_IDX_BYTES:
+        raise ValueError(f'{path}: IDX header claims {shape}, {nbytes} bytes: corrupt file')
+      payload = f.read(nbytes + 1)
+  except (OSError, EOFError, gzip.BadGzipFile) as e:
+    if isinstance(e, FileNotFoundError):
+      raise
+    raise ValueError(f'{path}: unreadable IDX file ({e})') from None
+  if len(payload) != nbytes:
+    what = 'truncated' if len(payload) < nbytes else 'longer than its header says'
+    raise ValueError(f'{path}: IDX payload {what} ({len(payload)} bytes, header says {nbytes})')
+  return np.frombuffer(payload, dtype).reshape(shape).astype(dtype.newbyteorder('='))
+
+
+def to_images(raw: np.ndarray) -> np.ndarray:
+  """`[N, H, W]` or `[N, H, W, C]` raw pixels -> float32 `[N, H, W, C]`; uint8 is scaled by 1/255.
+
+  Other dtypes are kept as they are (and range-checked later).
+  """
+  x = raw[..., None] if raw.ndim == 3 else raw
+  return x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32)
+
+
+def _find(directory: Path, prefix: str, kind: str) -> Path | None:
+  for suffix in ('', '.gz'):
+    p = directory / f'{prefix}-{kind}{suffix}'
+    if p.exists():
+      return p
+  return None
+
+
+def load_idx_dir(directory: str | os.PathLike) -> dict:
+  """Reads `{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]` from `directory`.
+
+  Returns:
+    `{'train': set or None, 'test': set or None}`, at least one present.
+  """
+  d = Path(directory)
+  require(d.is_dir(), f"IDX directory '{d}' does not exist: set data_dir to a folder of IDX files")
+  out = {}
+  for split, prefix in (('train', 'train'), ('test', 't10k')):
+    images_path = _find(d, prefix, 'images-idx3-ubyte')
+    if images_path is None:
+      out[split] = None
+      continue
+    labels_path = _find(d, prefix, 'labels-idx1-ubyte')
+    try:
+      images = read_idx(images_path)
+      labels = read_idx(labels_path) if labels_path else np.full(len(images), -1)
+    except ValueError as e:
+      raise UserError(f'{e}; replace the file with a good copy') from None
+    require(images.ndim in (3, 4), f'{images_path}: expected [N, H, W] images, got shape {images.shape}')
+    require(len(labels) == len(images),
+            f'{labels_path}: {len(labels)} labels for {len(images)} images; use the matching label file')
+    out[split] = {'image': to_images(images), 'label': labels.astype(np.int32)}
+  require(any(out.values()),
+          f"no IDX images in '{d}': expected train-images-idx3-ubyte[.gz] or t10k-images-idx3-ubyte[.gz]")
+  return out
+
+
+def load_digits() -> dict:
+  """scikit-learn's 8x8 digits (values 0..16) as one set `[1797, 8, 8, 1]` in [0, 1]."""
+  from sklearn.datasets import load_digits as sk_digits
+
+  d = sk_digits()
+  return {'train': {'image': (d.images[..., None] / 16.0).astype(np.float32),
+                    'label': d.target.astype(np.int32)}, 'test': None}
+
+
+def _tfds_split(name: str, split: str, data_dir: str | None) -> dict:
+  import tensorflow_datasets as tfds
+
+  try:
+    source = tfds.data_source(name, split=split, data_dir=data_dir, download=False)
+  except Exception as e:  # TFDS raises many types for "not prepared"
+    where = data_dir or os.environ.get('TFDS_DATA_DIR', '~/tensorflow_datasets')
+    raise UserError(
+        f"TFDS dataset '{name}' split '{split}' is not prepared in {where} ({type(e).__name__}); "
+        f"prepare it once on a machine with network and TensorFlow: "
+        f"tfds.builder('{name}').download_and_prepare(file_format='array_record'), "
+        'then set data_dir or TFDS_DATA_DIR to that folder'
+    ) from None
+  examples = [source[i] for i in range(len(source))]
+  images = np.stack([np.asarray(ex['image']) for ex in examples])
+  labels = np.array([ex.get('label', -1) for ex in examples], np.int32)
+  return {'image': to_images(images), 'label': labels}
+
+
+def load_tfds(name: str, data_dir: str | None = None) -> dict:
+  """Train and test splits of a prepared TFDS image dataset."""
+  import tensorflow_datasets as tfds
+
+  try:
+    builder = tfds.builder(name, data_dir=data_dir)
+  except tfds.core.registered.DatasetNotFoundError:
+    raise UserError(
+        f"unknown dataset '{name}': use digits, idx (with data_dir) or a TFDS image dataset "
+        f"such as {', '.join(KNOWN_TFDS)}"
+    ) from None
+  splits = set(builder.info.splits.keys()) if builder.info.splits else {'train', 'test'}
+  return {s: _tfds_split(name, s, data_dir) if s in splits else None for s in ('train', 'test')}
+
+
+def load(name: str, data_dir: str | None = None) -> dict:
+  """`{'train': set or None, 'test': set or None}` for dataset `name`."""
+  if name == 'digits':
+    return load_digits()
+  if name == 'idx':
+    require(data_dir is not None, 'dataset=idx needs data_dir: the folder holding the IDX files')
+    return load_idx_dir(data_dir)
+  return load_tfds(name, data_dir)
+
+
+def take(data: dict, index: np.ndarray) -> dict:
+  return {k: v[index] for k, v in data.items()}
+
+
+def holdout_split(data: dict, holdout: float, order: str, seed: int) -> Splits:
+  """Splits one set into train and eval: `holdout` a fraction (< 1) or a count.
+
+  `order='tail'` holds out the last examples (e.g. MNIST t10k: first 9,000 to
+  train, last 1,000 to evaluate); 'seeded' a random subset drawn with `seed`.
+  """
+  n = len(data['image'])
+  n_eval = int(round(holdout * n)) if holdout < 1 else int(holdout)
+  require(0 < n_eval < n, f'holdout={holdout} leaves no train or eval examples out of {n}; change holdout')
+  index = np.arange(n) if order == 'tail' else np.random.default_rng(seed).permutation(n)
+  return Splits(take(data, index[: n - n_eval]), take(data, index[n - n_eval:]))
+
+
+def binarize(images: np.ndarray, mode: str, seed: int) -> np.ndarray:
+  """Static binarization: 'threshold' (> 0.5) or 'sample'/'dynamic' (one Bernoulli draw with `seed`).
+
+  ('dynamic' redraws training images in the loop; evaluation sets use one fixed draw.)
+  """
+  if mode == 'none':
+    return images
+  if mode == 'threshold':
+    return (images > 0.5).astype(np.float32)
+  return (np.random.default_rng(seed).random(images.shape) < images).astype(np.float32)
+
+
+def check_images(data: dict, likelihood: str, name: str) -> None:
+  """Raises `UserError` for empty, non-finite, or (Bernoulli) out-of-[0, 1] images."""
+  x = data['image']
+  require(x.ndim == 4 and len(x) > 0, f'{name}: expected images [N, H, W, C], got shape {x.shape}')
+  require(np.isfinite(x).all(), f'{name}: the data contain NaN or Inf; clean or replace the dataset')
+  if likelihood == 'bernoulli':
+    lo, hi = float(x.min()), float(x.max())
+    require(lo >= 0 and hi <= 1, f'{name}: data range [{lo:g}, {hi:g}] is outside [0, 1], which a '
+            'Bernoulli likelihood needs; rescale the data or set likelihood=gaussian')
+
+
+def prepare(config) -> Splits:
+  """Loads, splits, binarizes and checks the data a config asks for."""
+  sets = load(config['dataset'], config['data_dir'])
+  if sets['train'] is not None and sets['test'] is not None:
+    splits = Splits(sets['train'], sets['test'])
+  else:
+    pool = sets['train'] if sets['train'] is not None else sets['test']
+    splits = holdout_split(pool, config['holdout'], config['holdout_order'], config['seed'])
+  mode = config['binarize']
+  train = {**splits.train, 'image': binarize(splits.train['image'], 'none' if mode == 'dynamic' else mode,
+                                             config['seed'])}
+  test = {**splits.eval, 'image': binarize(splits.eval['image'], mode, config['seed'] + 1)}
+  for name, d in (('train', train), ('eval', test)):
+    check_images(d, config.get('likelihood', 'bernoulli'), f"{config['dataset']} {name} set")
+  return Splits(train, test)

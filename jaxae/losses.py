@@ -1,0 +1,145 @@
+"""Pure, per-example, numerically stable losses.
+
+Every function returns one value per example (shape `[B]`, summed over the
+event axes); the caller reduces over the batch. Likelihood terms are negative
+log-likelihoods in nats.
+"""
+
+import jax
+import jax.numpy as jnp
+
+
+def _sum_event(x: jax.Array) -> jax.Array:
+  """Sums all axes but the first: `[B, ...] -> [B]`."""
+  return x.reshape(x.shape[0], -1).sum(axis=-1)
+
+
+def squared_error(x_hat: jax.Array, x: jax.Array) -> jax.Array:
+  """Half the squared Euclidean error, `0.5 * ||x_hat - x||^2`.
+
+  This is the negative log-likelihood of a unit-variance Gaussian decoder,
+  up to the constant `D/2 * log(2*pi)`.
+
+  Args:
+    x_hat: `[B, ...]` reconstruction (the Gaussian mean).
+    x: `[B, ...]` target, same shape.
+
+  Returns:
+    `[B]` float32.
+  """
+  return 0.5 * _sum_event(jnp.square(x_hat - x))
+
+
+def bernoulli_nll(logits: jax.Array, x: jax.Array) -> jax.Array:
+  """Bernoulli negative log-likelihood from logits, summed over pixels.
+
+  `-[x log sigmoid(l) + (1-x) log(1 - sigmoid(l))] = softplus(l) - x*l`,
+  which never takes the log of a saturated sigmoid. Targets in [0, 1] that are
+  not binary give the continuous cross-entropy (as in most VAE code on MNIST).
+
+  Args:
+    logits: `[B, ...]` decoder logits.
+    x: `[B, ...]` targets in [0, 1].
+
+  Returns:
+    `[B]` float32.
+  """
+  return _sum_event(jax.nn.softplus(logits) - x * logits)
+
+
+def gaussian_kl(mean: jax.Array, logvar: jax.Array) -> jax.Array:
+  """KL(N(mean, exp(logvar)) || N(0, I)) in closed form, summed over latents.
+
+  `0.5 * sum(exp(logvar) + mean^2 - 1 - logvar)`.
+
+  Args:
+    mean: `[B, K]` posterior means.
+    logvar: `[B, K]` posterior log-variances.
+
+  Returns:
+    `[B]` float32.
+
+  References:
+    Kingma & Welling, Auto-Encoding Variational Bayes, 2014, Appendix B.
+  """
+  return 0.5 * _sum_event(jnp.exp(logvar) + jnp.square(mean) - 1.0 - logvar)
+
+
+def gaussian_kl_pair(mean1, logvar1, mean2, logvar2) -> jax.Array:
+  """KL(N(mean1, var1) || N(mean2, var2)) for diagonal Gaussians, summed.
+
+  Per dimension: `log(s2/s1) + (s1^2 + (m1-m2)^2) / (2 s2^2) - 1/2`.
+
+  Args:
+    mean1, logvar1: `[B, K]` first Gaussian.
+    mean2, logvar2: `[B, K]` (or broadcastable) second Gaussian.
+
+  Returns:
+    `[B]` float32.
+  """
+  per_dim = 0.5 * (logvar2 - logvar1) + (
+      jnp.exp(logvar1) + jnp.square(mean1 - mean2)
+  ) / (2.0 * jnp.exp(logvar2)) - 0.5
+  return _sum_event(per_dim)
+
+
+def gaussian_log_density(z: jax.Array, mean, logvar) -> jax.Array:
+  """log N(z; mean, diag(exp(logvar))), summed over the last axis: `[..., K] -> [...]`."""
+  return -0.5 * jnp.sum(
+      jnp.log(2.0 * jnp.pi) + logvar + jnp.square(z - mean) * jnp.exp(-logvar),
+      axis=-1,
+  )
+
+
+def iwae_bound(log_weights: jax.Array) -> jax.Array:
+  """Importance-weighted bound `log (1/K) sum_k w_k` from log-weights.
+
+  With `log w_k = log p(x, z_k) - log q(z_k | x)`, `z_k ~ q(z | x)`, this is a
+  lower bound on `log p(x)` that tightens as K grows (K = 1 gives the ELBO).
+
+  Args:
+    log_weights: `[K, B]` log importance weights.
+
+  Returns:
+    `[B]` the bound (a log-likelihood, so negate it for an NLL).
+
+  References:
+    Burda, Grosse & Salakhutdinov, Importance Weighted Autoencoders, 2016.
+  """
+  k = log_weights.shape[0]
+  return jax.nn.logsumexp(log_weights, axis=0) - jnp.log(k)
+
+
+def masked_mean(per_example: jax.Array, mask: jax.Array | None) -> jax.Array:
+  """Mean of `[B]` values over the examples where `mask` ([B], 0/1) is 1 (all when None)."""
+  if mask is None:
+    return jnp.mean(per_example)
+  return jnp.sum(per_example * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+
+
+def masked_sum(per_example: jax.Array, mask: jax.Array | None) -> jax.Array:
+  """Sum of `[B]` values where `mask` is 1 (all of them when `mask` is None)."""
+  return jnp.sum(per_example if mask is None else per_example * mask)
+
+
+def masked_count(batch) -> jax.Array:
+  """Number of real (unpadded) examples in `batch`, as float32."""
+  mask = batch.get('mask')
+  return jnp.asarray(batch['image'].shape[0] if mask is None else jnp.sum(mask), jnp.float32)
+
+
+LIKELIHOODS = ('bernoulli', 'gaussian')
+
+
+def reconstruction_nll(out: jax.Array, x: jax.Array, likelihood: str) -> jax.Array:
+  """Per-example NLL of `x` under the decoder output `out` (logits or means): `[B]`."""
+  if likelihood == 'bernoulli':
+    return bernoulli_nll(out, x)
+  return squared_error(out, x)
+
+
+def decoder_mean(out: jax.Array, likelihood: str) -> jax.Array:
+  """The decoder distribution's mean as an image: sigmoid(logits) or the clipped Gaussian mean."""
+  if likelihood == 'bernoulli':
+    return jax.nn.sigmoid(out)
+  return jnp.clip(out, 0.0, 1.0)

@@ -1,0 +1,41 @@
+"""Host-side metric records: `metrics.jsonl`, one JSON object per epoch and split."""
+
+import json
+from pathlib import Path
+
+
+def read(path: str | Path) -> list[dict]:
+  """All records in a metrics.jsonl file (an empty list if it does not exist)."""
+  path = Path(path)
+  if not path.exists():
+    return []
+  records = []
+  for line in path.read_text().splitlines():
+    try:
+      records.append(json.loads(line))
+    except json.JSONDecodeError:
+      break  # a line cut short by a crash: it and anything after it are dropped
+  return records
+
+
+class MetricsLog:
+  """Appends records to `metrics.jsonl`; on resume keeps only the epochs up to `epoch`."""
+
+  def __init__(self, path: str | Path, resume_epoch: int):
+    self.path = Path(path)
+    kept = [r for r in read(self.path) if r['epoch'] <= resume_epoch]
+    tmp = self.path.with_suffix('.jsonl.tmp')
+    tmp.write_text(''.join(json.dumps(r) + '\n' for r in kept))
+    tmp.replace(self.path)
+    self.records = kept
+
+  def write(self, record: dict) -> None:
+    with self.path.open('a') as f:
+      f.write(json.dumps(record) + '\n')
+    self.records.append(record)
+
+
+def means(sums: dict) -> dict:
+  """Per-example means from device sums with a 'count' entry: `{k: sums[k] / count}`."""
+  count = float(sums['count'])
+  return {k: float(v) / count for k, v in sums.items() if k != 'count'}

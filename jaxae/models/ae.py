@@ -1,0 +1,120 @@
+"""Undercomplete autoencoder, with tied, denoising and dropout variants.
+
+One network family covers four classic models, switched by config fields:
+- undercomplete AE: encoder f, decoder g, code smaller than the input,
+  loss = -log p(x | g(f(x))) (Bernoulli logits or unit Gaussian);
+- tied weights (`tied=True`): g uses f's kernels transposed;
+- denoising (`noise` in gaussian / masking / salt_and_pepper, `noise_level`):
+  loss of g(f(x~)) against the clean x, x~ drawn inside the step;
+- dropout (`input_dropout`, `dropout_rate`): through the 'dropout' stream, off
+  at evaluation.
+`tied_ae`, `dae` and `dropout_ae` are presets of this module.
+
+References:
+  Hinton & Salakhutdinov, Reducing the Dimensionality of Data with Neural
+  Networks, Science 2006.
+  Vincent et al., Extracting and Composing Robust Features with Denoising
+  Autoencoders, ICML 2008.
+  Srivastava et al., Dropout, JMLR 2014.
+"""
+
+import flax.linen as nn
+import jax
+
+from jaxae import corruption, losses, nn as jnn, steps
+
+
+def defaults() -> dict:
+  return dict(
+      arch='mlp', hidden=(512, 256), conv_features=(32, 64), latent_dim=32,
+      likelihood='bernoulli', tied=False, noise='none', noise_level=0.0,
+      input_dropout=0.0, dropout_rate=0.0,
+  )
+
+
+class Autoencoder(nn.Module):
+  """`x -> decoder(encoder(dropout(x)))`; outputs logits or Gaussian means."""
+
+  encoder: nn.Module
+  decoder: nn.Module
+  input_dropout: float = 0.0
+
+  def encode(self, x: jax.Array, train: bool = False) -> jax.Array:
+    """`[B, H, W, C] -> [B, latent_dim]`."""
+    x = nn.Dropout(self.input_dropout, deterministic=not train)(x)
+    return self.encoder(x, train)
+
+  def decode(self, z: jax.Array, train: bool = False) -> jax.Array:
+    """`[B, latent_dim] -> [B, H, W, C]` decoder outputs."""
+    return self.decoder(z, train)
+
+  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    return self.decode(self.encode(x, train), train)
+
+
+def make_network(config, image_shape) -> nn.Module:
+  """The (tied or untied) autoencoder described by `config`."""
+  conv = config['arch'] == 'conv'
+  if conv:
+    jnn.check_conv_shape(image_shape, len(config['conv_features']))
+  if config['tied']:
+    return jnn.TiedAutoencoder(
+        tuple(image_shape), config['latent_dim'], tuple(config['hidden']),
+        tuple(config['conv_features']) if conv else (),
+        config['input_dropout'], config['dropout_rate'],
+    )
+  args = (config['arch'], config['hidden'], config['conv_features'], config['dropout_rate'])
+  return Autoencoder(
+      jnn.make_encoder(args[0], config['latent_dim'], *args[1:]),
+      jnn.make_decoder(args[0], image_shape, *args[1:]),
+      config['input_dropout'],
+  )
+
+
+def create_state(key: jax.Array, config, sample_batch) -> steps.TrainState:
+  x = sample_batch['image'][:1]
+  net = make_network(config, x.shape[1:])
+  params = net.init({'params': key}, x)['params']
+  return steps.TrainState.create(apply_fn=net.apply, params=params, tx=steps.make_optimizer(config))
+
+
+def loss_fn(params, apply_fn, batch, key, *, likelihood, noise, noise_level):
+  """Mean reconstruction NLL of the (corrupted, dropped-out) input against the clean one."""
+  noise_key, dropout_key = jax.random.split(key)
+  x = batch['image']
+  x_tilde = corruption.corrupt(x, noise_key, noise, noise_level)
+  out = apply_fn({'params': params}, x_tilde, train=True, rngs={'dropout': dropout_key})
+  loss = losses.masked_mean(losses.reconstruction_nll(out, x, likelihood), batch.get('mask'))
+  return loss, {'loss': loss, 'rec': loss}
+
+
+def train_step(state, batch, key, *, likelihood, noise, noise_level):
+  """`(state, batch, key) -> (state, {'loss', 'rec'})`; key feeds noise and dropout."""
+  return steps.gradient_step(
+      state, loss_fn, batch, key, likelihood=likelihood, noise=noise, noise_level=noise_level
+  )
+
+
+def eval_step(state, batch, key, *, likelihood):
+  """Clean-input reconstruction NLL sums: `{'loss', 'rec', 'count'}` (key unused)."""
+  del key
+  out = state.apply_fn({'params': state.params}, batch['image'])
+  rec = losses.masked_sum(losses.reconstruction_nll(out, batch['image'], likelihood), batch.get('mask'))
+  return {'loss': rec, 'rec': rec, 'count': losses.masked_count(batch)}
+
+
+def encode(state, x: jax.Array) -> jax.Array:
+  """Codes `[B, latent_dim]` of images `x: [B, H, W, C]` (deterministic)."""
+  return state.apply_fn({'params': state.params}, x, method='encode')
+
+
+def decode(state, z: jax.Array, *, likelihood) -> jax.Array:
+  """Images `[B, H, W, C]` in [0, 1] (decoder means) from codes `z`."""
+  out = state.apply_fn({'params': state.params}, z, method='decode')
+  return losses.decoder_mean(out, likelihood)
+
+
+def eval_images(state, batch, key, *, likelihood):
+  """`{'reconstructions': [B, H, W, C]}` of the clean inputs."""
+  del key
+  return {'reconstructions': decode(state, encode(state, batch['image']), likelihood=likelihood)}

@@ -1,0 +1,13 @@
+"""Dropout autoencoder: dropout 0.2 on the input and on the hidden layers, off at evaluation.
+
+A preset of `jaxae.models.ae`: same network, loss and steps, other defaults.
+"""
+
+from jaxae.models import ae
+from jaxae.models.ae import (  # noqa: F401  (the family contract)
+    create_state, decode, encode, eval_images, eval_step, loss_fn, make_network, train_step,
+)
+
+
+def defaults() -> dict:
+  return {**ae.defaults(), 'input_dropout': 0.2, 'dropout_rate': 0.2}

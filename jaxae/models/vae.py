@@ -1,0 +1,141 @@
+"""Variational autoencoder with a beta-weighted KL and importance-weighted NLL.
+
+Encoder q(z|x) = N(mean, diag(exp(logvar))); prior p(z) = N(0, I); decoder
+p(x|z) Bernoulli (logits) or unit Gaussian. Training minimises the negative
+beta-ELBO, `rec + beta * KL`, with z = mean + exp(logvar / 2) * eps drawn from
+the 'latent' stream. With beta = 1, `rec + kl` is the negative ELBO, an upper
+bound on -log p(x); `importance_weighted_nll` tightens it with K samples.
+
+References:
+  Kingma & Welling, Auto-Encoding Variational Bayes, ICLR 2014.
+  Higgins et al., beta-VAE, ICLR 2017.
+  Burda, Grosse & Salakhutdinov, Importance Weighted Autoencoders, ICLR 2016.
+"""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxae import losses, nn as jnn, steps
+
+
+def defaults() -> dict:
+  return dict(
+      arch='mlp', hidden=(512, 256), conv_features=(32, 64), latent_dim=16,
+      likelihood='bernoulli', beta=1.0,
+  )
+
+
+class VAE(nn.Module):
+  """Gaussian encoder and a decoder; `__call__` samples z with the 'latent' stream."""
+
+  encoder: nn.Module
+  decoder: nn.Module
+
+  def encode(self, x: jax.Array, train: bool = False):
+    """`[B, H, W, C] -> (mean, logvar)`, each `[B, latent_dim]`."""
+    mean, logvar = jnp.split(self.encoder(x, train), 2, axis=-1)
+    return mean, logvar
+
+  def decode(self, z: jax.Array, train: bool = False) -> jax.Array:
+    """`[B, latent_dim] -> [B, H, W, C]` decoder outputs (logits or means)."""
+    return self.decoder(z, train)
+
+  def __call__(self, x: jax.Array, train: bool = False):
+    """Returns `(out, mean, logvar)` with out decoded from one reparameterized z."""
+    mean, logvar = self.encode(x, train)
+    eps = jax.random.normal(self.make_rng('latent'), mean.shape, mean.dtype)
+    z = mean + jnp.exp(0.5 * logvar) * eps
+    return self.decode(z, train), mean, logvar
+
+
+def make_network(config, image_shape) -> VAE:
+  arch, hidden, conv = config['arch'], config['hidden'], config['conv_features']
+  if arch == 'conv':
+    jnn.check_conv_shape(image_shape, len(conv))
+  return VAE(
+      jnn.make_encoder(arch, 2 * config['latent_dim'], hidden, conv),
+      jnn.make_decoder(arch, image_shape, hidden, conv),
+  )
+
+
+def create_state(key: jax.Array, config, sample_batch) -> steps.TrainState:
+  x = sample_batch['image'][:1]
+  net = make_network(config, x.shape[1:])
+  params = net.init({'params': key, 'latent': key}, x)['params']
+  return steps.TrainState.create(apply_fn=net.apply, params=params, tx=steps.make_optimizer(config))
+
+
+def negative_elbo_terms(params, apply_fn, x, key, likelihood):
+  """Per-example `(rec, kl)`, each `[B]`, with one z ~ q(z|x) drawn from `key`."""
+  out, mean, logvar = apply_fn({'params': params}, x, rngs={'latent': key})
+  return losses.reconstruction_nll(out, x, likelihood), losses.gaussian_kl(mean, logvar)
+
+
+def loss_fn(params, apply_fn, batch, key, *, likelihood, beta):
+  """Negative beta-ELBO averaged over the batch; metrics also hold rec, kl and -ELBO."""
+  rec, kl = negative_elbo_terms(params, apply_fn, batch['image'], key, likelihood)
+  mask = batch.get('mask')
+  rec, kl = losses.masked_mean(rec, mask), losses.masked_mean(kl, mask)
+  loss = rec + beta * kl
+  return loss, {'loss': loss, 'rec': rec, 'kl': kl, 'nelbo': rec + kl}
+
+
+def train_step(state, batch, key, *, likelihood, beta):
+  """`(state, batch, key) -> (state, {'loss', 'rec', 'kl', 'nelbo'})`; key feeds z."""
+  return steps.gradient_step(state, loss_fn, batch, key, likelihood=likelihood, beta=beta)
+
+
+def eval_step(state, batch, key, *, likelihood, beta):
+  """Sums of loss, rec, kl and -ELBO (nats) over the batch, and `count`."""
+  rec, kl = negative_elbo_terms(state.params, state.apply_fn, batch['image'], key, likelihood)
+  mask = batch.get('mask')
+  rec, kl = losses.masked_sum(rec, mask), losses.masked_sum(kl, mask)
+  return {'loss': rec + beta * kl, 'rec': rec, 'kl': kl, 'nelbo': rec + kl,
+          'count': losses.masked_count(batch)}
+
+
+def encode(state, x: jax.Array) -> jax.Array:
+  """Posterior means `[B, latent_dim]` (the deterministic code)."""
+  mean, _ = state.apply_fn({'params': state.params}, x, method='encode')
+  return mean
+
+
+def decode(state, z: jax.Array, *, likelihood) -> jax.Array:
+  """Images `[B, H, W, C]` in [0, 1]: the decoder mean at z."""
+  out = state.apply_fn({'params': state.params}, z, method='decode')
+  return losses.decoder_mean(out, likelihood)
+
+
+def sample(state, key: jax.Array, n: int, *, likelihood, latent_dim) -> jax.Array:
+  """`n` images from z ~ N(0, I): the decoder means, `[n, H, W, C]`."""
+  z = jax.random.normal(key, (n, latent_dim))
+  return decode(state, z, likelihood=likelihood)
+
+
+def eval_images(state, batch, key, *, likelihood, latent_dim):
+  """Reconstructions through the posterior mean, and samples from a fixed prior draw."""
+  x = batch['image']
+  return {
+      'reconstructions': decode(state, encode(state, x), likelihood=likelihood),
+      'samples': sample(state, key, x.shape[0], likelihood=likelihood, latent_dim=latent_dim),
+  }
+
+
+def importance_weighted_nll(state, x: jax.Array, key: jax.Array, num_samples: int, *, likelihood):
+  """-log p(x) estimated with the K-sample IWAE bound: `[B]` nats (an upper bound on the NLL).
+
+  For the Gaussian likelihood the decoder NLL omits `D/2 log 2pi`, so the
+  value is the NLL up to that constant.
+  """
+  mean, logvar = state.apply_fn({'params': state.params}, x, method='encode')
+  eps = jax.random.normal(key, (num_samples, *mean.shape), mean.dtype)
+  z = mean + jnp.exp(0.5 * logvar) * eps  # [K, B, latent]
+
+  def log_weight(z_k):
+    out = state.apply_fn({'params': state.params}, z_k, method='decode')
+    log_px_z = -losses.reconstruction_nll(out, x, likelihood)
+    log_pz = losses.gaussian_log_density(z_k, 0.0, jnp.zeros_like(z_k))
+    return log_px_z + log_pz - losses.gaussian_log_density(z_k, mean, logvar)
+
+  return -losses.iwae_bound(jax.lax.map(log_weight, z))

@@ -1,0 +1,208 @@
+"""Shared Flax linen blocks: MLP and convolutional encoders and decoders.
+
+Images are `[B, H, W, C]` float32 everywhere; MLPs flatten them on entry and
+decoders return the image shape. Decoders return unbounded outputs (Bernoulli
+logits or Gaussian means); the loss decides how to read them.
+"""
+
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+KERNEL = (4, 4)  # conv kernel; stride 2 halves H and W per layer
+
+
+def check_conv_shape(image_shape: Sequence[int], n_layers: int) -> None:
+  """Raises ValueError unless H and W are divisible by 2**n_layers."""
+  s = 2**n_layers
+  h, w = image_shape[0], image_shape[1]
+  if h % s or w % s:
+    raise ValueError(
+        f'image size {h}x{w} does not fit a conv net of {n_layers} stride-2 '
+        f'layers (needs H and W divisible by {s}); use arch=mlp or fewer '
+        'conv_features'
+    )
+
+
+class MLPEncoder(nn.Module):
+  """`[B, H, W, C] -> [B, out_dim]`: ReLU hidden layers, linear output."""
+
+  hidden: Sequence[int]
+  out_dim: int
+  dropout_rate: float = 0.0
+  dtype: jnp.dtype | None = None
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    h = x.reshape(x.shape[0], -1)
+    for width in self.hidden:
+      h = nn.relu(nn.Dense(width, dtype=self.dtype)(h))
+      h = nn.Dropout(self.dropout_rate, deterministic=not train)(h)
+    return nn.Dense(self.out_dim, dtype=self.dtype)(h)
+
+
+class MLPDecoder(nn.Module):
+  """`[B, K] -> [B, H, W, C]`: ReLU hidden layers (in decoding order), linear output."""
+
+  hidden: Sequence[int]
+  image_shape: Sequence[int]
+  dropout_rate: float = 0.0
+  dtype: jnp.dtype | None = None
+
+  @nn.compact
+  def __call__(self, z: jax.Array, train: bool = False) -> jax.Array:
+    h = z
+    for width in self.hidden:
+      h = nn.relu(nn.Dense(width, dtype=self.dtype)(h))
+      h = nn.Dropout(self.dropout_rate, deterministic=not train)(h)
+    size = 1
+    for d in self.image_shape:
+      size *= d
+    out = nn.Dense(size, dtype=self.dtype)(h)
+    return out.reshape((z.shape[0], *self.image_shape))
+
+
+class ConvEncoder(nn.Module):
+  """`[B, H, W, C] -> [B, out_dim]`: stride-2 4x4 convs (ReLU), then a linear layer."""
+
+  features: Sequence[int]
+  out_dim: int
+  dropout_rate: float = 0.0
+  dtype: jnp.dtype | None = None
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    h = x
+    for f in self.features:
+      h = nn.relu(nn.Conv(f, KERNEL, strides=2, padding='SAME', dtype=self.dtype)(h))
+      h = nn.Dropout(self.dropout_rate, deterministic=not train)(h)
+    return nn.Dense(self.out_dim, dtype=self.dtype)(h.reshape(h.shape[0], -1))
+
+
+class ConvDecoder(nn.Module):
+  """`[B, K] -> [B, H, W, C]`, mirroring `ConvEncoder(features)`.
+
+  A linear layer to `[H/s, W/s, features[-1]]` (s = 2**len(features)), then
+  stride-2 transposed convs back through the features in reverse; the last one
+  outputs C channels without activation.
+  """
+
+  features: Sequence[int]
+  image_shape: Sequence[int]
+  dropout_rate: float = 0.0
+  dtype: jnp.dtype | None = None
+
+  @nn.compact
+  def __call__(self, z: jax.Array, train: bool = False) -> jax.Array:
+    height, width, channels = self.image_shape
+    s = 2 ** len(self.features)
+    rev = list(self.features[::-1])
+    h = nn.relu(nn.Dense(height // s * width // s * rev[0], dtype=self.dtype)(z))
+    h = h.reshape(z.shape[0], height // s, width // s, rev[0])
+    for f in rev[1:] + [channels]:
+      h = nn.Dropout(self.dropout_rate, deterministic=not train)(h)
+      out = nn.ConvTranspose(f, KERNEL, strides=(2, 2), padding='SAME', dtype=self.dtype)(h)
+      h = nn.relu(out)
+    return out
+
+
+def make_encoder(arch: str, out_dim: int, hidden, conv_features, dropout_rate=0.0, dtype=None):
+  """Builds the encoder named by `arch` ('mlp' or 'conv')."""
+  if arch == 'conv':
+    return ConvEncoder(tuple(conv_features), out_dim, dropout_rate, dtype)
+  return MLPEncoder(tuple(hidden), out_dim, dropout_rate, dtype)
+
+
+def make_decoder(arch: str, image_shape, hidden, conv_features, dropout_rate=0.0, dtype=None):
+  """Builds the decoder mirroring `make_encoder(arch, ...)`."""
+  if arch == 'conv':
+    return ConvDecoder(tuple(conv_features), tuple(image_shape), dropout_rate, dtype)
+  return MLPDecoder(tuple(hidden[::-1]), tuple(image_shape), dropout_rate, dtype)
+
+
+_DN = ('NHWC', 'HWIO', 'NHWC')
+
+
+class TiedAutoencoder(nn.Module):
+  """Autoencoder whose decoder uses the encoder's kernels transposed (W* = W^T).
+
+  The params hold one kernel per tied layer pair, `kernel_i`, with separate
+  `encoder_bias_i` and `decoder_bias_i`. With `conv_features`, the conv layers
+  are tied too: the decoder applies the exact adjoint of each strided conv
+  (`lax.conv_transpose(..., transpose_kernel=True)`).
+
+  References:
+    Vincent et al., Stacked Denoising Autoencoders, JMLR 2010, Sec. 2.3.
+  """
+
+  image_shape: Sequence[int]
+  latent_dim: int
+  hidden: Sequence[int] = ()
+  conv_features: Sequence[int] = ()
+  input_dropout: float = 0.0
+  dropout_rate: float = 0.0
+
+  def setup(self):
+    height, width, channels = self.image_shape
+    chans = [channels, *self.conv_features]
+    init = nn.initializers.lecun_normal()
+    self.conv_kernels = [
+        self.param(f'kernel_{i}', init, (*KERNEL, chans[i], chans[i + 1]))
+        for i in range(len(self.conv_features))
+    ]
+    s = 2 ** len(self.conv_features)
+    self.conv_shape = (height // s, width // s, chans[-1])
+    flat = self.conv_shape[0] * self.conv_shape[1] * self.conv_shape[2]
+    dims = [flat, *self.hidden, self.latent_dim]
+    n_conv = len(self.conv_kernels)
+    self.dense_kernels = [
+        self.param(f'kernel_{n_conv + i}', init, (dims[i], dims[i + 1]))
+        for i in range(len(dims) - 1)
+    ]
+    n = n_conv + len(self.dense_kernels)
+    out_sizes = [c for c in chans[1:]] + dims[1:]
+    in_sizes = chans[:-1] + dims[:-1]
+    self.encoder_biases = [
+        self.param(f'encoder_bias_{i}', nn.initializers.zeros, (out_sizes[i],)) for i in range(n)
+    ]
+    self.decoder_biases = [
+        self.param(f'decoder_bias_{i}', nn.initializers.zeros, (in_sizes[i],)) for i in range(n)
+    ]
+    self.input_drop = nn.Dropout(self.input_dropout)
+    self.hidden_drop = nn.Dropout(self.dropout_rate)
+
+  def encode(self, x: jax.Array, train: bool = False) -> jax.Array:
+    """`[B, H, W, C] -> [B, latent_dim]`."""
+    h = self.input_drop(x, deterministic=not train)
+    for k, b in zip(self.conv_kernels, self.encoder_biases):
+      h = jax.lax.conv_general_dilated(h, k, (2, 2), 'SAME', dimension_numbers=_DN) + b
+      h = self.hidden_drop(nn.relu(h), deterministic=not train)
+    h = h.reshape(h.shape[0], -1)
+    n_conv, n_dense = len(self.conv_kernels), len(self.dense_kernels)
+    for i, k in enumerate(self.dense_kernels):
+      h = h @ k + self.encoder_biases[n_conv + i]
+      if i < n_dense - 1:
+        h = self.hidden_drop(nn.relu(h), deterministic=not train)
+    return h
+
+  def decode(self, z: jax.Array, train: bool = False) -> jax.Array:
+    """`[B, latent_dim] -> [B, H, W, C]` using the transposed encoder kernels."""
+    n_conv = len(self.conv_kernels)
+    h = z
+    for i in reversed(range(len(self.dense_kernels))):
+      h = h @ self.dense_kernels[i].T + self.decoder_biases[n_conv + i]
+      if i > 0 or n_conv:
+        h = self.hidden_drop(nn.relu(h), deterministic=not train)
+    h = h.reshape(z.shape[0], *self.conv_shape)
+    for i in reversed(range(n_conv)):
+      h = jax.lax.conv_transpose(
+          h, self.conv_kernels[i], (2, 2), 'SAME', dimension_numbers=_DN, transpose_kernel=True
+      ) + self.decoder_biases[i]
+      if i > 0:
+        h = self.hidden_drop(nn.relu(h), deterministic=not train)
+    return h.reshape((z.shape[0], *self.image_shape))
+
+  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    return self.decode(self.encode(x, train), train)

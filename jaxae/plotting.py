@@ -1,0 +1,62 @@
+"""NumPy in, matplotlib `Figure` out (no pyplot state, so it works headless and in notebooks)."""
+
+import numpy as np
+from matplotlib.figure import Figure
+
+
+def image_grid(images: np.ndarray, cols: int) -> np.ndarray:
+  """Tiles `[N, H, W, C]` images into a `[rows*H, cols*W, C]` array (1px gaps, blank padding)."""
+  images = np.asarray(images)
+  n, h, w, c = images.shape
+  rows = -(-n // cols)
+  grid = np.ones((rows * (h + 1) - 1, cols * (w + 1) - 1, c), np.float32)
+  for i, img in enumerate(images):
+    r, q = divmod(i, cols)
+    grid[r * (h + 1): r * (h + 1) + h, q * (w + 1): q * (w + 1) + w] = img
+  return grid
+
+
+def _show(ax, grid: np.ndarray, title: str) -> None:
+  if grid.shape[-1] == 1:
+    ax.imshow(grid[..., 0], cmap='gray', vmin=0, vmax=1)
+  else:
+    ax.imshow(np.clip(grid, 0, 1))
+  ax.set_title(title)
+  ax.axis('off')
+
+
+def reconstructions(originals: np.ndarray, recons: np.ndarray, cols: int = 16) -> Figure:
+  """Originals above, their reconstructions below, column for column."""
+  top_grid, bottom_grid = image_grid(originals, cols), image_grid(recons, cols)
+  width = cols * 0.6
+  fig = Figure(figsize=(width, 2 * width * top_grid.shape[0] / top_grid.shape[1] + 0.9))
+  top, bottom = fig.subplots(2, 1)
+  _show(top, top_grid, 'originals')
+  _show(bottom, bottom_grid, 'reconstructions')
+  fig.tight_layout()
+  return fig
+
+
+def samples(images: np.ndarray, cols: int = 8, title: str = 'samples from p(z)') -> Figure:
+  grid = image_grid(images, cols)
+  width = cols * 0.7
+  fig = Figure(figsize=(width, width * grid.shape[0] / grid.shape[1] + 0.5))
+  _show(fig.subplots(), grid, title)
+  fig.tight_layout()
+  return fig
+
+
+def loss_curves(records: list[dict], key: str = 'loss') -> Figure:
+  """`key` against epoch for each split in metrics.jsonl records."""
+  fig = Figure(figsize=(5, 3.5))
+  ax = fig.subplots()
+  for split in sorted({r['split'] for r in records}):
+    points = [(r['epoch'], r[key]) for r in records if r['split'] == split and key in r]
+    if points:
+      ax.plot(*zip(*points), marker='.', label=split)
+  ax.set_xlabel('epoch')
+  ax.set_ylabel(f'{key} (nats per example)')
+  ax.legend()
+  ax.grid(alpha=0.3)
+  fig.tight_layout()
+  return fig
