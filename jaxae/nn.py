@@ -125,6 +125,11 @@ def make_decoder(arch: str, image_shape, hidden, conv_features, dropout_rate=0.0
 _DN = ('NHWC', 'HWIO', 'NHWC')
 
 
+def _add_bias(h: jax.Array, b: jax.Array) -> jax.Array:
+  """`h: [..., F] + b: [F]` with the broadcast written out (strict rank promotion)."""
+  return h + b.reshape((1,) * (h.ndim - 1) + (-1,))
+
+
 class TiedAutoencoder(nn.Module):
   """Autoencoder whose decoder uses the encoder's kernels transposed (W* = W^T).
 
@@ -177,12 +182,12 @@ class TiedAutoencoder(nn.Module):
     """`[B, H, W, C] -> [B, latent_dim]`."""
     h = self.input_drop(x, deterministic=not train)
     for k, b in zip(self.conv_kernels, self.encoder_biases):
-      h = jax.lax.conv_general_dilated(h, k, (2, 2), 'SAME', dimension_numbers=_DN) + b
+      h = _add_bias(jax.lax.conv_general_dilated(h, k, (2, 2), 'SAME', dimension_numbers=_DN), b)
       h = self.hidden_drop(nn.relu(h), deterministic=not train)
     h = h.reshape(h.shape[0], -1)
     n_conv, n_dense = len(self.conv_kernels), len(self.dense_kernels)
     for i, k in enumerate(self.dense_kernels):
-      h = h @ k + self.encoder_biases[n_conv + i]
+      h = _add_bias(h @ k, self.encoder_biases[n_conv + i])
       if i < n_dense - 1:
         h = self.hidden_drop(nn.relu(h), deterministic=not train)
     return h
@@ -192,14 +197,14 @@ class TiedAutoencoder(nn.Module):
     n_conv = len(self.conv_kernels)
     h = z
     for i in reversed(range(len(self.dense_kernels))):
-      h = h @ self.dense_kernels[i].T + self.decoder_biases[n_conv + i]
+      h = _add_bias(h @ self.dense_kernels[i].T, self.decoder_biases[n_conv + i])
       if i > 0 or n_conv:
         h = self.hidden_drop(nn.relu(h), deterministic=not train)
     h = h.reshape(z.shape[0], *self.conv_shape)
     for i in reversed(range(n_conv)):
-      h = jax.lax.conv_transpose(
+      h = _add_bias(jax.lax.conv_transpose(
           h, self.conv_kernels[i], (2, 2), 'SAME', dimension_numbers=_DN, transpose_kernel=True
-      ) + self.decoder_biases[i]
+      ), self.decoder_biases[i])
       if i > 0:
         h = self.hidden_drop(nn.relu(h), deterministic=not train)
     return h.reshape((z.shape[0], *self.image_shape))

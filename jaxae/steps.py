@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import optax
 from flax.training import train_state
 
@@ -41,6 +42,16 @@ def make_optimizer(config: Mapping[str, Any]) -> optax.GradientTransformation:
   if config['grad_clip']:
     opt = optax.chain(optax.clip_by_global_norm(config['grad_clip']), opt)
   return opt
+
+
+def create_train_state(apply_fn: Callable, params, config: Mapping[str, Any]) -> TrainState:
+  """A `TrainState` with `make_optimizer(config)` and an int32 array step.
+
+  (`TrainState.create` leaves `step` a Python int, which would make the first
+  and second calls of a jitted step trace twice.)
+  """
+  state = TrainState.create(apply_fn=apply_fn, params=params, tx=make_optimizer(config))
+  return state.replace(step=jnp.zeros((), jnp.int32))
 
 
 def gradient_step(state: TrainState, loss_fn: Callable, batch, key, **hp):

@@ -39,10 +39,12 @@ class Autoencoder(nn.Module):
   decoder: nn.Module
   input_dropout: float = 0.0
 
+  def setup(self):
+    self.input_drop = nn.Dropout(self.input_dropout)
+
   def encode(self, x: jax.Array, train: bool = False) -> jax.Array:
     """`[B, H, W, C] -> [B, latent_dim]`."""
-    x = nn.Dropout(self.input_dropout, deterministic=not train)(x)
-    return self.encoder(x, train)
+    return self.encoder(self.input_drop(x, deterministic=not train), train)
 
   def decode(self, z: jax.Array, train: bool = False) -> jax.Array:
     """`[B, latent_dim] -> [B, H, W, C]` decoder outputs."""
@@ -75,7 +77,7 @@ def create_state(key: jax.Array, config, sample_batch) -> steps.TrainState:
   x = sample_batch['image'][:1]
   net = make_network(config, x.shape[1:])
   params = net.init({'params': key}, x)['params']
-  return steps.TrainState.create(apply_fn=net.apply, params=params, tx=steps.make_optimizer(config))
+  return steps.create_train_state(net.apply, params, config)
 
 
 def loss_fn(params, apply_fn, batch, key, *, likelihood, noise, noise_level):

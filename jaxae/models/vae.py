@@ -63,7 +63,7 @@ def create_state(key: jax.Array, config, sample_batch) -> steps.TrainState:
   x = sample_batch['image'][:1]
   net = make_network(config, x.shape[1:])
   params = net.init({'params': key, 'latent': key}, x)['params']
-  return steps.TrainState.create(apply_fn=net.apply, params=params, tx=steps.make_optimizer(config))
+  return steps.create_train_state(net.apply, params, config)
 
 
 def negative_elbo_terms(params, apply_fn, x, key, likelihood):
@@ -130,7 +130,7 @@ def importance_weighted_nll(state, x: jax.Array, key: jax.Array, num_samples: in
   """
   mean, logvar = state.apply_fn({'params': state.params}, x, method='encode')
   eps = jax.random.normal(key, (num_samples, *mean.shape), mean.dtype)
-  z = mean + jnp.exp(0.5 * logvar) * eps  # [K, B, latent]
+  z = mean[None] + jnp.exp(0.5 * logvar)[None] * eps  # [K, B, latent]
 
   def log_weight(z_k):
     out = state.apply_fn({'params': state.params}, z_k, method='decode')

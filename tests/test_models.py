@@ -1,0 +1,200 @@
+"""One suite over every model family (picked up by name), plus family-specific checks."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxae import config as config_lib
+from jaxae import data, models, steps
+
+FAMILIES = models.names()
+STOCHASTIC = {'vae', 'dae', 'dropout_ae'}  # families whose train step draws randomness
+
+
+def make(name, arch='mlp', shape=(28, 28, 1), **overrides):
+  config = config_lib.resolve({'model': name, 'arch': arch, 'hidden': (64, 32), 'latent_dim': 8,
+                               'conv_features': (8, 16), **overrides})
+  batch = {'image': jax.random.uniform(jax.random.key(9), (6, *shape))}
+  model = models.get(name)
+  return model, config, model.create_state(jax.random.key(0), config, batch), batch
+
+
+def test_every_family_is_found_by_name():
+  assert {'ae', 'tied_ae', 'dae', 'dropout_ae', 'vae'} <= set(FAMILIES)
+  with pytest.raises(ValueError, match="unknown model 'nope'"):
+    models.get('nope')
+
+
+@pytest.mark.parametrize('name', FAMILIES)
+@pytest.mark.parametrize('arch,shape', [('mlp', (28, 28, 1)), ('conv', (28, 28, 1)), ('conv', (32, 32, 3)),
+                                        ('mlp', (8, 8, 1))])
+def test_shapes_of_codes_images_and_metrics(name, arch, shape):
+  model, config, state, batch = make(name, arch, shape)
+  z = model.encode(state, batch['image'])
+  assert z.shape == (6, 8)
+  images = jax.jit(steps.bind(model.eval_images, config))(state, batch, jax.random.key(1))
+  for value in images.values():
+    assert value.shape == (6, *shape)
+    assert float(value.min()) >= 0 and float(value.max()) <= 1
+  _, metrics = jax.jit(steps.bind(model.train_step, config))(state, batch, jax.random.key(2))
+  assert np.isfinite(float(metrics['loss']))
+  sums = jax.jit(steps.bind(model.eval_step, config))(state, batch, jax.random.key(3))
+  assert float(sums['count']) == 6
+
+
+def n_dense(i, o):
+  return i * o + o
+
+
+@pytest.mark.parametrize('name', ['ae', 'dae', 'dropout_ae'])
+def test_untied_mlp_parameter_count(name):
+  _, _, state, _ = make(name)  # 784-64-32-8-32-64-784
+  expected = (n_dense(784, 64) + n_dense(64, 32) + n_dense(32, 8)
+              + n_dense(8, 32) + n_dense(32, 64) + n_dense(64, 784))
+  assert sum(p.size for p in jax.tree.leaves(state.params)) == expected
+
+
+def test_vae_parameter_count_has_mean_and_logvar_heads():
+  _, _, state, _ = make('vae')
+  expected = (n_dense(784, 64) + n_dense(64, 32) + n_dense(32, 16)
+              + n_dense(8, 32) + n_dense(32, 64) + n_dense(64, 784))
+  assert sum(p.size for p in jax.tree.leaves(state.params)) == expected
+
+
+@pytest.mark.parametrize('arch,kernels', [('mlp', 3), ('conv', 5)])  # conv: 2 conv + 3 dense
+def test_tied_params_hold_one_kernel_per_layer_pair(arch, kernels):
+  _, _, state, _ = make('tied_ae', arch)
+  names = sorted(state.params)
+  assert [n for n in names if n.startswith('kernel_')] == [f'kernel_{i}' for i in range(kernels)]
+  assert sum(n.startswith('encoder_bias_') for n in names) == kernels
+  assert sum(n.startswith('decoder_bias_') for n in names) == kernels
+  if arch == 'mlp':
+    expected = 784 * 64 + 64 * 32 + 32 * 8 + (64 + 32 + 8) + (784 + 64 + 32)
+    assert sum(p.size for p in jax.tree.leaves(state.params)) == expected
+
+
+def test_tied_mlp_decoder_is_the_transposed_encoder():
+  model, _, state, _ = make('tied_ae')
+  p = state.params
+  z = jax.random.normal(jax.random.key(4), (3, 8))
+  h = jax.nn.relu(z @ p['kernel_2'].T + p['decoder_bias_2'][None])
+  h = jax.nn.relu(h @ p['kernel_1'].T + p['decoder_bias_1'][None])
+  logits = (h @ p['kernel_0'].T + p['decoder_bias_0'][None]).reshape(3, 28, 28, 1)
+  np.testing.assert_allclose(model.decode(state, z, likelihood='bernoulli'), jax.nn.sigmoid(logits), atol=1e-6)
+
+
+def test_tied_conv_decoder_is_the_adjoint_of_the_encoder():
+  """With biases zero and no ReLU, <enc(x), z> == <x, dec(z)>: the decoder is W^T."""
+  model, config, state, _ = make('tied_ae', 'conv', conv_features=(4,), hidden=())
+  params = jax.tree.map(lambda p: p, state.params)
+  params = {k: (jnp.zeros_like(v) if 'bias' in k else v) for k, v in params.items()}
+  net = model.make_network(config, (28, 28, 1))
+  x = jax.random.normal(jax.random.key(5), (2, 28, 28, 1))
+  z = jax.random.normal(jax.random.key(6), (2, 8))
+  # a single conv layer + dense: enc(x) = dense(relu(conv(x))); check the dense-conv chain through linear parts
+  k_conv, k_dense = params['kernel_0'], params['kernel_1']
+  conv = functools.partial(jax.lax.conv_general_dilated, window_strides=(2, 2), padding='SAME',
+                           dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+  linear_enc = conv(x, k_conv).reshape(2, -1) @ k_dense
+  decoded = net.apply({'params': params}, z, method='decode')
+  h = (z @ k_dense.T).reshape(2, 14, 14, 4)
+  linear_dec = jax.lax.conv_transpose(jax.nn.relu(h), k_conv, (2, 2), 'SAME',
+                                      dimension_numbers=('NHWC', 'HWIO', 'NHWC'), transpose_kernel=True)
+  np.testing.assert_allclose(decoded, linear_dec, atol=1e-5)
+  lhs = jnp.vdot(linear_enc, z)
+  rhs = jnp.vdot(x, jax.lax.conv_transpose(h, k_conv, (2, 2), 'SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+                                           transpose_kernel=True))
+  np.testing.assert_allclose(lhs, rhs, rtol=1e-4)
+
+
+@pytest.mark.parametrize('name', FAMILIES)
+def test_train_step_compiles_once(name):
+  model, config, state, batch = make(name)
+  step = jax.jit(steps.bind(model.train_step, config))
+  state, _ = step(state, batch, jax.random.key(1))
+  state, _ = step(state, {'image': batch['image'] * 0.5}, jax.random.key(2))
+  assert step._cache_size() == 1
+
+
+@pytest.mark.parametrize('name', FAMILIES)
+def test_same_key_same_step_other_key_other_randomness(name):
+  model, config, state, batch = make(name)
+  step = jax.jit(steps.bind(model.train_step, config))
+  _, m1 = step(state, batch, jax.random.key(1))
+  _, m2 = step(state, batch, jax.random.key(1))
+  _, m3 = step(state, batch, jax.random.key(2))
+  assert float(m1['loss']) == float(m2['loss'])
+  assert (float(m1['loss']) != float(m3['loss'])) == (name in STOCHASTIC)
+
+
+@pytest.mark.parametrize('name', FAMILIES)
+def test_steps_on_real_digits_lower_the_loss(name):
+  digits = data.load_digits()['train']['image'][:128]
+  model, config, state, _ = make(name, shape=(8, 8, 1), learning_rate=3e-3)
+  batch = {'image': jnp.asarray(digits)}
+  step = jax.jit(steps.bind(model.train_step, config))
+  evaluate = steps.bind(model.eval_step, config)
+  before = float(evaluate(state, batch, jax.random.key(0))['loss'])
+  for i in range(60):
+    state, _ = step(state, batch, jax.random.key(i))
+  assert float(evaluate(state, batch, jax.random.key(0))['loss']) < 0.75 * before
+  assert int(state.step) == 60
+
+
+def test_dropout_is_off_at_evaluation():
+  model, config, state, batch = make('dropout_ae', input_dropout=0.5, dropout_rate=0.5)
+  evaluate = steps.bind(model.eval_step, config)
+  a, b = evaluate(state, batch, jax.random.key(1)), evaluate(state, batch, jax.random.key(2))
+  assert float(a['loss']) == float(b['loss'])
+  train_out = state.apply_fn({'params': state.params}, batch['image'], train=True,
+                             rngs={'dropout': jax.random.key(3)})
+  eval_out = state.apply_fn({'params': state.params}, batch['image'])
+  assert not np.allclose(train_out, eval_out)
+  plain = models.get('ae').create_state(jax.random.key(0), {**config, 'input_dropout': 0.0, 'dropout_rate': 0.0},
+                                        batch)
+  np.testing.assert_allclose(eval_out, plain.apply_fn({'params': state.params}, batch['image']), atol=1e-6)
+
+
+def test_denoising_loss_targets_the_clean_input():
+  model, config, state, batch = make('dae', noise='masking', noise_level=0.5)
+  loss, _ = model.loss_fn(state.params, state.apply_fn, batch, jax.random.key(1), likelihood='bernoulli',
+                          noise='masking', noise_level=0.5)
+  from jaxae import corruption, losses
+  noise_key, _ = jax.random.split(jax.random.key(1))
+  x_tilde = corruption.masking(batch['image'], noise_key, 0.5)
+  out = state.apply_fn({'params': state.params}, x_tilde)
+  np.testing.assert_allclose(loss, losses.bernoulli_nll(out, batch['image']).mean(), rtol=1e-5)
+
+
+def test_vae_eval_reconstructions_are_deterministic_and_samples_fixed_by_key():
+  model, config, state, batch = make('vae')
+  images = steps.bind(model.eval_images, config)
+  a, b = images(state, batch, jax.random.key(1)), images(state, batch, jax.random.key(2))
+  np.testing.assert_array_equal(a['reconstructions'], b['reconstructions'])
+  assert not np.array_equal(a['samples'], b['samples'])
+  np.testing.assert_array_equal(a['samples'], images(state, batch, jax.random.key(1))['samples'])
+
+
+def test_vae_loss_is_rec_plus_beta_kl_and_reparameterization_uses_the_key():
+  model, config, state, batch = make('vae', beta=4.0)
+  _, m = model.loss_fn(state.params, state.apply_fn, batch, jax.random.key(1), likelihood='bernoulli', beta=4.0)
+  np.testing.assert_allclose(m['loss'], m['rec'] + 4.0 * m['kl'], rtol=1e-6)
+  np.testing.assert_allclose(m['nelbo'], m['rec'] + m['kl'], rtol=1e-6)
+  out1, mean, logvar = state.apply_fn({'params': state.params}, batch['image'], rngs={'latent': jax.random.key(1)})
+  out2, _, _ = state.apply_fn({'params': state.params}, batch['image'], rngs={'latent': jax.random.key(1)})
+  out3, _, _ = state.apply_fn({'params': state.params}, batch['image'], rngs={'latent': jax.random.key(2)})
+  np.testing.assert_array_equal(out1, out2)
+  assert not np.allclose(out1, out3)
+
+
+def test_iwae_nll_is_below_the_negative_elbo_and_tightens_with_k():
+  model, config, state, batch = make('vae')
+  x = batch['image']
+  nelbo = model.eval_step(state, {'image': x}, jax.random.key(0), likelihood='bernoulli', beta=1.0)['nelbo'] / 6
+  nll = {k: float(model.importance_weighted_nll(state, x, jax.random.key(1), k, likelihood='bernoulli').mean())
+         for k in (1, 64)}
+  assert nll[64] < nll[1]
+  assert nll[64] < float(nelbo) + 0.5

@@ -1,0 +1,112 @@
+"""The training loop: learning, outputs, resume, reproducibility, compile counts, batching."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import tiny
+
+from jaxae import config as config_lib
+from jaxae import metrics, models, steps, train
+from jaxae.errors import UserError
+
+@pytest.mark.parametrize('name', models.names())
+def test_a_short_run_on_digits_learns(tmp_path, name):
+  result = train.train_and_evaluate(tiny(model=name, epochs=8, learning_rate=3e-3), tmp_path, progress=False)
+  evals = [r for r in result.records if r['split'] == 'eval']
+  assert [r['epoch'] for r in evals] == list(range(9))
+  start, end = evals[0]['loss'], evals[-1]['loss']
+  assert end < 0.7 * start, (start, end)
+
+
+def test_outputs_in_the_workdir(tmp_path):
+  result = train.train_and_evaluate(tiny(epochs=2), tmp_path, progress=False)
+  assert json.loads((tmp_path / 'config.json').read_text())['model'] == 'vae'
+  records = metrics.read(tmp_path / 'metrics.jsonl')
+  assert records == result.records
+  assert [(r['epoch'], r['split']) for r in records] == [(0, 'eval'), (1, 'train'), (1, 'eval'), (2, 'train'),
+                                                         (2, 'eval')]
+  train_rec = records[1]
+  assert {'loss', 'rec', 'kl', 'nelbo', 'seconds', 'examples_per_sec', 'step'} <= set(train_rec)
+  assert train_rec['step'] == 26  # ceil(1617 / 64) steps per epoch
+  for name in ('reconstructions', 'samples', 'loss'):
+    assert (tmp_path / 'figures' / f'{name}.png').stat().st_size > 1000
+  assert sorted(p.name for p in (tmp_path / 'checkpoints').iterdir()) == ['1', '2']
+
+
+def test_resume_continues_the_step_count_and_matches_an_uninterrupted_run(tmp_path):
+  full = train.train_and_evaluate(tiny(epochs=4), tmp_path / 'full', progress=False)
+  train.train_and_evaluate(tiny(epochs=2), tmp_path / 'split', progress=False)
+  resumed = train.train_and_evaluate(tiny(epochs=4), tmp_path / 'split', progress=False)
+  assert int(resumed.state.step) == int(full.state.step) == 4 * 26
+  epochs = [(r['epoch'], r['split']) for r in metrics.read(tmp_path / 'split' / 'metrics.jsonl')]
+  assert epochs == [(r['epoch'], r['split']) for r in full.records]
+  for a, b in zip(jax.tree.leaves(full.state.params), jax.tree.leaves(resumed.state.params)):
+    np.testing.assert_array_equal(a, b)
+  assert full.records[-1]['loss'] == resumed.records[-1]['loss']
+
+
+def test_same_seed_gives_bitwise_identical_params(tmp_path):
+  a = train.train_and_evaluate(tiny(model='dae'), tmp_path / 'a', progress=False)
+  b = train.train_and_evaluate(tiny(model='dae'), tmp_path / 'b', progress=False)
+  c = train.train_and_evaluate(tiny(model='dae', seed=1), tmp_path / 'c', progress=False)
+  for x, y in zip(jax.tree.leaves(a.state.params), jax.tree.leaves(b.state.params)):
+    np.testing.assert_array_equal(x, y)
+  assert not np.array_equal(jax.tree.leaves(a.state.params)[0], jax.tree.leaves(c.state.params)[0])
+
+
+def test_a_workdir_with_another_config_is_refused_and_kept(tmp_path):
+  train.train_and_evaluate(tiny(epochs=1), tmp_path, progress=False)
+  before = {p: p.read_bytes() for p in tmp_path.rglob('*') if p.is_file()}
+  with pytest.raises(UserError, match='another config.*beta'):
+    train.train_and_evaluate(tiny(epochs=1, beta=0.5), tmp_path, progress=False)
+  assert before == {p: p.read_bytes() for p in tmp_path.rglob('*') if p.is_file()}
+
+
+def test_epoch_and_eval_compile_once(tmp_path):
+  config = config_lib.resolve(tiny())
+  model = models.get('vae')
+  x = jnp.asarray(np.random.default_rng(0).random((100, 8, 8, 1), np.float32))
+  keys = train.make_keys(0)
+  state = model.create_state(keys.init, config, {'image': x[:1]})
+  epoch_fn, eval_fn = train.compile_fns(model, config)
+  for epoch in (1, 2, 3):
+    state, _ = epoch_fn(state, x, epoch, keys)
+    eval_fn(state, x, keys.eval)
+  assert epoch_fn._cache_size() == 1 and eval_fn._cache_size() == 1
+
+
+def test_batch_indices_cover_every_example_once_with_a_masked_partial_batch():
+  index, mask = train.batch_indices(jax.random.key(0), 10, 4)
+  assert index.shape == mask.shape == (3, 4)
+  real = np.asarray(index)[np.asarray(mask) == 1]
+  assert sorted(real.tolist()) == list(range(10))
+  np.testing.assert_array_equal(mask[-1], [1, 1, 0, 0])
+  index, mask = train.batch_indices(None, 3, 8)  # batch larger than the data
+  assert index.shape == (1, 8) and float(mask.sum()) == 3
+
+
+def _probe_step(state, batch, key):
+  """A fake step that reports what the loop fed it."""
+  x, m = batch['image'], batch['mask']
+  nonbinary = jnp.sum(jnp.mean(x * (1 - x), axis=(1, 2, 3)) * m) / jnp.sum(m)
+  return state.replace(step=state.step + 1), {'loss': nonbinary, 'key_bits': jax.random.key_data(key)[-1] * 0.0}
+
+
+@pytest.mark.parametrize('dynamic', [False, True])
+def test_dynamic_binarization_feeds_binary_batches(dynamic):
+  state = steps.TrainState(step=jnp.zeros((), jnp.int32), apply_fn=None, params={}, tx=None, opt_state=None)
+  x = jnp.full((50, 4, 4, 1), 0.3)
+  keys = train.make_keys(0)
+  _, sums = train.train_epoch(_probe_step, state, x, 1, keys, batch_size=16, dynamic_binarize=dynamic)
+  assert float(sums['count']) == 50
+  assert (float(sums['loss']) == 0.0) == dynamic
+
+
+def test_divergence_stops_with_a_clear_error_and_saves_no_bad_checkpoint(tmp_path):
+  with pytest.raises(UserError, match=r'diverged in epoch 1 .*lower learning_rate'):
+    train.train_and_evaluate(tiny(epochs=3, learning_rate=1e12), tmp_path, progress=False)
+  assert list((tmp_path / 'checkpoints').iterdir()) == []
+  assert [r['epoch'] for r in metrics.read(tmp_path / 'metrics.jsonl')] == [0]
