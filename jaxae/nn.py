@@ -181,7 +181,7 @@ class TiedAutoencoder(nn.Module):
   def encode(self, x: jax.Array, train: bool = False) -> jax.Array:
     """`[B, H, W, C] -> [B, latent_dim]`."""
     h = self.input_drop(x, deterministic=not train)
-    for k, b in zip(self.conv_kernels, self.encoder_biases):
+    for k, b in zip(self.conv_kernels, self.encoder_biases[: len(self.conv_kernels)], strict=True):
       h = _add_bias(jax.lax.conv_general_dilated(h, k, (2, 2), 'SAME', dimension_numbers=_DN), b)
       h = self.hidden_drop(nn.relu(h), deterministic=not train)
     h = h.reshape(h.shape[0], -1)

@@ -53,7 +53,7 @@ def loss_curves(records: list[dict], key: str = 'loss') -> Figure:
   for split in sorted({r['split'] for r in records}):
     points = [(r['epoch'], r[key]) for r in records if r['split'] == split and key in r]
     if points:
-      ax.plot(*zip(*points), marker='.', label=split)
+      ax.plot(*zip(*points, strict=True), marker='.', label=split)
   ax.set_xlabel('epoch')
   ax.set_ylabel(f'{key} (nats per example)')
   ax.legend()

@@ -27,7 +27,7 @@ def test_bernoulli_nll_matches_the_definition():
 def test_bernoulli_nll_is_stable_at_saturated_logits(logit, x, expected):
   value = losses.bernoulli_nll(jnp.full((1, 1), logit), jnp.full((1, 1), x))
   np.testing.assert_allclose(value, [expected], atol=1e-5)
-  grad = jax.grad(lambda l: losses.bernoulli_nll(l, jnp.full((1, 1), x)).sum())(jnp.full((1, 1), logit))
+  grad = jax.grad(lambda lg: losses.bernoulli_nll(lg, jnp.full((1, 1), x)).sum())(jnp.full((1, 1), logit))
   assert np.isfinite(grad).all()
 
 

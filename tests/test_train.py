@@ -12,6 +12,7 @@ from jaxae import config as config_lib
 from jaxae import metrics, models, steps, train
 from jaxae.errors import UserError
 
+
 @pytest.mark.parametrize('name', models.names())
 def test_a_short_run_on_digits_learns(tmp_path, name):
   result = train.train_and_evaluate(tiny(model=name, epochs=8, learning_rate=3e-3), tmp_path, progress=False)
@@ -43,7 +44,7 @@ def test_resume_continues_the_step_count_and_matches_an_uninterrupted_run(tmp_pa
   assert int(resumed.state.step) == int(full.state.step) == 4 * 26
   epochs = [(r['epoch'], r['split']) for r in metrics.read(tmp_path / 'split' / 'metrics.jsonl')]
   assert epochs == [(r['epoch'], r['split']) for r in full.records]
-  for a, b in zip(jax.tree.leaves(full.state.params), jax.tree.leaves(resumed.state.params)):
+  for a, b in zip(jax.tree.leaves(full.state.params), jax.tree.leaves(resumed.state.params), strict=True):
     np.testing.assert_array_equal(a, b)
   assert full.records[-1]['loss'] == resumed.records[-1]['loss']
 
@@ -52,7 +53,7 @@ def test_same_seed_gives_bitwise_identical_params(tmp_path):
   a = train.train_and_evaluate(tiny(model='dae'), tmp_path / 'a', progress=False)
   b = train.train_and_evaluate(tiny(model='dae'), tmp_path / 'b', progress=False)
   c = train.train_and_evaluate(tiny(model='dae', seed=1), tmp_path / 'c', progress=False)
-  for x, y in zip(jax.tree.leaves(a.state.params), jax.tree.leaves(b.state.params)):
+  for x, y in zip(jax.tree.leaves(a.state.params), jax.tree.leaves(b.state.params), strict=True):
     np.testing.assert_array_equal(x, y)
   assert not np.array_equal(jax.tree.leaves(a.state.params)[0], jax.tree.leaves(c.state.params)[0])
 
@@ -110,3 +111,13 @@ def test_divergence_stops_with_a_clear_error_and_saves_no_bad_checkpoint(tmp_pat
     train.train_and_evaluate(tiny(epochs=3, learning_rate=1e12), tmp_path, progress=False)
   assert list((tmp_path / 'checkpoints').iterdir()) == []
   assert [r['epoch'] for r in metrics.read(tmp_path / 'metrics.jsonl')] == [0]
+
+
+def test_a_full_run_on_a_tfds_dataset_under_mock_data(tmp_path):
+  import tensorflow_datasets as tfds
+
+  with tfds.testing.mock_data(num_examples=40, policy=tfds.testing.MockPolicy.USE_CODE):
+    result = train.train_and_evaluate(tiny(model='ae', dataset='mnist', batch_size=16, likelihood='gaussian'),
+                                      tmp_path, progress=False)
+  assert result.records[-1]['step'] == 2 * 3  # 40 train examples in batches of 16, two epochs
+  assert (tmp_path / 'figures' / 'reconstructions.png').exists()

@@ -21,7 +21,8 @@ References:
 import flax.linen as nn
 import jax
 
-from jaxae import corruption, losses, nn as jnn, steps
+from jaxae import corruption, losses, steps
+from jaxae import nn as jnn
 
 
 def defaults() -> dict:

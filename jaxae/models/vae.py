@@ -16,7 +16,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxae import losses, nn as jnn, steps
+from jaxae import losses, steps
+from jaxae import nn as jnn
 
 
 def defaults() -> dict:
