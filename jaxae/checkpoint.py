@@ -19,7 +19,7 @@ class Checkpointer:
   """Saves `{'state': state, 'epoch': int}` at the end of epochs, keeping the last `keep`."""
 
   def __init__(self, directory: str | Path, keep: int = 3):
-    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, cleanup_tmp_directories=True)
     self.manager = ocp.CheckpointManager(Path(directory).absolute(), options=options)
 
   def save(self, epoch: int, state) -> None:

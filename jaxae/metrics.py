@@ -19,11 +19,16 @@ def read(path: str | Path) -> list[dict]:
 
 
 class MetricsLog:
-  """Appends records to `metrics.jsonl`; on resume keeps only the epochs up to `epoch`."""
+  """Appends records to `metrics.jsonl`.
+
+  On resume from the checkpoint of `resume_epoch`, keeps the records of epochs
+  up to it (those were written before that checkpoint) and drops later ones; with
+  no checkpoint (0) it starts afresh, so no epoch is ever logged twice.
+  """
 
   def __init__(self, path: str | Path, resume_epoch: int):
     self.path = Path(path)
-    kept = [r for r in read(self.path) if r['epoch'] <= resume_epoch]
+    kept = [r for r in read(self.path) if r['epoch'] <= resume_epoch] if resume_epoch > 0 else []
     tmp = self.path.with_suffix('.jsonl.tmp')
     tmp.write_text(''.join(json.dumps(r) + '\n' for r in kept))
     tmp.replace(self.path)

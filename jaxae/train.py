@@ -57,21 +57,68 @@ def batch_indices(key: jax.Array | None, n: int, batch_size: int):
   return index, mask
 
 
-def train_epoch(train_step, state, images, epoch, keys: Keys, *, batch_size: int, dynamic_binarize: bool):
-  """One pass over `images` ([N, H, W, C], on device). Returns `(state, metric sums with 'count')`."""
+class Guard(NamedTuple):
+  """On-device record of non-finite steps in an epoch (no host sync per step).
+
+  `bad_step` is the first step whose metrics or updated params were not
+  finite (-1 if none), `bad_term` the index of the culprit in
+  `guard_terms(metrics)`, `skipped` how many updates were dropped.
+  """
+
+  bad_step: jax.Array
+  bad_term: jax.Array
+  skipped: jax.Array
+
+
+def guard_terms(step_metrics) -> list[str]:
+  """Names `Guard.bad_term` indexes into: the metric names (sorted), then the update."""
+  return sorted(step_metrics) + ['gradient update']
+
+
+def guarded_step(train_step, state, guard: Guard, batch, key, *, skip_nonfinite: bool):
+  """`train_step`, but a non-finite loss term or update leaves `state` as it was.
+
+  Without `skip_nonfinite`, the first bad step freezes the state for the rest
+  of the epoch, so the loop can stop with the last good parameters.
+  """
+  new_state, step_metrics = train_step(state, batch, key)
+  finite = [jnp.isfinite(step_metrics[k]) for k in sorted(step_metrics)]
+  finite.append(jnp.all(jnp.array([jnp.all(jnp.isfinite(p)) for p in jax.tree.leaves(new_state.params)])))
+  finite = jnp.stack(finite)
+  ok = jnp.all(finite)
+  first_bad = (guard.bad_step < 0) & ~ok
+  guard = Guard(jnp.where(first_bad, state.step, guard.bad_step),
+                jnp.where(first_bad, jnp.argmin(finite), guard.bad_term), guard.skipped + (~ok).astype(jnp.int32))
+  apply = ok if skip_nonfinite else ok & (guard.bad_step < 0)
+  state = jax.tree.map(lambda new, old: jnp.where(apply, new, old), new_state, state)
+  return state, guard, {k: jnp.where(apply, v, 0.0) for k, v in step_metrics.items()}, apply
+
+
+def train_epoch(train_step, state, images, epoch, keys: Keys, *, batch_size: int, dynamic_binarize: bool,
+                skip_nonfinite: bool = False):
+  """One pass over `images` ([N, H, W, C], on device).
+
+  Returns:
+    `(state, metric sums with 'count', Guard)`; examples of skipped or frozen
+    steps are not counted.
+  """
   index, mask = batch_indices(jax.random.fold_in(keys.shuffle, epoch), images.shape[0], batch_size)
 
-  def body(state, batch_index):
+  def body(carry, batch_index):
+    state, guard = carry
     i, m = batch_index
     x = images[i]
     if dynamic_binarize:
       x = jax.random.bernoulli(jax.random.fold_in(keys.binarize, state.step), x).astype(x.dtype)
-    state, step_metrics = train_step(state, {'image': x, 'mask': m}, jax.random.fold_in(keys.step, state.step))
-    count = jnp.sum(m)
-    return state, {**{k: v * count for k, v in step_metrics.items()}, 'count': count}
+    key = jax.random.fold_in(keys.step, state.step)
+    state, guard, step_metrics, applied = guarded_step(
+        train_step, state, guard, {'image': x, 'mask': m}, key, skip_nonfinite=skip_nonfinite)
+    count = jnp.sum(m) * applied
+    return (state, guard), {**{k: v * count for k, v in step_metrics.items()}, 'count': count}
 
-  state, per_step = jax.lax.scan(body, state, (index, mask))
-  return state, jax.tree.map(lambda v: jnp.sum(v, axis=0), per_step)
+  guard = Guard(jnp.int32(-1), jnp.int32(-1), jnp.int32(0))
+  (state, guard), per_step = jax.lax.scan(body, (state, guard), (index, mask))
+  return state, jax.tree.map(lambda v: jnp.sum(v, axis=0), per_step), guard
 
 
 def evaluate(eval_step, state, images, key, *, batch_size: int):
@@ -91,7 +138,7 @@ def compile_fns(model, config):
   epoch_fn = jax.jit(
       functools.partial(
           train_epoch, steps.bind(model.train_step, config), batch_size=config['batch_size'],
-          dynamic_binarize=config['binarize'] == 'dynamic',
+          dynamic_binarize=config['binarize'] == 'dynamic', skip_nonfinite=config['nonfinite'] == 'skip',
       ),
       donate_argnums=0,
   )
@@ -131,6 +178,16 @@ class Result(NamedTuple):
   state: Any
   config: dict
   records: list
+
+
+def check_guard(guard: Guard, sums, epoch: int, mode: str) -> None:
+  """Stops the run (`UserError`) at a non-finite step, unless `mode` is 'skip' and some steps were good."""
+  if int(guard.bad_step) < 0 or (mode == 'skip' and float(sums['count']) > 0):
+    return
+  term = guard_terms([k for k in sums if k != 'count'])[int(guard.bad_term)]
+  raise UserError(f'non-finite {term} at step {int(guard.bad_step)} (epoch {epoch}); nothing from this epoch '
+                  'was saved and the last good checkpoint is kept: lower learning_rate, set grad_clip, '
+                  'check the data, or set nonfinite=skip to drop such updates')
 
 
 def _log_epoch(log, epoch, state, split, sums, **extra) -> dict:
@@ -177,13 +234,11 @@ def train_and_evaluate(overrides: dict, workdir: str | Path, progress: bool = Tr
              disable=not progress, unit='step', desc=config['model'])
   for epoch in range(start + 1, config['epochs'] + 1):
     t0 = time.perf_counter()
-    state, sums = epoch_fn(state, train_x, epoch, keys)
-    sums = jax.device_get(sums)
+    state, sums, guard = jax.device_get(epoch_fn(state, train_x, epoch, keys))
     seconds = time.perf_counter() - t0
-    if not np.isfinite(sums['loss']):
-      raise UserError(f'training diverged in epoch {epoch} (train loss {float(sums["loss"])}); the last '
-                      'good checkpoint is kept: lower learning_rate or set grad_clip')
-    train = _log_epoch(log, epoch, state, 'train', sums, seconds=seconds, examples_per_sec=n_train / seconds)
+    check_guard(guard, sums, epoch, config['nonfinite'])
+    train = _log_epoch(log, epoch, state, 'train', sums, seconds=seconds, examples_per_sec=n_train / seconds,
+                       skipped_steps=int(guard.skipped))
     test = _log_epoch(log, epoch, state, 'eval', jax.device_get(eval_fn(state, eval_x, keys.eval)))
     ckpt.save(epoch, state)
     bar.update(steps_per_epoch)

@@ -1,5 +1,6 @@
 """The training loop: learning, outputs, resume, reproducibility, compile counts, batching."""
 
+import functools
 import json
 
 import jax
@@ -74,7 +75,7 @@ def test_epoch_and_eval_compile_once(tmp_path):
   state = model.create_state(keys.init, config, {'image': x[:1]})
   epoch_fn, eval_fn = train.compile_fns(model, config)
   for epoch in (1, 2, 3):
-    state, _ = epoch_fn(state, x, epoch, keys)
+    state, _, _ = epoch_fn(state, x, epoch, keys)
     eval_fn(state, x, keys.eval)
   assert epoch_fn._cache_size() == 1 and eval_fn._cache_size() == 1
 
@@ -101,16 +102,49 @@ def test_dynamic_binarization_feeds_binary_batches(dynamic):
   state = steps.TrainState(step=jnp.zeros((), jnp.int32), apply_fn=None, params={}, tx=None, opt_state=None)
   x = jnp.full((50, 4, 4, 1), 0.3)
   keys = train.make_keys(0)
-  _, sums = train.train_epoch(_probe_step, state, x, 1, keys, batch_size=16, dynamic_binarize=dynamic)
+  _, sums, _ = train.train_epoch(_probe_step, state, x, 1, keys, batch_size=16, dynamic_binarize=dynamic)
   assert float(sums['count']) == 50
   assert (float(sums['loss']) == 0.0) == dynamic
 
 
 def test_divergence_stops_with_a_clear_error_and_saves_no_bad_checkpoint(tmp_path):
-  with pytest.raises(UserError, match=r'diverged in epoch 1 .*lower learning_rate'):
+  with pytest.raises(UserError, match=r'non-finite .* at step \d+ \(epoch 1\).*lower learning_rate'):
     train.train_and_evaluate(tiny(epochs=3, learning_rate=1e12), tmp_path, progress=False)
   assert list((tmp_path / 'checkpoints').iterdir()) == []
   assert [r['epoch'] for r in metrics.read(tmp_path / 'metrics.jsonl')] == [0]
+
+
+def _nan_epoch(skip):
+  """One epoch of the tiny VAE on 100 examples (7 batches of 16), the 51st in epoch order poisoned with NaN."""
+  config = config_lib.resolve(tiny())
+  model = models.get('vae')
+  keys = train.make_keys(0)
+  index, _ = train.batch_indices(jax.random.fold_in(keys.shuffle, 1), 100, 16)
+  poisoned = int(np.asarray(index).reshape(-1)[50])  # in batch 3, not among the padding repeats
+  x = np.random.default_rng(0).random((100, 8, 8, 1), np.float32)
+  x[poisoned, 3, 3, 0] = np.nan
+  state = model.create_state(keys.init, config, {'image': x[:1]})
+  epoch_fn = jax.jit(functools.partial(train.train_epoch, steps.bind(model.train_step, config), batch_size=16,
+                                       dynamic_binarize=False, skip_nonfinite=skip))
+  return epoch_fn(state, jnp.asarray(x), 1, keys), 3
+
+
+def test_an_injected_nan_batch_is_caught_in_the_compiled_step_and_stops_at_the_last_good_state():
+  (state, sums, guard), bad_batch = _nan_epoch(skip=False)
+  assert int(guard.bad_step) == bad_batch
+  assert train.guard_terms(['kl', 'loss', 'nelbo', 'rec'])[int(guard.bad_term)] == 'kl'
+  assert int(state.step) == bad_batch  # frozen at the last good update
+  assert all(np.isfinite(p).all() for p in jax.tree.leaves(state.params))
+  with pytest.raises(UserError, match=f'non-finite kl at step {bad_batch} \\(epoch 1\\)'):
+    train.check_guard(jax.device_get(guard), jax.device_get(sums), 1, 'stop')
+
+
+def test_skip_mode_drops_only_the_bad_update():
+  (state, sums, guard), _ = _nan_epoch(skip=True)
+  assert int(guard.skipped) == 1 and int(state.step) == 7 - 1  # 7 batches, one skipped
+  assert all(np.isfinite(p).all() for p in jax.tree.leaves(state.params))
+  assert float(sums['count']) == 100 - 16 and np.isfinite(float(sums['loss']))
+  train.check_guard(jax.device_get(guard), jax.device_get(sums), 1, 'skip')  # no error
 
 
 def test_a_full_run_on_a_tfds_dataset_under_mock_data(tmp_path):
@@ -121,3 +155,11 @@ def test_a_full_run_on_a_tfds_dataset_under_mock_data(tmp_path):
                                       tmp_path, progress=False)
   assert result.records[-1]['step'] == 2 * 3  # 40 train examples in batches of 16, two epochs
   assert (tmp_path / 'figures' / 'reconstructions.png').exists()
+
+
+def test_metrics_log_keeps_only_epochs_covered_by_the_checkpoint(tmp_path):
+  path = tmp_path / 'metrics.jsonl'
+  path.write_text('{"epoch": 0, "split": "eval"}\n{"epoch": 1, "split": "train"}\n{"epoch": 2, "spl')
+  assert [r['epoch'] for r in metrics.MetricsLog(path, 1).records] == [0, 1]  # torn last line dropped
+  assert metrics.read(path) == [{'epoch': 0, 'split': 'eval'}, {'epoch': 1, 'split': 'train'}]
+  assert metrics.MetricsLog(path, 0).records == [] and metrics.read(path) == []
