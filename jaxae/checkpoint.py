@@ -16,33 +16,43 @@ from jaxae.errors import UserError
 
 
 class Checkpointer:
-  """Saves `{'state': state, 'epoch': int}` at the end of epochs, keeping the last `keep`."""
+  """Saves pytrees under increasing integer steps, keeping the last `keep`."""
 
   def __init__(self, directory: str | Path, keep: int = 3):
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, cleanup_tmp_directories=True)
     self.manager = ocp.CheckpointManager(Path(directory).absolute(), options=options)
 
-  def save(self, epoch: int, state) -> None:
-    self.manager.save(epoch, args=ocp.args.StandardSave({'state': state, 'epoch': epoch}))
+  def save(self, step: int, tree) -> None:
+    self.manager.save(step, args=ocp.args.StandardSave(tree))
     self.manager.wait_until_finished()
 
-  def restore(self, state):
-    """`(state, epoch)` from the latest checkpoint, or `(state, 0)` when there is none.
+  def steps(self) -> list[int]:
+    """The steps of the kept checkpoints, oldest first."""
+    return sorted(self.manager.all_steps())
 
-    `state` (a freshly created one) gives the structure, shapes and dtypes.
+  def restore(self, template, step: int | None = None):
+    """`(tree, step)` from checkpoint `step` (default: the latest), or `(template, 0)` when there is none.
+
+    `template` (e.g. a freshly created state) gives the structure, shapes and dtypes.
     """
-    epoch = self.manager.latest_step()
-    if epoch is None:
-      return state, 0
-    target = jax.tree.map(ocp.utils.to_shape_dtype_struct, {'state': state, 'epoch': 0})
+    step = self.manager.latest_step() if step is None else step
+    if step is None:
+      return template, 0
+    target = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
+    return self._restore(step, ocp.args.StandardRestore(target)), step
+
+  def read(self, step: int):
+    """The raw arrays of checkpoint `step` (no template needed), for inspection."""
+    return self._restore(step, None)
+
+  def _restore(self, step: int, args):
     try:
-      restored = self.manager.restore(epoch, args=ocp.args.StandardRestore(target))
+      return self.manager.restore(step, args=args)
     except Exception as e:  # orbax raises many types for unreadable files
       raise UserError(
-          f'checkpoint {epoch} in {self.manager.directory} cannot be read ({type(e).__name__}); '
+          f'checkpoint {step} in {self.manager.directory} cannot be read ({type(e).__name__}); '
           'delete that step folder to resume from the one before, or use a new workdir'
       ) from None
-    return restored['state'], int(restored['epoch'])
 
   def close(self) -> None:
     self.manager.close()

@@ -20,6 +20,7 @@ BASE = dict(
     eval_batch_size=1000, learning_rate=1e-3, weight_decay=0.0, schedule='constant',
     warmup_steps=0, decay_steps=0, grad_clip=0.0, seed=0, binarize='none', holdout=0.1,
     holdout_order='seeded', keep_checkpoints=3, num_figure_images=32, nonfinite='stop',
+    checkpoint_every=0,
 )
 
 CHOICES = dict(
@@ -29,7 +30,7 @@ CHOICES = dict(
     nonfinite=('stop', 'skip'),
 )
 POSITIVE = ('epochs', 'batch_size', 'eval_batch_size', 'latent_dim', 'learning_rate', 'keep_checkpoints')
-NON_NEGATIVE = ('weight_decay', 'warmup_steps', 'decay_steps', 'grad_clip', 'beta', 'noise_level',
+NON_NEGATIVE = ('checkpoint_every', 'weight_decay', 'warmup_steps', 'decay_steps', 'grad_clip', 'beta', 'noise_level',
                 'num_figure_images', 'seed')
 PROBABILITIES = ('input_dropout', 'dropout_rate')
 

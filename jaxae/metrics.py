@@ -19,16 +19,16 @@ def read(path: str | Path) -> list[dict]:
 
 
 class MetricsLog:
-  """Appends records to `metrics.jsonl`.
+  """Appends records to `metrics.jsonl`, first keeping only the epochs up to `keep_through`.
 
-  On resume from the checkpoint of `resume_epoch`, keeps the records of epochs
-  up to it (those were written before that checkpoint) and drops later ones; with
-  no checkpoint (0) it starts afresh, so no epoch is ever logged twice.
+  On resume, `keep_through` is the last epoch completed before the checkpoint
+  (its records were written before that checkpoint); later records are dropped,
+  and -1 starts afresh, so no epoch is ever logged twice or left out.
   """
 
-  def __init__(self, path: str | Path, resume_epoch: int):
+  def __init__(self, path: str | Path, keep_through: int):
     self.path = Path(path)
-    kept = [r for r in read(self.path) if r['epoch'] <= resume_epoch] if resume_epoch > 0 else []
+    kept = [r for r in read(self.path) if r['epoch'] <= keep_through]
     tmp = self.path.with_suffix('.jsonl.tmp')
     tmp.write_text(''.join(json.dumps(r) + '\n' for r in kept))
     tmp.replace(self.path)

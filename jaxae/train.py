@@ -10,7 +10,6 @@ exactly what an uninterrupted one would.
 """
 
 import functools
-import math
 import time
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -20,11 +19,11 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from jaxae import checkpoint, data, metrics, models, plotting, steps
+from jaxae import checkpoint, data, guard, metrics, models, plotting, steps
 from jaxae import config as config_lib
 from jaxae.errors import UserError
 
-RESUMABLE_CHANGES = ('epochs', 'num_figure_images', 'keep_checkpoints', 'data_dir')
+RESUMABLE_CHANGES = ('epochs', 'num_figure_images', 'keep_checkpoints', 'data_dir', 'nonfinite')
 
 
 class Keys(NamedTuple):
@@ -57,68 +56,38 @@ def batch_indices(key: jax.Array | None, n: int, batch_size: int):
   return index, mask
 
 
-class Guard(NamedTuple):
-  """On-device record of non-finite steps in an epoch (no host sync per step).
+def train_chunk(train_step, state, images, epoch, start, keys: Keys, *, batch_size: int, chunk: int,
+                dynamic_binarize: bool = False, skip_nonfinite: bool = False):
+  """Batches `[start, start + chunk)` of epoch `epoch` over `images` ([N, H, W, C], on device).
 
-  `bad_step` is the first step whose metrics or updated params were not
-  finite (-1 if none), `bad_term` the index of the culprit in
-  `guard_terms(metrics)`, `skipped` how many updates were dropped.
-  """
-
-  bad_step: jax.Array
-  bad_term: jax.Array
-  skipped: jax.Array
-
-
-def guard_terms(step_metrics) -> list[str]:
-  """Names `Guard.bad_term` indexes into: the metric names (sorted), then the update."""
-  return sorted(step_metrics) + ['gradient update']
-
-
-def guarded_step(train_step, state, guard: Guard, batch, key, *, skip_nonfinite: bool):
-  """`train_step`, but a non-finite loss term or update leaves `state` as it was.
-
-  Without `skip_nonfinite`, the first bad step freezes the state for the rest
-  of the epoch, so the loop can stop with the last good parameters.
-  """
-  new_state, step_metrics = train_step(state, batch, key)
-  finite = [jnp.isfinite(step_metrics[k]) for k in sorted(step_metrics)]
-  finite.append(jnp.all(jnp.array([jnp.all(jnp.isfinite(p)) for p in jax.tree.leaves(new_state.params)])))
-  finite = jnp.stack(finite)
-  ok = jnp.all(finite)
-  first_bad = (guard.bad_step < 0) & ~ok
-  guard = Guard(jnp.where(first_bad, state.step, guard.bad_step),
-                jnp.where(first_bad, jnp.argmin(finite), guard.bad_term), guard.skipped + (~ok).astype(jnp.int32))
-  apply = ok if skip_nonfinite else ok & (guard.bad_step < 0)
-  state = jax.tree.map(lambda new, old: jnp.where(apply, new, old), new_state, state)
-  return state, guard, {k: jnp.where(apply, v, 0.0) for k, v in step_metrics.items()}, apply
-
-
-def train_epoch(train_step, state, images, epoch, keys: Keys, *, batch_size: int, dynamic_binarize: bool,
-                skip_nonfinite: bool = False):
-  """One pass over `images` ([N, H, W, C], on device).
+  The epoch's batch order comes from `fold_in(keys.shuffle, epoch)`; batches
+  past its end are all-masked no-ops, so one compiled chunk size serves every
+  chunk. With `chunk` = batches per epoch and `start` = 0 this is a whole epoch.
 
   Returns:
-    `(state, metric sums with 'count', Guard)`; examples of skipped or frozen
-    steps are not counted.
+    `(state, metric sums with 'count' and 'skipped_steps', Guard)`.
   """
   index, mask = batch_indices(jax.random.fold_in(keys.shuffle, epoch), images.shape[0], batch_size)
+  pad = -index.shape[0] % chunk
+  index = jnp.concatenate([index, jnp.zeros((pad, batch_size), index.dtype)])
+  mask = jnp.concatenate([mask, jnp.zeros((pad, batch_size), mask.dtype)])
+  index, mask = (jax.lax.dynamic_slice_in_dim(a, start, chunk) for a in (index, mask))
 
   def body(carry, batch_index):
-    state, guard = carry
+    state, g = carry
     i, m = batch_index
     x = images[i]
     if dynamic_binarize:
       x = jax.random.bernoulli(jax.random.fold_in(keys.binarize, state.step), x).astype(x.dtype)
     key = jax.random.fold_in(keys.step, state.step)
-    state, guard, step_metrics, applied = guarded_step(
-        train_step, state, guard, {'image': x, 'mask': m}, key, skip_nonfinite=skip_nonfinite)
+    state, g, step_metrics, applied = guard.guarded_step(
+        train_step, state, g, {'image': x, 'mask': m}, key, skip_nonfinite=skip_nonfinite)
     count = jnp.sum(m) * applied
-    return (state, guard), {**{k: v * count for k, v in step_metrics.items()}, 'count': count}
+    return (state, g), {**{k: v * count for k, v in step_metrics.items()}, 'count': count}
 
-  guard = Guard(jnp.int32(-1), jnp.int32(-1), jnp.int32(0))
-  (state, guard), per_step = jax.lax.scan(body, (state, guard), (index, mask))
-  return state, jax.tree.map(lambda v: jnp.sum(v, axis=0), per_step), guard
+  (state, g), per_step = jax.lax.scan(body, (state, guard.init()), (index, mask))
+  sums = jax.tree.map(lambda v: jnp.sum(v, axis=0), per_step)
+  return state, {**sums, 'skipped_steps': g.skipped.astype(jnp.float32)}, g
 
 
 def evaluate(eval_step, state, images, key, *, batch_size: int):
@@ -133,19 +102,27 @@ def evaluate(eval_step, state, images, key, *, batch_size: int):
   return jax.tree.map(lambda v: jnp.sum(v, axis=0), per_batch)
 
 
-def compile_fns(model, config):
-  """The jitted epoch and evaluation functions, hyperparameters bound, state donated."""
-  epoch_fn = jax.jit(
+def chunk_size(config, n_train: int) -> tuple[int, int]:
+  """`(steps per chunk, chunks per epoch)`: one chunk per epoch unless `checkpoint_every` is set."""
+  steps_per_epoch = -(-n_train // config['batch_size'])
+  chunk = min(config['checkpoint_every'] or steps_per_epoch, steps_per_epoch)
+  return chunk, -(-steps_per_epoch // chunk)
+
+
+def compile_fns(model, config, n_train: int):
+  """The jitted chunk and evaluation functions, hyperparameters bound, state donated."""
+  chunk_fn = jax.jit(
       functools.partial(
-          train_epoch, steps.bind(model.train_step, config), batch_size=config['batch_size'],
-          dynamic_binarize=config['binarize'] == 'dynamic', skip_nonfinite=config['nonfinite'] == 'skip',
+          train_chunk, steps.bind(model.train_step, config), batch_size=config['batch_size'],
+          chunk=chunk_size(config, n_train)[0], dynamic_binarize=config['binarize'] == 'dynamic',
+          skip_nonfinite=config['nonfinite'] == 'skip',
       ),
       donate_argnums=0,
   )
   eval_fn = jax.jit(
       functools.partial(evaluate, steps.bind(model.eval_step, config), batch_size=config['eval_batch_size'])
   )
-  return epoch_fn, eval_fn
+  return chunk_fn, eval_fn
 
 
 def check_workdir(workdir: Path, config: dict) -> None:
@@ -180,18 +157,9 @@ class Result(NamedTuple):
   records: list
 
 
-def check_guard(guard: Guard, sums, epoch: int, mode: str) -> None:
-  """Stops the run (`UserError`) at a non-finite step, unless `mode` is 'skip' and some steps were good."""
-  if int(guard.bad_step) < 0 or (mode == 'skip' and float(sums['count']) > 0):
-    return
-  term = guard_terms([k for k in sums if k != 'count'])[int(guard.bad_term)]
-  raise UserError(f'non-finite {term} at step {int(guard.bad_step)} (epoch {epoch}); nothing from this epoch '
-                  'was saved and the last good checkpoint is kept: lower learning_rate, set grad_clip, '
-                  'check the data, or set nonfinite=skip to drop such updates')
-
-
 def _log_epoch(log, epoch, state, split, sums, **extra) -> dict:
-  record = {'epoch': epoch, 'split': split, 'step': int(state.step), **metrics.means(sums), **extra}
+  means = metrics.means({k: v for k, v in sums.items() if k != 'skipped_steps'})
+  record = {'epoch': epoch, 'split': split, 'step': int(state.step), **means, **extra}
   log.write(record)
   return record
 
@@ -212,7 +180,7 @@ def train_and_evaluate(overrides: dict, workdir: str | Path, progress: bool = Tr
   model = models.get(config['model'])
   splits = data.prepare(config)
   n_train = len(splits.train['image'])
-  steps_per_epoch = math.ceil(n_train / config['batch_size'])
+  steps_per_epoch = -(-n_train // config['batch_size'])
   run_config = {**config, 'decay_steps': config['decay_steps'] or config['epochs'] * steps_per_epoch}
   keys = make_keys(config['seed'])
   try:
@@ -222,27 +190,38 @@ def train_and_evaluate(overrides: dict, workdir: str | Path, progress: bool = Tr
 
   workdir.mkdir(parents=True, exist_ok=True)
   checkpoint.write_config(workdir, config)
-  ckpt = checkpoint.Checkpointer(workdir / 'checkpoints', config['keep_checkpoints'])
-  state, start = ckpt.restore(state)
-  log = metrics.MetricsLog(workdir / 'metrics.jsonl', start)
   train_x, eval_x = jax.device_put(splits.train['image']), jax.device_put(splits.eval['image'])
-  epoch_fn, eval_fn = compile_fns(model, config)
-  if start == 0:
+  chunk_fn, eval_fn = compile_fns(model, config, n_train)
+  chunk, per_epoch = chunk_size(config, n_train)
+  zero = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), jax.eval_shape(chunk_fn, state, train_x, 1, 0, keys)[1])
+  ckpt = checkpoint.Checkpointer(workdir / 'checkpoints', config['keep_checkpoints'])
+  restored, position = ckpt.restore({'state': state, 'sums': zero})
+  state, sums = restored['state'], restored['sums']
+  log = metrics.MetricsLog(workdir / 'metrics.jsonl', position // per_epoch if position else -1)
+  if position == 0:
     _log_epoch(log, 0, state, 'eval', jax.device_get(eval_fn(state, eval_x, keys.eval)))
 
-  bar = tqdm(total=config['epochs'] * steps_per_epoch, initial=start * steps_per_epoch,
-             disable=not progress, unit='step', desc=config['model'])
-  for epoch in range(start + 1, config['epochs'] + 1):
+  bar = tqdm(total=config['epochs'] * per_epoch * chunk, initial=position * chunk, disable=not progress,
+             unit='step', desc=config['model'])
+  seconds = 0.0
+  while position < config['epochs'] * per_epoch:
+    epoch, c = divmod(position, per_epoch)
+    epoch += 1
     t0 = time.perf_counter()
-    state, sums, guard = jax.device_get(epoch_fn(state, train_x, epoch, keys))
-    seconds = time.perf_counter() - t0
-    check_guard(guard, sums, epoch, config['nonfinite'])
-    train = _log_epoch(log, epoch, state, 'train', sums, seconds=seconds, examples_per_sec=n_train / seconds,
-                       skipped_steps=int(guard.skipped))
-    test = _log_epoch(log, epoch, state, 'eval', jax.device_get(eval_fn(state, eval_x, keys.eval)))
-    ckpt.save(epoch, state)
-    bar.update(steps_per_epoch)
-    bar.set_postfix(loss=f"{train['loss']:.3f}", eval=f"{test['loss']:.3f}")
+    state, chunk_sums, g = chunk_fn(state, train_x, epoch, c * chunk, keys)
+    chunk_sums, g = jax.device_get((chunk_sums, g))  # the one host sync per chunk; state stays on device
+    seconds = (0.0 if c == 0 else seconds) + time.perf_counter() - t0
+    guard.check(g, [k for k in chunk_sums if k not in ('count', 'skipped_steps')], float(chunk_sums['count']),
+                epoch, config['nonfinite'])
+    sums = jax.tree.map(np.add, zero if c == 0 else sums, chunk_sums)
+    position += 1
+    if position % per_epoch == 0:
+      train = _log_epoch(log, epoch, state, 'train', sums, seconds=seconds, examples_per_sec=n_train / seconds,
+                         skipped_steps=int(sums['skipped_steps']))
+      test = _log_epoch(log, epoch, state, 'eval', jax.device_get(eval_fn(state, eval_x, keys.eval)))
+      bar.set_postfix(loss=f"{train['loss']:.3f}", eval=f"{test['loss']:.3f}")
+    ckpt.save(position, {'state': state, 'sums': sums})
+    bar.update(chunk)
   bar.close()
   ckpt.close()
   write_figures(model, state, splits.eval, keys, config, workdir, log.records)

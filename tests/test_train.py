@@ -10,6 +10,7 @@ import pytest
 from conftest import tiny
 
 from jaxae import config as config_lib
+from jaxae import guard as jaxae_guard
 from jaxae import metrics, models, steps, train
 from jaxae.errors import UserError
 
@@ -35,7 +36,7 @@ def test_outputs_in_the_workdir(tmp_path):
   assert train_rec['step'] == 26  # ceil(1617 / 64) steps per epoch
   for name in ('reconstructions', 'samples', 'loss'):
     assert (tmp_path / 'figures' / f'{name}.png').stat().st_size > 1000
-  assert sorted(p.name for p in (tmp_path / 'checkpoints').iterdir()) == ['1', '2']
+  assert sorted(p.name for p in (tmp_path / 'checkpoints').iterdir()) == ['1', '2']  # one chunk per epoch
 
 
 def test_resume_continues_the_step_count_and_matches_an_uninterrupted_run(tmp_path):
@@ -73,11 +74,11 @@ def test_epoch_and_eval_compile_once(tmp_path):
   x = jnp.asarray(np.random.default_rng(0).random((100, 8, 8, 1), np.float32))
   keys = train.make_keys(0)
   state = model.create_state(keys.init, config, {'image': x[:1]})
-  epoch_fn, eval_fn = train.compile_fns(model, config)
+  chunk_fn, eval_fn = train.compile_fns(model, {**config, 'checkpoint_every': 3}, 100)  # 2 batches: 3 + pad
   for epoch in (1, 2, 3):
-    state, _, _ = epoch_fn(state, x, epoch, keys)
+    state, _, _ = chunk_fn(state, x, epoch, 0, keys)
     eval_fn(state, x, keys.eval)
-  assert epoch_fn._cache_size() == 1 and eval_fn._cache_size() == 1
+  assert chunk_fn._cache_size() == 1 and eval_fn._cache_size() == 1
 
 
 def test_batch_indices_cover_every_example_once_with_a_masked_partial_batch():
@@ -102,7 +103,8 @@ def test_dynamic_binarization_feeds_binary_batches(dynamic):
   state = steps.TrainState(step=jnp.zeros((), jnp.int32), apply_fn=None, params={}, tx=None, opt_state=None)
   x = jnp.full((50, 4, 4, 1), 0.3)
   keys = train.make_keys(0)
-  _, sums, _ = train.train_epoch(_probe_step, state, x, 1, keys, batch_size=16, dynamic_binarize=dynamic)
+  _, sums, _ = train.train_chunk(_probe_step, state, x, 1, 0, keys, batch_size=16, chunk=4,
+                                 dynamic_binarize=dynamic)
   assert float(sums['count']) == 50
   assert (float(sums['loss']) == 0.0) == dynamic
 
@@ -124,19 +126,19 @@ def _nan_epoch(skip):
   x = np.random.default_rng(0).random((100, 8, 8, 1), np.float32)
   x[poisoned, 3, 3, 0] = np.nan
   state = model.create_state(keys.init, config, {'image': x[:1]})
-  epoch_fn = jax.jit(functools.partial(train.train_epoch, steps.bind(model.train_step, config), batch_size=16,
-                                       dynamic_binarize=False, skip_nonfinite=skip))
-  return epoch_fn(state, jnp.asarray(x), 1, keys), 3
+  epoch_fn = jax.jit(functools.partial(train.train_chunk, steps.bind(model.train_step, config), batch_size=16,
+                                       chunk=7, skip_nonfinite=skip))
+  return epoch_fn(state, jnp.asarray(x), 1, 0, keys), 3
 
 
 def test_an_injected_nan_batch_is_caught_in_the_compiled_step_and_stops_at_the_last_good_state():
   (state, sums, guard), bad_batch = _nan_epoch(skip=False)
   assert int(guard.bad_step) == bad_batch
-  assert train.guard_terms(['kl', 'loss', 'nelbo', 'rec'])[int(guard.bad_term)] == 'kl'
+  assert jaxae_guard.terms(['kl', 'loss', 'nelbo', 'rec'])[int(guard.bad_term)] == 'kl'
   assert int(state.step) == bad_batch  # frozen at the last good update
   assert all(np.isfinite(p).all() for p in jax.tree.leaves(state.params))
   with pytest.raises(UserError, match=f'non-finite kl at step {bad_batch} \\(epoch 1\\)'):
-    train.check_guard(jax.device_get(guard), jax.device_get(sums), 1, 'stop')
+    jaxae_guard.check(jax.device_get(guard), ['kl', 'loss', 'nelbo', 'rec'], float(sums['count']), 1, 'stop')
 
 
 def test_skip_mode_drops_only_the_bad_update():
@@ -144,7 +146,7 @@ def test_skip_mode_drops_only_the_bad_update():
   assert int(guard.skipped) == 1 and int(state.step) == 7 - 1  # 7 batches, one skipped
   assert all(np.isfinite(p).all() for p in jax.tree.leaves(state.params))
   assert float(sums['count']) == 100 - 16 and np.isfinite(float(sums['loss']))
-  train.check_guard(jax.device_get(guard), jax.device_get(sums), 1, 'skip')  # no error
+  jaxae_guard.check(jax.device_get(guard), ['kl', 'loss', 'nelbo', 'rec'], float(sums['count']), 1, 'skip')
 
 
 def test_a_full_run_on_a_tfds_dataset_under_mock_data(tmp_path):
@@ -162,4 +164,26 @@ def test_metrics_log_keeps_only_epochs_covered_by_the_checkpoint(tmp_path):
   path.write_text('{"epoch": 0, "split": "eval"}\n{"epoch": 1, "split": "train"}\n{"epoch": 2, "spl')
   assert [r['epoch'] for r in metrics.MetricsLog(path, 1).records] == [0, 1]  # torn last line dropped
   assert metrics.read(path) == [{'epoch': 0, 'split': 'eval'}, {'epoch': 1, 'split': 'train'}]
-  assert metrics.MetricsLog(path, 0).records == [] and metrics.read(path) == []
+  assert metrics.MetricsLog(path, -1).records == [] and metrics.read(path) == []
+
+
+def test_mid_epoch_checkpoints_resume_bitwise_with_exact_epoch_metrics(tmp_path):
+  """26 steps per epoch in chunks of 5: 6 chunks per epoch, the last one padded with no-op batches."""
+  plain = train.train_and_evaluate(tiny(epochs=2), tmp_path / 'plain', progress=False)
+  chunked = tiny(epochs=2, checkpoint_every=5, keep_checkpoints=20)
+  reference = train.train_and_evaluate(chunked, tmp_path / 'ref', progress=False)
+  assert int(reference.state.step) == 2 * 26
+  for a, b in zip(jax.tree.leaves(plain.state.params), jax.tree.leaves(reference.state.params), strict=True):
+    np.testing.assert_array_equal(a, b)  # chunking changes nothing
+  assert sorted(int(p.name) for p in (tmp_path / 'ref' / 'checkpoints').iterdir()) == list(range(1, 13))
+
+  import shutil
+  shutil.copytree(tmp_path / 'ref', tmp_path / 'cut')
+  for position in (10, 11, 12):  # as if killed right after the checkpoint of chunk 3 of epoch 2
+    shutil.rmtree(tmp_path / 'cut' / 'checkpoints' / str(position))
+  resumed = train.train_and_evaluate(chunked, tmp_path / 'cut', progress=False)
+  for a, b in zip(jax.tree.leaves(reference.state.params), jax.tree.leaves(resumed.state.params), strict=True):
+    np.testing.assert_array_equal(a, b)
+  timing = ('seconds', 'examples_per_sec')
+  strip = lambda records: [{k: v for k, v in r.items() if k not in timing} for r in records]
+  assert strip(resumed.records) == strip(reference.records)  # epoch 2 sums carried through the checkpoint
