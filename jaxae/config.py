@@ -42,10 +42,10 @@ def defaults(model: str) -> dict:
 
 def parse_value(key: str, text: str, default: Any) -> Any:
   """Parses the command-line string `text` for `key` to the type of `default`."""
+  if isinstance(default, bool):
+    require(text.lower() in ('true', 'false', '1', '0'), f'{key} must be true or false, got {text!r}')
+    return text.lower() in ('true', '1')
   try:
-    if isinstance(default, bool):
-      require(text.lower() in ('true', 'false', '1', '0'), f'{key} must be true or false, got {text!r}')
-      return text.lower() in ('true', '1')
     if isinstance(default, int):
       return int(text)
     if isinstance(default, float):

@@ -187,3 +187,28 @@ def test_mid_epoch_checkpoints_resume_bitwise_with_exact_epoch_metrics(tmp_path)
   timing = ('seconds', 'examples_per_sec')
   strip = lambda records: [{k: v for k, v in r.items() if k not in timing} for r in records]
   assert strip(resumed.records) == strip(reference.records)  # epoch 2 sums carried through the checkpoint
+
+
+def test_a_corrupt_config_json_is_a_user_error_and_is_kept(tmp_path):
+  train.train_and_evaluate(tiny(epochs=1), tmp_path, progress=False)
+  (tmp_path / 'config.json').write_text('{"model": "vae", ')
+  with pytest.raises(UserError, match='config.json is not a valid config'):
+    train.train_and_evaluate(tiny(epochs=1), tmp_path, progress=False)
+  assert (tmp_path / 'config.json').read_text() == '{"model": "vae", '
+
+
+def test_a_corrupt_checkpoint_is_a_user_error_naming_it(tmp_path):
+  train.train_and_evaluate(tiny(epochs=1), tmp_path, progress=False)
+  for f in (tmp_path / 'checkpoints' / '1').rglob('*'):
+    if f.is_file() and f.stat().st_size > 0 and 'ocdbt' in str(f):
+      f.write_bytes(b'\x00garbage' * 8)
+  with pytest.raises(UserError, match='checkpoint 1 in .* cannot be read.*delete that step folder'):
+    train.train_and_evaluate(tiny(epochs=2), tmp_path, progress=False)
+
+
+def test_inf_in_the_data_is_refused():
+  from jaxae import data
+  x = np.zeros((3, 4, 4, 1), np.float32)
+  x[1, 2, 2, 0] = np.inf
+  with pytest.raises(UserError, match='NaN or Inf'):
+    data.check_images({'image': x}, 'gaussian', 'idx train set')
