@@ -5,6 +5,7 @@ decoders return the image shape. Decoders return unbounded outputs (Bernoulli
 logits or Gaussian means); the loss decides how to read them.
 """
 
+import functools
 from collections.abc import Sequence
 
 import flax.linen as nn
@@ -12,6 +13,32 @@ import jax
 import jax.numpy as jnp
 
 KERNEL = (4, 4)  # conv kernel; stride 2 halves H and W per layer
+PRECISIONS = ('f32', 'bf16')
+_F32_ACCUMULATE = functools.partial(jax.lax.dot_general, preferred_element_type=jnp.float32)
+
+
+def dense(features: int, precision: str) -> nn.Dense:
+  """A Dense layer; 'bf16' feeds bf16 inputs and kernel to the matmul and accumulates in float32.
+
+  Parameters stay float32 either way (so do the optimizer state and the loss).
+  """
+  if precision == 'bf16':
+    return nn.Dense(features, dtype=jnp.bfloat16, dot_general=_F32_ACCUMULATE)
+  return nn.Dense(features)
+
+
+def conv(features: int, precision: str, transpose: bool = False) -> nn.Module:
+  """A stride-2 4x4 'SAME' conv (or transposed conv), bf16 compute for 'bf16'."""
+  cls = nn.ConvTranspose if transpose else nn.Conv
+  dtype = jnp.bfloat16 if precision == 'bf16' else None
+  return cls(features, KERNEL, strides=(2, 2), padding='SAME', dtype=dtype)
+
+
+def matmul(a: jax.Array, b: jax.Array, precision: str) -> jax.Array:
+  """`a @ b` with float32 output; bf16 inputs for 'bf16'."""
+  if precision == 'bf16':
+    a, b = a.astype(jnp.bfloat16), b.astype(jnp.bfloat16)
+  return jnp.matmul(a, b, preferred_element_type=jnp.float32)
 
 
 def check_conv_shape(image_shape: Sequence[int], n_layers: int) -> None:
@@ -32,15 +59,15 @@ class MLPEncoder(nn.Module):
   hidden: Sequence[int]
   out_dim: int
   dropout_rate: float = 0.0
-  dtype: jnp.dtype | None = None
+  precision: str = 'f32'
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     h = x.reshape(x.shape[0], -1)
     for width in self.hidden:
-      h = nn.relu(nn.Dense(width, dtype=self.dtype)(h))
+      h = nn.relu(dense(width, self.precision)(h))
       h = nn.Dropout(self.dropout_rate, deterministic=not train)(h)
-    return nn.Dense(self.out_dim, dtype=self.dtype)(h)
+    return dense(self.out_dim, self.precision)(h).astype(jnp.float32)
 
 
 class MLPDecoder(nn.Module):
@@ -49,18 +76,18 @@ class MLPDecoder(nn.Module):
   hidden: Sequence[int]
   image_shape: Sequence[int]
   dropout_rate: float = 0.0
-  dtype: jnp.dtype | None = None
+  precision: str = 'f32'
 
   @nn.compact
   def __call__(self, z: jax.Array, train: bool = False) -> jax.Array:
     h = z
     for width in self.hidden:
-      h = nn.relu(nn.Dense(width, dtype=self.dtype)(h))
+      h = nn.relu(dense(width, self.precision)(h))
       h = nn.Dropout(self.dropout_rate, deterministic=not train)(h)
     size = 1
     for d in self.image_shape:
       size *= d
-    out = nn.Dense(size, dtype=self.dtype)(h)
+    out = dense(size, self.precision)(h).astype(jnp.float32)
     return out.reshape((z.shape[0], *self.image_shape))
 
 
@@ -70,15 +97,15 @@ class ConvEncoder(nn.Module):
   features: Sequence[int]
   out_dim: int
   dropout_rate: float = 0.0
-  dtype: jnp.dtype | None = None
+  precision: str = 'f32'
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     h = x
     for f in self.features:
-      h = nn.relu(nn.Conv(f, KERNEL, strides=2, padding='SAME', dtype=self.dtype)(h))
+      h = nn.relu(conv(f, self.precision)(h))
       h = nn.Dropout(self.dropout_rate, deterministic=not train)(h)
-    return nn.Dense(self.out_dim, dtype=self.dtype)(h.reshape(h.shape[0], -1))
+    return dense(self.out_dim, self.precision)(h.reshape(h.shape[0], -1)).astype(jnp.float32)
 
 
 class ConvDecoder(nn.Module):
@@ -92,34 +119,34 @@ class ConvDecoder(nn.Module):
   features: Sequence[int]
   image_shape: Sequence[int]
   dropout_rate: float = 0.0
-  dtype: jnp.dtype | None = None
+  precision: str = 'f32'
 
   @nn.compact
   def __call__(self, z: jax.Array, train: bool = False) -> jax.Array:
     height, width, channels = self.image_shape
     s = 2 ** len(self.features)
     rev = list(self.features[::-1])
-    h = nn.relu(nn.Dense(height // s * width // s * rev[0], dtype=self.dtype)(z))
+    h = nn.relu(dense(height // s * width // s * rev[0], self.precision)(z))
     h = h.reshape(z.shape[0], height // s, width // s, rev[0])
     for f in rev[1:] + [channels]:
       h = nn.Dropout(self.dropout_rate, deterministic=not train)(h)
-      out = nn.ConvTranspose(f, KERNEL, strides=(2, 2), padding='SAME', dtype=self.dtype)(h)
+      out = conv(f, self.precision, transpose=True)(h)
       h = nn.relu(out)
-    return out
+    return out.astype(jnp.float32)
 
 
-def make_encoder(arch: str, out_dim: int, hidden, conv_features, dropout_rate=0.0, dtype=None):
+def make_encoder(arch: str, out_dim: int, hidden, conv_features, dropout_rate=0.0, precision='f32'):
   """Builds the encoder named by `arch` ('mlp' or 'conv')."""
   if arch == 'conv':
-    return ConvEncoder(tuple(conv_features), out_dim, dropout_rate, dtype)
-  return MLPEncoder(tuple(hidden), out_dim, dropout_rate, dtype)
+    return ConvEncoder(tuple(conv_features), out_dim, dropout_rate, precision)
+  return MLPEncoder(tuple(hidden), out_dim, dropout_rate, precision)
 
 
-def make_decoder(arch: str, image_shape, hidden, conv_features, dropout_rate=0.0, dtype=None):
+def make_decoder(arch: str, image_shape, hidden, conv_features, dropout_rate=0.0, precision='f32'):
   """Builds the decoder mirroring `make_encoder(arch, ...)`."""
   if arch == 'conv':
-    return ConvDecoder(tuple(conv_features), tuple(image_shape), dropout_rate, dtype)
-  return MLPDecoder(tuple(hidden[::-1]), tuple(image_shape), dropout_rate, dtype)
+    return ConvDecoder(tuple(conv_features), tuple(image_shape), dropout_rate, precision)
+  return MLPDecoder(tuple(hidden[::-1]), tuple(image_shape), dropout_rate, precision)
 
 
 _DN = ('NHWC', 'HWIO', 'NHWC')
@@ -148,6 +175,7 @@ class TiedAutoencoder(nn.Module):
   conv_features: Sequence[int] = ()
   input_dropout: float = 0.0
   dropout_rate: float = 0.0
+  precision: str = 'f32'
 
   def setup(self):
     height, width, channels = self.image_shape
@@ -178,16 +206,26 @@ class TiedAutoencoder(nn.Module):
     self.input_drop = nn.Dropout(self.input_dropout)
     self.hidden_drop = nn.Dropout(self.dropout_rate)
 
+  def _conv(self, h, k, transpose=False):
+    """Stride-2 'SAME' conv with kernel k, or its exact adjoint; float32 output."""
+    if self.precision == 'bf16':
+      h, k = h.astype(jnp.bfloat16), k.astype(jnp.bfloat16)
+    if transpose:
+      return jax.lax.conv_transpose(h, k, (2, 2), 'SAME', dimension_numbers=_DN, transpose_kernel=True,
+                                    preferred_element_type=jnp.float32)
+    return jax.lax.conv_general_dilated(h, k, (2, 2), 'SAME', dimension_numbers=_DN,
+                                        preferred_element_type=jnp.float32)
+
   def encode(self, x: jax.Array, train: bool = False) -> jax.Array:
     """`[B, H, W, C] -> [B, latent_dim]`."""
     h = self.input_drop(x, deterministic=not train)
     for k, b in zip(self.conv_kernels, self.encoder_biases[: len(self.conv_kernels)], strict=True):
-      h = _add_bias(jax.lax.conv_general_dilated(h, k, (2, 2), 'SAME', dimension_numbers=_DN), b)
+      h = _add_bias(self._conv(h, k), b)
       h = self.hidden_drop(nn.relu(h), deterministic=not train)
     h = h.reshape(h.shape[0], -1)
     n_conv, n_dense = len(self.conv_kernels), len(self.dense_kernels)
     for i, k in enumerate(self.dense_kernels):
-      h = _add_bias(h @ k, self.encoder_biases[n_conv + i])
+      h = _add_bias(matmul(h, k, self.precision), self.encoder_biases[n_conv + i])
       if i < n_dense - 1:
         h = self.hidden_drop(nn.relu(h), deterministic=not train)
     return h
@@ -197,14 +235,12 @@ class TiedAutoencoder(nn.Module):
     n_conv = len(self.conv_kernels)
     h = z
     for i in reversed(range(len(self.dense_kernels))):
-      h = _add_bias(h @ self.dense_kernels[i].T, self.decoder_biases[n_conv + i])
+      h = _add_bias(matmul(h, self.dense_kernels[i].T, self.precision), self.decoder_biases[n_conv + i])
       if i > 0 or n_conv:
         h = self.hidden_drop(nn.relu(h), deterministic=not train)
     h = h.reshape(z.shape[0], *self.conv_shape)
     for i in reversed(range(n_conv)):
-      h = _add_bias(jax.lax.conv_transpose(
-          h, self.conv_kernels[i], (2, 2), 'SAME', dimension_numbers=_DN, transpose_kernel=True
-      ), self.decoder_biases[i])
+      h = _add_bias(self._conv(h, self.conv_kernels[i], transpose=True), self.decoder_biases[i])
       if i > 0:
         h = self.hidden_drop(nn.relu(h), deterministic=not train)
     return h.reshape((z.shape[0], *self.image_shape))

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from jaxae import checkpoint, data, guard, metrics, models, plotting, steps
+from jaxae import checkpoint, data, guard, metrics, models, parallel, plotting, steps
 from jaxae import config as config_lib
 from jaxae.errors import UserError
 
@@ -57,12 +57,13 @@ def batch_indices(key: jax.Array | None, n: int, batch_size: int):
 
 
 def train_chunk(train_step, state, images, epoch, start, keys: Keys, *, batch_size: int, chunk: int,
-                dynamic_binarize: bool = False, skip_nonfinite: bool = False):
+                dynamic_binarize: bool = False, skip_nonfinite: bool = False, mesh=None):
   """Batches `[start, start + chunk)` of epoch `epoch` over `images` ([N, H, W, C], on device).
 
   The epoch's batch order comes from `fold_in(keys.shuffle, epoch)`; batches
   past its end are all-masked no-ops, so one compiled chunk size serves every
   chunk. With `chunk` = batches per epoch and `start` = 0 this is a whole epoch.
+  With a `mesh`, each batch is split over its 'data' axis (data parallelism).
 
   Returns:
     `(state, metric sums with 'count' and 'skipped_steps', Guard)`.
@@ -77,6 +78,8 @@ def train_chunk(train_step, state, images, epoch, start, keys: Keys, *, batch_si
     state, g = carry
     i, m = batch_index
     x = images[i]
+    if mesh is not None:
+      x, m = parallel.shard_batch(x, mesh), parallel.shard_batch(m, mesh)
     if dynamic_binarize:
       x = jax.random.bernoulli(jax.random.fold_in(keys.binarize, state.step), x).astype(x.dtype)
     key = jax.random.fold_in(keys.step, state.step)
@@ -90,13 +93,20 @@ def train_chunk(train_step, state, images, epoch, start, keys: Keys, *, batch_si
   return state, {**sums, 'skipped_steps': g.skipped.astype(jnp.float32)}, g
 
 
-def evaluate(eval_step, state, images, key, *, batch_size: int):
-  """Metric sums (with 'count') of `eval_step` over all of `images`; batch b uses `fold_in(key, b)`."""
-  index, mask = batch_indices(None, images.shape[0], min(batch_size, images.shape[0]))
+def evaluate(eval_step, state, images, key, *, batch_size: int, mesh=None):
+  """Metric sums (with 'count') of `eval_step` over all of `images`; batch b uses `fold_in(key, b)`.
+
+  Batches are always `batch_size` (padded, masked), so a stochastic evaluation
+  draws the same numbers whatever the number of devices.
+  """
+  index, mask = batch_indices(None, images.shape[0], batch_size)
 
   def body(_, inputs):
     b, i, m = inputs
-    return None, eval_step(state, {'image': images[i], 'mask': m}, jax.random.fold_in(key, b))
+    x = images[i]
+    if mesh is not None:
+      x, m = parallel.shard_batch(x, mesh), parallel.shard_batch(m, mesh)
+    return None, eval_step(state, {'image': x, 'mask': m}, jax.random.fold_in(key, b))
 
   _, per_batch = jax.lax.scan(body, None, (jnp.arange(index.shape[0]), index, mask))
   return jax.tree.map(lambda v: jnp.sum(v, axis=0), per_batch)
@@ -109,18 +119,19 @@ def chunk_size(config, n_train: int) -> tuple[int, int]:
   return chunk, -(-steps_per_epoch // chunk)
 
 
-def compile_fns(model, config, n_train: int):
+def compile_fns(model, config, n_train: int, mesh=None):
   """The jitted chunk and evaluation functions, hyperparameters bound, state donated."""
   chunk_fn = jax.jit(
       functools.partial(
           train_chunk, steps.bind(model.train_step, config), batch_size=config['batch_size'],
           chunk=chunk_size(config, n_train)[0], dynamic_binarize=config['binarize'] == 'dynamic',
-          skip_nonfinite=config['nonfinite'] == 'skip',
+          skip_nonfinite=config['nonfinite'] == 'skip', mesh=mesh,
       ),
       donate_argnums=0,
   )
   eval_fn = jax.jit(
-      functools.partial(evaluate, steps.bind(model.eval_step, config), batch_size=config['eval_batch_size'])
+      functools.partial(evaluate, steps.bind(model.eval_step, config), batch_size=config['eval_batch_size'],
+                        mesh=mesh)
   )
   return chunk_fn, eval_fn
 
@@ -188,15 +199,19 @@ def train_and_evaluate(overrides: dict, workdir: str | Path, progress: bool = Tr
   except ValueError as e:
     raise UserError(f'{e}') from None
 
+  mesh = parallel.make_mesh()
+  for key in ('batch_size', 'eval_batch_size'):
+    parallel.check_batch_size(key, config[key], mesh)
+
   workdir.mkdir(parents=True, exist_ok=True)
   checkpoint.write_config(workdir, config)
-  train_x, eval_x = jax.device_put(splits.train['image']), jax.device_put(splits.eval['image'])
-  chunk_fn, eval_fn = compile_fns(model, config, n_train)
+  train_x, eval_x = parallel.replicate((splits.train['image'], splits.eval['image']), mesh)
+  chunk_fn, eval_fn = compile_fns(model, config, n_train, mesh)
   chunk, per_epoch = chunk_size(config, n_train)
   zero = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), jax.eval_shape(chunk_fn, state, train_x, 1, 0, keys)[1])
   ckpt = checkpoint.Checkpointer(workdir / 'checkpoints', config['keep_checkpoints'])
   restored, position = ckpt.restore({'state': state, 'sums': zero})
-  state, sums = restored['state'], restored['sums']
+  state, sums = parallel.replicate(restored['state'], mesh), restored['sums']
   log = metrics.MetricsLog(workdir / 'metrics.jsonl', position // per_epoch if position else -1)
   if position == 0:
     _log_epoch(log, 0, state, 'eval', jax.device_get(eval_fn(state, eval_x, keys.eval)))

@@ -198,3 +198,22 @@ def test_iwae_nll_is_below_the_negative_elbo_and_tightens_with_k():
          for k in (1, 64)}
   assert nll[64] < nll[1]
   assert nll[64] < float(nelbo) + 0.5
+
+
+@pytest.mark.parametrize('name', ['vae', 'tied_ae', 'ae'])
+@pytest.mark.parametrize('arch', ['mlp', 'conv'])
+def test_bf16_matmuls_match_f32_with_float32_params_and_loss(name, arch):
+  model, config, state, batch = make(name, arch)
+  config16 = {**config, 'precision': 'bf16'}
+  net16 = model.make_network(config16, (28, 28, 1))
+  out32 = state.apply_fn({'params': state.params}, batch['image'], method='encode')
+  out16 = net16.apply({'params': state.params}, batch['image'], method='encode')
+  out32, out16 = jax.tree.leaves(out32)[0], jax.tree.leaves(out16)[0]
+  assert out16.dtype == jnp.float32
+  np.testing.assert_allclose(out16, out32, atol=0.05 * float(jnp.abs(out32).max()))
+  state16 = model.create_state(jax.random.key(0), config16, batch)
+  assert {p.dtype for p in jax.tree.leaves(state16.params)} == {jnp.dtype('float32')}
+  step16 = jax.jit(steps.bind(model.train_step, config16))
+  assert 'bf16' in step16.lower(state16, batch, jax.random.key(1)).as_text()
+  _, metrics = step16(state16, batch, jax.random.key(1))
+  assert metrics['loss'].dtype == jnp.float32 and np.isfinite(float(metrics['loss']))

@@ -64,9 +64,9 @@ def make_network(config, image_shape) -> nn.Module:
     return jnn.TiedAutoencoder(
         tuple(image_shape), config['latent_dim'], tuple(config['hidden']),
         tuple(config['conv_features']) if conv else (),
-        config['input_dropout'], config['dropout_rate'],
+        config['input_dropout'], config['dropout_rate'], config['precision'],
     )
-  args = (config['arch'], config['hidden'], config['conv_features'], config['dropout_rate'])
+  args = (config['arch'], config['hidden'], config['conv_features'], config['dropout_rate'], config['precision'])
   return Autoencoder(
       jnn.make_encoder(args[0], config['latent_dim'], *args[1:]),
       jnn.make_decoder(args[0], image_shape, *args[1:]),

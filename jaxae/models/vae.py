@@ -55,8 +55,8 @@ def make_network(config, image_shape) -> VAE:
   if arch == 'conv':
     jnn.check_conv_shape(image_shape, len(conv))
   return VAE(
-      jnn.make_encoder(arch, 2 * config['latent_dim'], hidden, conv),
-      jnn.make_decoder(arch, image_shape, hidden, conv),
+      jnn.make_encoder(arch, 2 * config['latent_dim'], hidden, conv, precision=config['precision']),
+      jnn.make_decoder(arch, image_shape, hidden, conv, precision=config['precision']),
   )
 
 

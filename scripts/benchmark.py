@@ -1,0 +1,127 @@
+"""Training-speed benchmark for every family: epoch time, examples/s, GFLOP/s, roofline fraction.
+
+  python scripts/benchmark.py                       # all families, float32, MNIST-shaped data
+  python scripts/benchmark.py --precision bf16 --models vae --out bench-bf16.json
+
+Data: 59,904 (`--examples`) synthetic 28x28x1 images (468 batches of 128, as an MNIST epoch
+without the last partial batch). Every family uses the classic VAE shapes,
+784-400-20(-400-784), Adam, one compiled `lax.scan` per epoch with the data
+resident on the device. Reported per family: compile time, the median of
+`--epochs` timed epochs after one warm-up epoch, examples/s, the XLA-counted
+FLOPs of one train step times the steps per epoch, achieved GFLOP/s and its
+fraction of a matmul peak measured in the same run on the same device, and
+peak memory (device peak where the backend reports it, else host max RSS).
+On a GPU machine the same command measures the GPU (JAX picks it).
+"""
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxae import config as config_lib
+from jaxae import models, steps, train
+from jaxae.errors import UserError
+
+BATCH = 128
+
+
+def matmul_peak(precision: str, size: int = 2048, repeats: int = 10) -> float:
+  """GFLOP/s of a [size, size] @ [size, size] matmul (bf16 inputs with f32 accumulation for 'bf16')."""
+  a = jax.random.normal(jax.random.key(0), (size, size))
+  b = jax.random.normal(jax.random.key(1), (size, size))
+  if precision == 'bf16':
+    a, b = a.astype(jnp.bfloat16), b.astype(jnp.bfloat16)
+  f = jax.jit(lambda a, b: jnp.matmul(a, b, preferred_element_type=jnp.float32))
+  f(a, b).block_until_ready()
+  times = []
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    f(a, b).block_until_ready()
+    times.append(time.perf_counter() - t0)
+  return 2 * size**3 / min(times) / 1e9
+
+
+def peak_memory_bytes() -> tuple[int, str]:
+  stats = jax.devices()[0].memory_stats() or {}
+  if 'peak_bytes_in_use' in stats:
+    return int(stats['peak_bytes_in_use']), 'device peak'
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, 'host max RSS'
+
+
+def bench_family(name: str, precision: str, epochs: int, images) -> dict:
+  n = images.shape[0]
+  config = config_lib.resolve({'model': name, 'hidden': (400,), 'latent_dim': 20, 'batch_size': BATCH,
+                               'precision': precision})
+  model = models.get(name)
+  keys = train.make_keys(0)
+  state = model.create_state(keys.init, config, {'image': images[:1]})
+  step_flops = jax.jit(steps.bind(model.train_step, config)).lower(
+      state, {'image': images[:BATCH], 'mask': jnp.ones(BATCH)}, keys.step).compile().cost_analysis()
+  step_flops = (step_flops[0] if isinstance(step_flops, list) else step_flops)['flops']
+  chunk_fn, _ = train.compile_fns(model, config, n)
+  t0 = time.perf_counter()
+  compiled = chunk_fn.lower(state, images, 1, 0, keys).compile()
+  compile_s = time.perf_counter() - t0
+  times = []
+  for epoch in range(epochs + 1):  # the first is a warm-up
+    t0 = time.perf_counter()
+    state, sums, _ = compiled(state, images, epoch + 1, 0, keys)
+    float(sums['loss'])
+    times.append(time.perf_counter() - t0)
+  epoch_s = statistics.median(times[1:])
+  flops = step_flops * -(-n // BATCH)
+  return {'model': name, 'precision': precision, 'compile_s': compile_s, 'epoch_s_median': epoch_s,
+          'epoch_s_all': times[1:], 'examples_per_s': n / epoch_s, 'gflop_per_epoch': flops / 1e9,
+          'gflop_per_s': flops / epoch_s / 1e9, 'final_train_loss': float(sums['loss']) / float(sums['count'])}
+
+
+def main(argv=None) -> int:
+  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument('--models', default=','.join(models.names()))
+  p.add_argument('--precision', choices=('f32', 'bf16'), default='f32')
+  p.add_argument('--epochs', type=int, default=3, help='timed epochs after one warm-up (median reported)')
+  p.add_argument('--out', help='write the JSON report here too')
+  p.add_argument('--examples', type=int, default=59_904, help='synthetic images per epoch')
+  args = p.parse_args(argv)
+  try:
+    names = args.models.split(',')
+    for name in names:
+      models.get(name)
+    if args.epochs < 1 or args.examples < BATCH:
+      raise UserError(f'--epochs must be >= 1 and --examples >= {BATCH}')
+  except UserError as e:
+    print(f'benchmark: error: {e}', file=sys.stderr)
+    return 2
+  images = jax.device_put(np.random.default_rng(0).random((args.examples, 28, 28, 1), np.float32))
+  peak = matmul_peak(args.precision)
+  rows = [bench_family(name, args.precision, args.epochs, images) for name in names]
+  for row in rows:
+    row['roofline_fraction'] = row['gflop_per_s'] / peak
+  memory, memory_kind = peak_memory_bytes()
+  report = {'device': str(jax.devices()[0]), 'backend': jax.default_backend(), 'cpu': platform.processor(),
+            'jax': jax.__version__, 'matmul_peak_gflop_per_s': peak, 'peak_memory_bytes': memory,
+            'peak_memory_kind': memory_kind, 'rows': rows}
+  print(f"| model | precision | compile (s) | epoch (s, median of {args.epochs}) | examples/s | GFLOP/epoch | "
+        f"GFLOP/s | of {args.precision} matmul peak ({peak:.0f} GFLOP/s) |")
+  print('|---|---|---|---|---|---|---|---|')
+  for r in rows:
+    print(f"| {r['model']} | {r['precision']} | {r['compile_s']:.2f} | {r['epoch_s_median']:.2f} | "
+          f"{r['examples_per_s']:,.0f} | {r['gflop_per_epoch']:.0f} | {r['gflop_per_s']:.0f} | "
+          f"{r['roofline_fraction']:.0%} |")
+  print(f'peak memory: {memory / 2**20:.0f} MiB ({memory_kind}); device: {report["device"]}')
+  if args.out:
+    with open(args.out, 'w') as f:
+      json.dump(report, f, indent=2)
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())

@@ -1,0 +1,27 @@
+"""The benchmark script runs end to end on a small synthetic epoch (speed itself is not asserted)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[1] / 'scripts' / 'benchmark.py'
+
+
+def test_benchmark_small_run_writes_a_report(tmp_path):
+  out = tmp_path / 'bench.json'
+  proc = subprocess.run([sys.executable, str(SCRIPT), '--models', 'vae,tied_ae', '--examples', '512', '--epochs',
+                         '1', '--precision', 'bf16', '--out', str(out)], capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  report = json.loads(out.read_text())
+  assert [r['model'] for r in report['rows']] == ['vae', 'tied_ae']
+  for row in report['rows']:
+    assert row['precision'] == 'bf16' and row['epoch_s_median'] > 0 and row['gflop_per_epoch'] > 0
+    assert 0 < row['roofline_fraction'] and row['examples_per_s'] > 0
+  assert report['matmul_peak_gflop_per_s'] > 0 and '| vae | bf16 |' in proc.stdout
+
+
+def test_benchmark_rejects_an_unknown_model():
+  proc = subprocess.run([sys.executable, str(SCRIPT), '--models', 'nope'], capture_output=True, text=True,
+                        timeout=120)
+  assert proc.returncode == 2 and "unknown model 'nope'" in proc.stderr
