@@ -20,14 +20,14 @@ BASE = dict(
     eval_batch_size=500, learning_rate=1e-3, weight_decay=0.0, schedule='constant',
     warmup_steps=0, decay_steps=0, grad_clip=0.0, seed=0, binarize='none', holdout=0.1,
     holdout_order='seeded', keep_checkpoints=3, num_figure_images=32, nonfinite='stop',
-    checkpoint_every=0, precision='f32',
+    checkpoint_every=0, precision='f32', data_mode='auto',
 )
 
 CHOICES = dict(
     arch=('mlp', 'conv'), likelihood=losses.LIKELIHOODS, noise=corruption.KINDS,
     schedule=('constant', 'cosine', 'warmup_cosine'),
     binarize=('none', 'threshold', 'sample', 'dynamic'), holdout_order=('seeded', 'tail'),
-    nonfinite=('stop', 'skip'), precision=('f32', 'bf16'),
+    nonfinite=('stop', 'skip'), precision=('f32', 'bf16'), data_mode=('auto', 'resident', 'streaming'),
 )
 POSITIVE = ('epochs', 'batch_size', 'eval_batch_size', 'latent_dim', 'learning_rate', 'keep_checkpoints')
 NON_NEGATIVE = ('checkpoint_every', 'weight_decay', 'warmup_steps', 'decay_steps', 'grad_clip', 'beta', 'noise_level',

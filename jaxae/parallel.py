@@ -36,3 +36,9 @@ def replicate(tree, mesh: Mesh):
 def shard_batch(x: jax.Array, mesh: Mesh) -> jax.Array:
   """Inside jit: split `x` along its first (batch) axis over the 'data' axis."""
   return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, PartitionSpec('data')))
+
+
+def fits_on_device(nbytes: int, fraction: float = 0.5) -> bool:
+  """Whether `nbytes` of data take less than `fraction` of the first device's memory (True if unknown, e.g. CPU)."""
+  limit = (jax.devices()[0].memory_stats() or {}).get('bytes_limit')
+  return limit is None or nbytes < fraction * limit

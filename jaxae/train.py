@@ -1,15 +1,14 @@
 """The one training loop for every family: `train_and_evaluate(config, workdir)`.
 
-The dataset is placed on the device once; each epoch is one compiled call
-(permutation from the epoch key, `lax.scan` over batches, state donated,
-metrics reduced on the device), so there is no host round trip per step. The
-last partial batch is padded and masked, never dropped. Randomness: one seed
-is split into named keys; step `t` draws from `fold_in(keys.step, t)`, epoch
-`e` is shuffled with `fold_in(keys.shuffle, e)`, so a resumed run draws
-exactly what an uninterrupted one would.
+The dataset is placed on the device once when it fits (else streamed from the
+host, `data_mode`); each epoch, or each chunk of `checkpoint_every` steps, is
+one compiled call (`jaxae.epochs`), with one host sync per chunk for its metric
+sums and non-finite guard. Randomness: one seed is split into named keys; step
+`t` draws from `fold_in(keys.step, t)`, epoch `e` is shuffled with
+`fold_in(keys.shuffle, e)`, so a resumed run draws exactly what an
+uninterrupted one would.
 """
 
-import functools
 import time
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -21,119 +20,10 @@ from tqdm.auto import tqdm
 
 from jaxae import checkpoint, data, guard, metrics, models, parallel, plotting, steps
 from jaxae import config as config_lib
+from jaxae.epochs import Keys, chunk_size, compile_fns, make_keys, zero_sums
 from jaxae.errors import UserError
 
-RESUMABLE_CHANGES = ('epochs', 'num_figure_images', 'keep_checkpoints', 'data_dir', 'nonfinite')
-
-
-class Keys(NamedTuple):
-  """The run's named keys, all split once from the seed."""
-
-  init: jax.Array
-  shuffle: jax.Array
-  step: jax.Array
-  binarize: jax.Array
-  eval: jax.Array
-  vis: jax.Array
-
-
-def make_keys(seed: int) -> Keys:
-  return Keys(*jax.random.split(jax.random.key(seed), len(Keys._fields)))
-
-
-def batch_indices(key: jax.Array | None, n: int, batch_size: int):
-  """A (shuffled if key) order of `n` examples padded to whole batches.
-
-  Returns:
-    `(index [n_batches, batch_size] int32, mask [n_batches, batch_size] float32)`;
-    padding repeats earlier examples with mask 0.
-  """
-  n_batches = -(-n // batch_size)
-  order = jnp.arange(n) if key is None else jax.random.permutation(key, n)
-  flat = jnp.arange(n_batches * batch_size)
-  index = order[flat % n].reshape(n_batches, batch_size)
-  mask = (flat < n).astype(jnp.float32).reshape(n_batches, batch_size)
-  return index, mask
-
-
-def train_chunk(train_step, state, images, epoch, start, keys: Keys, *, batch_size: int, chunk: int,
-                dynamic_binarize: bool = False, skip_nonfinite: bool = False, mesh=None):
-  """Batches `[start, start + chunk)` of epoch `epoch` over `images` ([N, H, W, C], on device).
-
-  The epoch's batch order comes from `fold_in(keys.shuffle, epoch)`; batches
-  past its end are all-masked no-ops, so one compiled chunk size serves every
-  chunk. With `chunk` = batches per epoch and `start` = 0 this is a whole epoch.
-  With a `mesh`, each batch is split over its 'data' axis (data parallelism).
-
-  Returns:
-    `(state, metric sums with 'count' and 'skipped_steps', Guard)`.
-  """
-  index, mask = batch_indices(jax.random.fold_in(keys.shuffle, epoch), images.shape[0], batch_size)
-  pad = -index.shape[0] % chunk
-  index = jnp.concatenate([index, jnp.zeros((pad, batch_size), index.dtype)])
-  mask = jnp.concatenate([mask, jnp.zeros((pad, batch_size), mask.dtype)])
-  index, mask = (jax.lax.dynamic_slice_in_dim(a, start, chunk) for a in (index, mask))
-
-  def body(carry, batch_index):
-    state, g = carry
-    i, m = batch_index
-    x = images[i]
-    if mesh is not None:
-      x, m = parallel.shard_batch(x, mesh), parallel.shard_batch(m, mesh)
-    if dynamic_binarize:
-      x = jax.random.bernoulli(jax.random.fold_in(keys.binarize, state.step), x).astype(x.dtype)
-    key = jax.random.fold_in(keys.step, state.step)
-    state, g, step_metrics, applied = guard.guarded_step(
-        train_step, state, g, {'image': x, 'mask': m}, key, skip_nonfinite=skip_nonfinite)
-    count = jnp.sum(m) * applied
-    return (state, g), {**{k: v * count for k, v in step_metrics.items()}, 'count': count}
-
-  (state, g), per_step = jax.lax.scan(body, (state, guard.init()), (index, mask))
-  sums = jax.tree.map(lambda v: jnp.sum(v, axis=0), per_step)
-  return state, {**sums, 'skipped_steps': g.skipped.astype(jnp.float32)}, g
-
-
-def evaluate(eval_step, state, images, key, *, batch_size: int, mesh=None):
-  """Metric sums (with 'count') of `eval_step` over all of `images`; batch b uses `fold_in(key, b)`.
-
-  Batches are always `batch_size` (padded, masked), so a stochastic evaluation
-  draws the same numbers whatever the number of devices.
-  """
-  index, mask = batch_indices(None, images.shape[0], batch_size)
-
-  def body(_, inputs):
-    b, i, m = inputs
-    x = images[i]
-    if mesh is not None:
-      x, m = parallel.shard_batch(x, mesh), parallel.shard_batch(m, mesh)
-    return None, eval_step(state, {'image': x, 'mask': m}, jax.random.fold_in(key, b))
-
-  _, per_batch = jax.lax.scan(body, None, (jnp.arange(index.shape[0]), index, mask))
-  return jax.tree.map(lambda v: jnp.sum(v, axis=0), per_batch)
-
-
-def chunk_size(config, n_train: int) -> tuple[int, int]:
-  """`(steps per chunk, chunks per epoch)`: one chunk per epoch unless `checkpoint_every` is set."""
-  steps_per_epoch = -(-n_train // config['batch_size'])
-  chunk = min(config['checkpoint_every'] or steps_per_epoch, steps_per_epoch)
-  return chunk, -(-steps_per_epoch // chunk)
-
-
-def compile_fns(model, config, n_train: int, mesh=None):
-  """The jitted chunk and evaluation functions, hyperparameters bound, state donated."""
-  chunk_fn = jax.jit(
-      functools.partial(
-          train_chunk, steps.bind(model.train_step, config), batch_size=config['batch_size'],
-          chunk=chunk_size(config, n_train)[0], dynamic_binarize=config['binarize'] == 'dynamic',
-          skip_nonfinite=config['nonfinite'] == 'skip', mesh=mesh,
-      ),
-      donate_argnums=0,
-  )
-  eval_fn = jax.jit(
-      functools.partial(evaluate, steps.bind(model.eval_step, config), batch_size=config['eval_batch_size'],
-                        mesh=mesh)
-  )
-  return chunk_fn, eval_fn
+RESUMABLE_CHANGES = ('epochs', 'num_figure_images', 'keep_checkpoints', 'data_dir', 'nonfinite', 'data_mode')
 
 
 def check_workdir(workdir: Path, config: dict) -> None:
@@ -205,10 +95,14 @@ def train_and_evaluate(overrides: dict, workdir: str | Path, progress: bool = Tr
 
   workdir.mkdir(parents=True, exist_ok=True)
   checkpoint.write_config(workdir, config)
-  train_x, eval_x = parallel.replicate((splits.train['image'], splits.eval['image']), mesh)
-  chunk_fn, eval_fn = compile_fns(model, config, n_train, mesh)
+  resident = config['data_mode'] == 'resident' or (
+      config['data_mode'] == 'auto' and parallel.fits_on_device(splits.train['image'].nbytes))
+  train_x, eval_x = splits.train['image'], splits.eval['image']
+  if resident:
+    train_x, eval_x = parallel.replicate((train_x, eval_x), mesh)
+  zero = zero_sums(steps.bind(model.train_step, config), state, train_x[: config['batch_size']], keys)
+  chunk_fn, eval_fn = compile_fns(model, config, n_train, mesh, zero, resident)
   chunk, per_epoch = chunk_size(config, n_train)
-  zero = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), jax.eval_shape(chunk_fn, state, train_x, 1, 0, keys)[1])
   ckpt = checkpoint.Checkpointer(workdir / 'checkpoints', config['keep_checkpoints'])
   restored, position = ckpt.restore({'state': state, 'sums': zero})
   state, sums = parallel.replicate(restored['state'], mesh), restored['sums']

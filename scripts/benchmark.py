@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxae import config as config_lib
-from jaxae import models, steps, train
+from jaxae import epochs, models, steps
 from jaxae.errors import UserError
 
 BATCH = 128
@@ -56,22 +56,22 @@ def peak_memory_bytes() -> tuple[int, str]:
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, 'host max RSS'
 
 
-def bench_family(name: str, precision: str, epochs: int, images) -> dict:
+def bench_family(name: str, precision: str, n_epochs: int, images) -> dict:
   n = images.shape[0]
   config = config_lib.resolve({'model': name, 'hidden': (400,), 'latent_dim': 20, 'batch_size': BATCH,
                                'precision': precision})
   model = models.get(name)
-  keys = train.make_keys(0)
+  keys = epochs.make_keys(0)
   state = model.create_state(keys.init, config, {'image': images[:1]})
   step_flops = jax.jit(steps.bind(model.train_step, config)).lower(
       state, {'image': images[:BATCH], 'mask': jnp.ones(BATCH)}, keys.step).compile().cost_analysis()
   step_flops = (step_flops[0] if isinstance(step_flops, list) else step_flops)['flops']
-  chunk_fn, _ = train.compile_fns(model, config, n)
+  chunk_fn, _ = epochs.compile_fns(model, config, n)
   t0 = time.perf_counter()
   compiled = chunk_fn.lower(state, images, 1, 0, keys).compile()
   compile_s = time.perf_counter() - t0
   times = []
-  for epoch in range(epochs + 1):  # the first is a warm-up
+  for epoch in range(n_epochs + 1):  # the first is a warm-up
     t0 = time.perf_counter()
     state, sums, _ = compiled(state, images, epoch + 1, 0, keys)
     float(sums['loss'])

@@ -10,8 +10,8 @@ import pytest
 from conftest import tiny
 
 from jaxae import config as config_lib
+from jaxae import epochs, metrics, models, steps, train
 from jaxae import guard as jaxae_guard
-from jaxae import metrics, models, steps, train
 from jaxae.errors import UserError
 
 
@@ -72,9 +72,9 @@ def test_epoch_and_eval_compile_once(tmp_path):
   config = config_lib.resolve(tiny())
   model = models.get('vae')
   x = jnp.asarray(np.random.default_rng(0).random((100, 8, 8, 1), np.float32))
-  keys = train.make_keys(0)
+  keys = epochs.make_keys(0)
   state = model.create_state(keys.init, config, {'image': x[:1]})
-  chunk_fn, eval_fn = train.compile_fns(model, {**config, 'checkpoint_every': 3}, 100)  # 2 batches: 3 + pad
+  chunk_fn, eval_fn = epochs.compile_fns(model, {**config, 'checkpoint_every': 3}, 100)  # 2 batches: 3 + pad
   for epoch in (1, 2, 3):
     state, _, _ = chunk_fn(state, x, epoch, 0, keys)
     eval_fn(state, x, keys.eval)
@@ -82,12 +82,12 @@ def test_epoch_and_eval_compile_once(tmp_path):
 
 
 def test_batch_indices_cover_every_example_once_with_a_masked_partial_batch():
-  index, mask = train.batch_indices(jax.random.key(0), 10, 4)
+  index, mask = epochs.batch_indices(jax.random.key(0), 10, 4)
   assert index.shape == mask.shape == (3, 4)
   real = np.asarray(index)[np.asarray(mask) == 1]
   assert sorted(real.tolist()) == list(range(10))
   np.testing.assert_array_equal(mask[-1], [1, 1, 0, 0])
-  index, mask = train.batch_indices(None, 3, 8)  # batch larger than the data
+  index, mask = epochs.batch_indices(None, 3, 8)  # batch larger than the data
   assert index.shape == (1, 8) and float(mask.sum()) == 3
 
 
@@ -102,8 +102,8 @@ def _probe_step(state, batch, key):
 def test_dynamic_binarization_feeds_binary_batches(dynamic):
   state = steps.TrainState(step=jnp.zeros((), jnp.int32), apply_fn=None, params={}, tx=None, opt_state=None)
   x = jnp.full((50, 4, 4, 1), 0.3)
-  keys = train.make_keys(0)
-  _, sums, _ = train.train_chunk(_probe_step, state, x, 1, 0, keys, batch_size=16, chunk=4,
+  keys = epochs.make_keys(0)
+  _, sums, _ = epochs.train_chunk(_probe_step, state, x, 1, 0, keys, batch_size=16, chunk=4,
                                  dynamic_binarize=dynamic)
   assert float(sums['count']) == 50
   assert (float(sums['loss']) == 0.0) == dynamic
@@ -120,13 +120,13 @@ def _nan_epoch(skip):
   """One epoch of the tiny VAE on 100 examples (7 batches of 16), the 51st in epoch order poisoned with NaN."""
   config = config_lib.resolve(tiny())
   model = models.get('vae')
-  keys = train.make_keys(0)
-  index, _ = train.batch_indices(jax.random.fold_in(keys.shuffle, 1), 100, 16)
+  keys = epochs.make_keys(0)
+  index, _ = epochs.batch_indices(jax.random.fold_in(keys.shuffle, 1), 100, 16)
   poisoned = int(np.asarray(index).reshape(-1)[50])  # in batch 3, not among the padding repeats
   x = np.random.default_rng(0).random((100, 8, 8, 1), np.float32)
   x[poisoned, 3, 3, 0] = np.nan
   state = model.create_state(keys.init, config, {'image': x[:1]})
-  epoch_fn = jax.jit(functools.partial(train.train_chunk, steps.bind(model.train_step, config), batch_size=16,
+  epoch_fn = jax.jit(functools.partial(epochs.train_chunk, steps.bind(model.train_step, config), batch_size=16,
                                        chunk=7, skip_nonfinite=skip))
   return epoch_fn(state, jnp.asarray(x), 1, 0, keys), 3
 
@@ -212,3 +212,27 @@ def test_inf_in_the_data_is_refused():
   x[1, 2, 2, 0] = np.inf
   with pytest.raises(UserError, match='NaN or Inf'):
     data.check_images({'image': x}, 'gaussian', 'idx train set')
+
+
+@pytest.mark.parametrize('name', ['vae', 'dropout_ae'])
+def test_streaming_reproduces_the_resident_run(tmp_path, name):
+  resident = train.train_and_evaluate(tiny(model=name, data_mode='resident'), tmp_path / 'r', progress=False)
+  streamed = train.train_and_evaluate(tiny(model=name, data_mode='streaming'), tmp_path / 's', progress=False)
+  assert [(r['epoch'], r['split'], r['step']) for r in streamed.records] == [
+      (r['epoch'], r['split'], r['step']) for r in resident.records]
+  np.testing.assert_allclose([r['loss'] for r in streamed.records], [r['loss'] for r in resident.records],
+                             rtol=1e-5)
+
+
+def test_the_streaming_step_compiles_once_across_epochs_and_the_partial_batch():
+  config = config_lib.resolve(tiny())
+  model = models.get('vae')
+  x = np.random.default_rng(0).random((100, 8, 8, 1), np.float32)  # 2 batches of 64, the last partial
+  keys = epochs.make_keys(0)
+  state = model.create_state(keys.init, config, {'image': x[:1]})
+  zero = epochs.zero_sums(steps.bind(model.train_step, config), state, x[:64], keys)
+  step_fn = epochs.make_stream_step(steps.bind(model.train_step, config))
+  for epoch in (1, 2):
+    state, sums, _ = epochs.stream_chunk(step_fn, zero, state, x, epoch, 0, keys, batch_size=64, chunk=2)
+    assert float(sums['count']) == 100
+  assert step_fn._cache_size() == 1 and int(state.step) == 4

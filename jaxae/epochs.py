@@ -1,0 +1,188 @@
+"""Compiled training and evaluation passes: one guarded step, scanned (resident) or streamed.
+
+Resident: the data sit on the device and a chunk of steps (by default a whole
+epoch) is one compiled `lax.scan`. Streaming: the data stay on the host and the
+same step is compiled once and fed batch by batch. Both follow the same batch
+order (`fold_in(keys.shuffle, epoch)`), draw step `t`'s randomness from
+`fold_in(keys.step, t)`, pad the last batch with a mask, and return metric sums.
+"""
+
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxae import guard, parallel, steps
+
+
+class Keys(NamedTuple):
+  """The run's named keys, all split once from the seed."""
+
+  init: jax.Array
+  shuffle: jax.Array
+  step: jax.Array
+  binarize: jax.Array
+  eval: jax.Array
+  vis: jax.Array
+
+
+def make_keys(seed: int) -> Keys:
+  return Keys(*jax.random.split(jax.random.key(seed), len(Keys._fields)))
+
+
+def batch_indices(key: jax.Array | None, n: int, batch_size: int):
+  """A (shuffled if key) order of `n` examples padded to whole batches.
+
+  Returns:
+    `(index [n_batches, batch_size] int32, mask [n_batches, batch_size] float32)`;
+    padding repeats earlier examples with mask 0.
+  """
+  n_batches = -(-n // batch_size)
+  order = jnp.arange(n) if key is None else jax.random.permutation(key, n)
+  flat = jnp.arange(n_batches * batch_size)
+  index = order[flat % n].reshape(n_batches, batch_size)
+  mask = (flat < n).astype(jnp.float32).reshape(n_batches, batch_size)
+  return index, mask
+
+
+def chunk_indices(key, n: int, batch_size: int, chunk: int, start):
+  """Batches `[start, start + chunk)` of the epoch order from `key`, padded with all-masked batches."""
+  index, mask = batch_indices(key, n, batch_size)
+  pad = -index.shape[0] % chunk
+  index = jnp.concatenate([index, jnp.zeros((pad, batch_size), index.dtype)])
+  mask = jnp.concatenate([mask, jnp.zeros((pad, batch_size), mask.dtype)])
+  return tuple(jax.lax.dynamic_slice_in_dim(a, start, chunk) for a in (index, mask))
+
+
+def _step(train_step, state, g, x, m, keys: Keys, dynamic_binarize: bool, skip_nonfinite: bool, mesh):
+  """One guarded step on batch `x` with mask `m`: `(state, guard, count-weighted metrics with 'count')`."""
+  if mesh is not None:
+    x, m = parallel.shard_batch(x, mesh), parallel.shard_batch(m, mesh)
+  if dynamic_binarize:
+    x = jax.random.bernoulli(jax.random.fold_in(keys.binarize, state.step), x).astype(x.dtype)
+  key = jax.random.fold_in(keys.step, state.step)
+  state, g, step_metrics, applied = guard.guarded_step(
+      train_step, state, g, {'image': x, 'mask': m}, key, skip_nonfinite=skip_nonfinite)
+  count = jnp.sum(m) * applied
+  return state, g, {**{k: v * count for k, v in step_metrics.items()}, 'count': count}
+
+
+def train_chunk(train_step, state, images, epoch, start, keys: Keys, *, batch_size: int, chunk: int,
+                dynamic_binarize: bool = False, skip_nonfinite: bool = False, mesh=None):
+  """Batches `[start, start + chunk)` of epoch `epoch` over `images` ([N, H, W, C], on device).
+
+  The epoch's batch order comes from `fold_in(keys.shuffle, epoch)`; batches
+  past its end are all-masked no-ops, so one compiled chunk size serves every
+  chunk. With `chunk` = batches per epoch and `start` = 0 this is a whole epoch.
+  With a `mesh`, each batch is split over its 'data' axis (data parallelism).
+
+  Returns:
+    `(state, metric sums with 'count' and 'skipped_steps', Guard)`.
+  """
+  index, mask = chunk_indices(jax.random.fold_in(keys.shuffle, epoch), images.shape[0], batch_size, chunk, start)
+
+  def body(carry, batch_index):
+    state, g = carry
+    i, m = batch_index
+    state, g, weighted = _step(train_step, state, g, images[i], m, keys, dynamic_binarize, skip_nonfinite, mesh)
+    return (state, g), weighted
+
+  (state, g), per_step = jax.lax.scan(body, (state, guard.init()), (index, mask))
+  sums = jax.tree.map(lambda v: jnp.sum(v, axis=0), per_step)
+  return state, {**sums, 'skipped_steps': g.skipped.astype(jnp.float32)}, g
+
+
+def make_stream_step(train_step, *, dynamic_binarize: bool = False, skip_nonfinite: bool = False, mesh=None):
+  """The jitted streaming step `(state, guard, sums, x, m, keys) -> (state, guard, sums)`, state donated."""
+
+  def stream_step(state, g, sums, x, m, keys):
+    state, g, weighted = _step(train_step, state, g, x, m, keys, dynamic_binarize, skip_nonfinite, mesh)
+    return state, g, jax.tree.map(jnp.add, sums, weighted)
+
+  return jax.jit(stream_step, donate_argnums=(0, 2))
+
+
+def stream_chunk(step_fn, zero: dict, state, images: np.ndarray, epoch, start, keys: Keys, *, batch_size: int,
+                 chunk: int):
+  """`train_chunk` for data kept on the host: the same batches, sent to the device one at a time.
+
+  `step_fn` is `make_stream_step(...)`, compiled once (the last batch is padded
+  and masked; all-masked padding batches are skipped). `zero` is `zero_sums(...)`.
+  """
+  index, mask = jax.device_get(chunk_indices(jax.random.fold_in(keys.shuffle, epoch), images.shape[0],
+                                             batch_size, chunk, start))
+  g = guard.init()
+  sums = {k: jnp.asarray(v) for k, v in zero.items() if k != 'skipped_steps'}
+  for i, m in zip(index, mask, strict=True):
+    if m.any():
+      state, g, sums = step_fn(state, g, sums, images[i], m, keys)
+  return state, {**sums, 'skipped_steps': g.skipped.astype(jnp.float32)}, g
+
+
+def zero_sums(train_step, state, x, keys: Keys) -> dict:
+  """Zero metric sums, with 'count' and 'skipped_steps', shaped as the chunk functions return them."""
+  m = jnp.ones(x.shape[0])
+  shapes = jax.eval_shape(lambda s, x: _step(train_step, s, guard.init(), x, m, keys, False, False, None)[2],
+                          state, x)
+  return {**{k: np.zeros(v.shape, v.dtype) for k, v in shapes.items()}, 'skipped_steps': np.zeros((), np.float32)}
+
+
+def _eval_batch(eval_step, state, x, m, key, mesh):
+  if mesh is not None:
+    x, m = parallel.shard_batch(x, mesh), parallel.shard_batch(m, mesh)
+  return eval_step(state, {'image': x, 'mask': m}, key)
+
+
+def evaluate(eval_step, state, images, key, *, batch_size: int, mesh=None):
+  """Metric sums (with 'count') of `eval_step` over all of `images`; batch b uses `fold_in(key, b)`.
+
+  Batches are always `batch_size` (padded, masked), so a stochastic evaluation
+  draws the same numbers whatever the number of devices.
+  """
+  index, mask = batch_indices(None, images.shape[0], batch_size)
+
+  def body(_, inputs):
+    b, i, m = inputs
+    return None, _eval_batch(eval_step, state, images[i], m, jax.random.fold_in(key, b), mesh)
+
+  _, per_batch = jax.lax.scan(body, None, (jnp.arange(index.shape[0]), index, mask))
+  return jax.tree.map(lambda v: jnp.sum(v, axis=0), per_batch)
+
+
+def stream_evaluate(batch_fn, state, images: np.ndarray, key, *, batch_size: int):
+  """`evaluate` for data kept on the host; `batch_fn` is the jitted `_eval_batch`."""
+  index, mask = jax.device_get(batch_indices(None, images.shape[0], batch_size))
+  sums = [batch_fn(state, images[i], m, jax.random.fold_in(key, b)) for b, (i, m) in enumerate(zip(index, mask,
+                                                                                                  strict=True))]
+  return jax.tree.map(lambda *v: sum(v), *sums)
+
+
+def chunk_size(config, n_train: int) -> tuple[int, int]:
+  """`(steps per chunk, chunks per epoch)`: one chunk per epoch unless `checkpoint_every` is set."""
+  steps_per_epoch = -(-n_train // config['batch_size'])
+  chunk = min(config['checkpoint_every'] or steps_per_epoch, steps_per_epoch)
+  return chunk, -(-steps_per_epoch // chunk)
+
+
+def compile_fns(model, config, n_train: int, mesh=None, zero: dict | None = None, resident: bool = True):
+  """The chunk and evaluation functions, hyperparameters bound, compiled once, state donated.
+
+  Resident: `chunk_fn(state, images, epoch, start, keys)` is one compiled scan
+  over device-resident images. Streaming (`resident=False`, `zero` from
+  `zero_sums`): the same signature over host images, one compiled step per batch.
+  """
+  train_step, eval_step = steps.bind(model.train_step, config), steps.bind(model.eval_step, config)
+  chunk = chunk_size(config, n_train)[0]
+  options = dict(dynamic_binarize=config['binarize'] == 'dynamic', skip_nonfinite=config['nonfinite'] == 'skip',
+                 mesh=mesh)
+  if resident:
+    chunk_fn = jax.jit(functools.partial(train_chunk, train_step, batch_size=config['batch_size'], chunk=chunk,
+                                         **options), donate_argnums=0)
+    eval_fn = jax.jit(functools.partial(evaluate, eval_step, batch_size=config['eval_batch_size'], mesh=mesh))
+    return chunk_fn, eval_fn
+  chunk_fn = functools.partial(stream_chunk, make_stream_step(train_step, **options), zero,
+                               batch_size=config['batch_size'], chunk=chunk)
+  batch_fn = jax.jit(functools.partial(_eval_batch, eval_step, mesh=mesh))
+  return chunk_fn, functools.partial(stream_evaluate, batch_fn, batch_size=config['eval_batch_size'])
