@@ -35,6 +35,18 @@ class Splits(NamedTuple):
   eval: dict
 
 
+def _read_at_most(f, n: int, chunk: int = 1 << 24) -> bytes:
+  """Reads up to `n` bytes in 16 MiB pieces, so memory follows the data actually there, not `n`."""
+  parts, got = [], 0
+  while got < n:
+    part = f.read(min(chunk, n - got))
+    if not part:
+      break
+    parts.append(part)
+    got += len(part)
+  return b''.join(parts)
+
+
 def _open(path: Path):
   return gzip.open(path, 'rb') if path.suffix == '.gz' else open(path, 'rb')
 
@@ -67,7 +79,7 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
       nbytes = int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
       if nbytes > MAX_IDX_BYTES:
         raise ValueError(f'{path}: IDX header claims {shape}, {nbytes} bytes: corrupt file')
-      payload = f.read(nbytes + 1)
+      payload = _read_at_most(f, nbytes + 1)
   except (OSError, EOFError, gzip.BadGzipFile) as e:
     if isinstance(e, FileNotFoundError):
       raise

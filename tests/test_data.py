@@ -66,6 +66,28 @@ def test_idx_reader_rejects_corrupt_files(tmp_path, payload, match):
     data.read_idx(tmp_path / 'f')
 
 
+@pytest.mark.parametrize('gz', [False, True])
+def test_a_header_claiming_gigabytes_allocates_only_what_is_there(tmp_path, gz):
+  import tracemalloc
+
+  header = b'\x00\x00\x08\x03' + np.array([1000, 2000, 2000], '>u4').tobytes()  # 4e9 bytes claimed
+  path = tmp_path / ('f.gz' if gz else 'f')
+  with (gzip.open if gz else open)(path, 'wb') as f:
+    f.write(header + b'\x01' * 1000)
+  tracemalloc.start()
+  with pytest.raises(ValueError, match='truncated'):
+    data.read_idx(path)
+  peak = tracemalloc.get_traced_memory()[1]
+  tracemalloc.stop()
+  assert peak < 64 * 2**20
+
+
+def test_a_header_claiming_10_to_the_12_items_is_refused_before_reading(tmp_path):
+  (tmp_path / 'f').write_bytes(b'\x00\x00\x08\x02' + np.array([10**6, 10**6], '>u4').tobytes())
+  with pytest.raises(ValueError, match='corrupt file'):
+    data.read_idx(tmp_path / 'f')
+
+
 def test_idx_reader_rejects_a_corrupt_gzip(tmp_path):
   (tmp_path / 'f.gz').write_bytes(b'\x1f\x8b\x08\x00garbage')
   with pytest.raises(ValueError, match='unreadable'):
