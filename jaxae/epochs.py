@@ -58,8 +58,7 @@ def chunk_indices(key, n: int, batch_size: int, chunk: int, start):
 
 def _step(train_step, state, g, x, m, keys: Keys, dynamic_binarize: bool, skip_nonfinite: bool, mesh):
   """One guarded step on batch `x` with mask `m`: `(state, guard, count-weighted metrics with 'count')`."""
-  if mesh is not None:
-    x, m = parallel.shard_batch(x, mesh), parallel.shard_batch(m, mesh)
+  x, m = parallel.shard_batch(x, mesh), parallel.shard_batch(m, mesh)
   if dynamic_binarize:
     x = jax.random.bernoulli(jax.random.fold_in(keys.binarize, state.step), x).astype(x.dtype)
   key = jax.random.fold_in(keys.step, state.step)
@@ -130,8 +129,7 @@ def zero_sums(train_step, state, x, keys: Keys) -> dict:
 
 
 def _eval_batch(eval_step, state, x, m, key, mesh):
-  if mesh is not None:
-    x, m = parallel.shard_batch(x, mesh), parallel.shard_batch(m, mesh)
+  x, m = parallel.shard_batch(x, mesh), parallel.shard_batch(m, mesh)
   return eval_step(state, {'image': x, 'mask': m}, key)
 
 

@@ -33,8 +33,10 @@ def replicate(tree, mesh: Mesh):
   return jax.device_put(tree, NamedSharding(mesh, PartitionSpec()))
 
 
-def shard_batch(x: jax.Array, mesh: Mesh) -> jax.Array:
-  """Inside jit: split `x` along its first (batch) axis over the 'data' axis."""
+def shard_batch(x: jax.Array, mesh: Mesh | None) -> jax.Array:
+  """Inside jit: split `x` along its first (batch) axis over the 'data' axis (as is without a mesh)."""
+  if mesh is None:
+    return x
   return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, PartitionSpec('data')))
 
 
