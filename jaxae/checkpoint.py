@@ -20,7 +20,8 @@ class Checkpointer:
 
   def __init__(self, directory: str | Path, keep: int = 3):
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, cleanup_tmp_directories=True)
-    self.manager = ocp.CheckpointManager(Path(directory).absolute(), options=options)
+    self.manager = ocp.CheckpointManager(Path(directory).absolute(), options=options,
+                                         item_handlers=ocp.StandardCheckpointHandler())
 
   def save(self, step: int, tree) -> None:
     self.manager.save(step, args=ocp.args.StandardSave(tree))
@@ -42,8 +43,16 @@ class Checkpointer:
     return self._restore(step, ocp.args.StandardRestore(target)), step
 
   def read(self, step: int):
-    """The raw arrays of checkpoint `step` (no template needed), for inspection."""
-    return self._restore(step, None)
+    """The arrays of checkpoint `step` on this process's first device (no template needed; any
+    number of devices may have written it), for inspection."""
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    try:
+      metadata = self.manager.item_metadata(step)
+    except Exception:  # noqa: BLE001 -- unreadable metadata is reported by _restore below
+      metadata = None
+    target = None if metadata is None else jax.tree.map(
+        lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), metadata)
+    return self._restore(step, None if target is None else ocp.args.StandardRestore(target))
 
   def _restore(self, step: int, args):
     try:

@@ -40,6 +40,13 @@ def parser() -> argparse.ArgumentParser:
   p.add_argument('--set', action='append', default=[], metavar='KEY=VALUE',
                  help='any other config value, e.g. --set beta=0.5 --set arch=conv (repeatable)')
   p.add_argument('--no-progress', action='store_true', help='no progress bar')
+  group = p.add_argument_group('several hosts (one process per host, the same command on each)')
+  group.add_argument('--distributed', action='store_true',
+                     help='join a multi-process run; the cluster (SLURM, Open MPI, Cloud TPU...) is detected')
+  group.add_argument('--coordinator', metavar='HOST:PORT',
+                     help='process 0\'s address (with the next two; implies --distributed)')
+  group.add_argument('--num-processes', type=int, help='how many processes in all (with --coordinator)')
+  group.add_argument('--process-id', type=int, help='this process\'s rank, 0 to N-1 (with --coordinator)')
   return p
 
 
@@ -55,8 +62,11 @@ def overrides_from(args) -> dict:
 def main(argv=None) -> int:
   args = parser().parse_args(argv)
   try:
+    from jaxae import parallel
     from jaxae.train import train_and_evaluate
 
+    if args.distributed or any(v is not None for v in (args.coordinator, args.num_processes, args.process_id)):
+      parallel.initialize_distributed(args.coordinator, args.num_processes, args.process_id)
     result = train_and_evaluate(overrides_from(args), args.workdir, progress=not args.no_progress)
   except UserError as e:
     print(f'jaxae-train: error: {e}', file=sys.stderr)
@@ -64,6 +74,8 @@ def main(argv=None) -> int:
   except KeyboardInterrupt:
     print('jaxae-train: interrupted; re-run the same command to resume', file=sys.stderr)
     return 130
+  if not parallel.is_primary():
+    return 0
   final = {r['split']: r for r in result.records if r['epoch'] == result.config['epochs']}
   if 'eval' in final:
     shown = ', '.join(f'{k}={v:.4f}' for k, v in final['eval'].items() if k not in ('epoch', 'split', 'step'))

@@ -104,19 +104,20 @@ def make_stream_step(train_step, *, dynamic_binarize: bool = False, skip_nonfini
 
 
 def stream_chunk(step_fn, zero: dict, state, images: np.ndarray, epoch, start, keys: Keys, *, batch_size: int,
-                 chunk: int):
+                 chunk: int, mesh=None):
   """`train_chunk` for data kept on the host: the same batches, sent to the device one at a time.
 
   `step_fn` is `make_stream_step(...)`, compiled once (the last batch is padded
   and masked; all-masked padding batches are skipped). `zero` is `zero_sums(...)`.
+  With a `mesh`, each process sends only the rows of its own devices.
   """
   index, mask = jax.device_get(chunk_indices(jax.random.fold_in(keys.shuffle, epoch), images.shape[0],
                                              batch_size, chunk, start))
-  g = guard.init()
-  sums = {k: jnp.asarray(v) for k, v in zero.items() if k != 'skipped_steps'}
+  g, sums = parallel.replicate((guard.init(), {k: v for k, v in zero.items() if k != 'skipped_steps'}), mesh)
   for i, m in zip(index, mask, strict=True):
     if m.any():
-      state, g, sums = step_fn(state, g, sums, images[i], m, keys)
+      state, g, sums = step_fn(state, g, sums, parallel.global_batch(images[i], mesh),
+                               parallel.global_batch(m, mesh), keys)
   return state, {**sums, 'skipped_steps': g.skipped.astype(jnp.float32)}, g
 
 
@@ -128,9 +129,10 @@ def zero_sums(train_step, state, x, keys: Keys) -> dict:
   return {**{k: np.zeros(v.shape, v.dtype) for k, v in shapes.items()}, 'skipped_steps': np.zeros((), np.float32)}
 
 
-def _eval_batch(eval_step, state, x, m, key, mesh):
+def _eval_batch(eval_step, state, x, m, key, b, mesh):
+  """Eval batch `b` draws from `fold_in(key, b)`."""
   x, m = parallel.shard_batch(x, mesh), parallel.shard_batch(m, mesh)
-  return eval_step(state, {'image': x, 'mask': m}, key)
+  return eval_step(state, {'image': x, 'mask': m}, jax.random.fold_in(key, b))
 
 
 def evaluate(eval_step, state, images, key, *, batch_size: int, mesh=None):
@@ -143,17 +145,17 @@ def evaluate(eval_step, state, images, key, *, batch_size: int, mesh=None):
 
   def body(_, inputs):
     b, i, m = inputs
-    return None, _eval_batch(eval_step, state, images[i], m, jax.random.fold_in(key, b), mesh)
+    return None, _eval_batch(eval_step, state, images[i], m, key, b, mesh)
 
   _, per_batch = jax.lax.scan(body, None, (jnp.arange(index.shape[0]), index, mask))
   return jax.tree.map(lambda v: jnp.sum(v, axis=0), per_batch)
 
 
-def stream_evaluate(batch_fn, state, images: np.ndarray, key, *, batch_size: int):
+def stream_evaluate(batch_fn, state, images: np.ndarray, key, *, batch_size: int, mesh=None):
   """`evaluate` for data kept on the host; `batch_fn` is the jitted `_eval_batch`."""
   index, mask = jax.device_get(batch_indices(None, images.shape[0], batch_size))
-  sums = [batch_fn(state, images[i], m, jax.random.fold_in(key, b)) for b, (i, m) in enumerate(zip(index, mask,
-                                                                                                  strict=True))]
+  sums = [batch_fn(state, parallel.global_batch(images[i], mesh), parallel.global_batch(m, mesh), key, b)
+          for b, (i, m) in enumerate(zip(index, mask, strict=True))]
   return jax.tree.map(lambda *v: sum(v), *sums)
 
 
@@ -181,6 +183,6 @@ def compile_fns(model, config, n_train: int, mesh=None, zero: dict | None = None
     eval_fn = jax.jit(functools.partial(evaluate, eval_step, batch_size=config['eval_batch_size'], mesh=mesh))
     return chunk_fn, eval_fn
   chunk_fn = functools.partial(stream_chunk, make_stream_step(train_step, **options), zero,
-                               batch_size=config['batch_size'], chunk=chunk)
+                               batch_size=config['batch_size'], chunk=chunk, mesh=mesh)
   batch_fn = jax.jit(functools.partial(_eval_batch, eval_step, mesh=mesh))
-  return chunk_fn, functools.partial(stream_evaluate, batch_fn, batch_size=config['eval_batch_size'])
+  return chunk_fn, functools.partial(stream_evaluate, batch_fn, batch_size=config['eval_batch_size'], mesh=mesh)

@@ -24,19 +24,22 @@ class MetricsLog:
   On resume, `keep_through` is the last epoch completed before the checkpoint
   (its records were written before that checkpoint); later records are dropped,
   and -1 starts afresh, so no epoch is ever logged twice or left out.
+  With `path` None (processes other than 0) the records are kept in memory only.
   """
 
-  def __init__(self, path: str | Path, keep_through: int):
-    self.path = Path(path)
-    kept = [r for r in read(self.path) if r['epoch'] <= keep_through]
-    tmp = self.path.with_suffix('.jsonl.tmp')
-    tmp.write_text(''.join(json.dumps(r) + '\n' for r in kept))
-    tmp.replace(self.path)
-    self.records = kept
+  def __init__(self, path: str | Path | None, keep_through: int):
+    self.path = None if path is None else Path(path)
+    self.records = []
+    if self.path is not None:
+      self.records = [r for r in read(self.path) if r['epoch'] <= keep_through]
+      tmp = self.path.with_suffix('.jsonl.tmp')
+      tmp.write_text(''.join(json.dumps(r) + '\n' for r in self.records))
+      tmp.replace(self.path)
 
   def write(self, record: dict) -> None:
-    with self.path.open('a') as f:
-      f.write(json.dumps(record) + '\n')
+    if self.path is not None:
+      with self.path.open('a') as f:
+        f.write(json.dumps(record) + '\n')
     self.records.append(record)
 
 

@@ -1,20 +1,49 @@
-"""Data parallelism with `jax.sharding`: a 1-D 'data' mesh over every device.
+"""Data parallelism with `jax.sharding`: a 1-D 'data' mesh over every device of every process.
 
 Params and optimizer state are replicated, each batch is split along its
-first axis, and XLA's SPMD partitioner inserts the gradient all-reduce. A
-single device is the same code with a mesh of one. For several hosts, call
-`initialize_distributed()` first (GPU/TPU clusters; not exercised on CPU).
+first axis, and XLA's SPMD partitioner inserts the gradient all-reduce. One
+device is the same code with a mesh of one. Several processes (hosts) run the
+same program after `initialize_distributed()`: every process loads the same
+data and draws the same keys, so each only places the rows of a batch that
+belong to its own devices; process 0 writes the files (`is_primary`).
 """
 
 import jax
+import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
-from jaxae.errors import require
+from jaxae.errors import UserError, require
 
 
-def initialize_distributed() -> None:
-  """`jax.distributed.initialize()` (coordinator from the cluster environment)."""
-  jax.distributed.initialize()
+def initialize_distributed(coordinator: str | None = None, num_processes: int | None = None,
+                           process_id: int | None = None) -> None:
+  """Joins a multi-process run (`jax.distributed.initialize`); call before any other JAX work.
+
+  With no arguments the cluster is detected from its environment (SLURM, Open
+  MPI, Cloud TPU, Kubernetes...). On CPU, cross-process collectives use gloo.
+
+  Raises:
+    UserError: inconsistent arguments, or the cluster could not be joined.
+  """
+  manual = (coordinator, num_processes, process_id)
+  require(all(v is None for v in manual) or all(v is not None for v in manual),
+          'give --coordinator, --num-processes and --process-id together (or none of them, to detect the cluster)')
+  if num_processes is not None:
+    require(num_processes >= 1 and 0 <= process_id < num_processes,
+            f'--process-id {process_id} is not in 0..{num_processes - 1}; number the processes 0 to '
+            '--num-processes - 1')
+  jax.config.update('jax_cpu_collectives_implementation', 'gloo')
+  try:
+    jax.distributed.initialize(coordinator, num_processes, process_id)
+  except (RuntimeError, ValueError) as e:
+    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    raise UserError(f'cannot join the distributed run ({first}); check --coordinator, --num-processes and '
+                    '--process-id, or run under a cluster manager JAX detects') from None
+
+
+def is_primary() -> bool:
+  """Whether this process writes the run's files (process 0; always true on one host)."""
+  return jax.process_index() == 0
 
 
 def make_mesh() -> Mesh:
@@ -28,9 +57,29 @@ def check_batch_size(name: str, batch_size: int, mesh: Mesh) -> None:
   require(batch_size % n == 0, f'{name} {batch_size} does not split over {n} devices; use a multiple of {n}')
 
 
-def replicate(tree, mesh: Mesh):
-  """Places every leaf of `tree` on every device of `mesh`."""
-  return jax.device_put(tree, NamedSharding(mesh, PartitionSpec()))
+def replicate(tree, mesh: Mesh | None):
+  """Places every leaf of `tree` (the same on every process) on every device of `mesh`
+  (without a mesh, on the default device).
+
+  PRNG keys travel as their key data: `device_put` of a key array onto
+  another process's devices is not supported.
+  """
+  sharding = None if mesh is None else NamedSharding(mesh, PartitionSpec())
+
+  def put(x):
+    if jax.dtypes.issubdtype(getattr(x, 'dtype', None), jax.dtypes.prng_key):
+      return jax.random.wrap_key_data(jax.device_put(jax.random.key_data(x), sharding), impl=jax.random.key_impl(x))
+    return jax.device_put(x, sharding)
+
+  return jax.tree.map(put, tree)
+
+
+def global_batch(x: np.ndarray, mesh: Mesh | None):
+  """A host batch `[B, ...]` (the same on every process) split over the 'data' axis; each process
+  transfers only its own devices' rows. Without a mesh, `x` as is."""
+  if mesh is None:
+    return x
+  return jax.make_array_from_callback(x.shape, NamedSharding(mesh, PartitionSpec('data')), lambda index: x[index])
 
 
 def shard_batch(x: jax.Array, mesh: Mesh | None) -> jax.Array:
@@ -41,6 +90,6 @@ def shard_batch(x: jax.Array, mesh: Mesh | None) -> jax.Array:
 
 
 def fits_on_device(nbytes: int, fraction: float = 0.5) -> bool:
-  """Whether `nbytes` of data take less than `fraction` of the first device's memory (True if unknown, e.g. CPU)."""
-  limit = (jax.devices()[0].memory_stats() or {}).get('bytes_limit')
+  """Whether `nbytes` take less than `fraction` of the first local device's memory (True if unknown, e.g. CPU)."""
+  limit = (jax.local_devices()[0].memory_stats() or {}).get('bytes_limit')
   return limit is None or nbytes < fraction * limit

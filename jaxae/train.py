@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
@@ -38,13 +37,16 @@ def check_workdir(workdir: Path, config: dict) -> None:
     raise UserError(f'{workdir} holds a run with another config ({what}); use a new workdir or the same settings')
 
 
-def write_figures(model, state, eval_set, keys: Keys, config, workdir: Path, records) -> None:
-  """figures/reconstructions.png, samples.png (generative families) and loss.png."""
+def write_figures(model, state, eval_set, keys: Keys, config, workdir: Path, records, mesh=None) -> None:
+  """figures/reconstructions.png, samples.png (generative families) and loss.png (written by process 0)."""
+  x = eval_set['image'][: config['num_figure_images']]
+  images = jax.device_get(steps.bind(model.eval_images, config)(state, parallel.replicate({'image': x}, mesh),
+                                                                keys.vis))
+  if not parallel.is_primary():
+    return
   out = workdir / 'figures'
   out.mkdir(exist_ok=True)
-  x = jnp.asarray(eval_set['image'][: config['num_figure_images']])
-  images = jax.device_get(steps.bind(model.eval_images, config)(state, {'image': x}, keys.vis))
-  figures = {'reconstructions': plotting.reconstructions(np.asarray(x), images['reconstructions']),
+  figures = {'reconstructions': plotting.reconstructions(x, images['reconstructions']),
              'loss': plotting.loss_curves(records)}
   if 'samples' in images:
     figures['samples'] = plotting.samples(images['samples'])
@@ -65,73 +67,96 @@ def _log_epoch(log, epoch, state, split, sums, **extra) -> dict:
   return record
 
 
-def train_and_evaluate(overrides: dict, workdir: str | Path, progress: bool = True) -> Result:
-  """Trains `config['model']` on `config['dataset']`, resuming from `workdir` if it holds a run.
+class _Run(NamedTuple):
+  """Everything `train_and_evaluate` sets up before its loop."""
 
-  Writes `config.json`, `metrics.jsonl`, `checkpoints/` and `figures/` in `workdir`.
-  Every input is validated before anything is written.
+  config: dict
+  model: Any
+  splits: data.Splits
+  keys: Keys
+  mesh: Any
+  resident: bool
+  train_x: Any
+  eval_x: Any
+  zero: dict
 
-  Raises:
-    UserError: bad config, data or workdir; or a non-finite loss (the last
-      good checkpoint is kept).
-  """
+
+def _setup(overrides: dict, workdir: Path) -> tuple[_Run, Any]:
+  """Validates everything, then writes config.json; returns the run and its fresh, replicated state."""
   config = config_lib.resolve(overrides)
-  workdir = Path(workdir)
   check_workdir(workdir, config)
   model = models.get(config['model'])
   splits = data.prepare(config)
-  n_train = len(splits.train['image'])
-  steps_per_epoch = -(-n_train // config['batch_size'])
+  steps_per_epoch = -(-len(splits.train['image']) // config['batch_size'])
   run_config = {**config, 'decay_steps': config['decay_steps'] or config['epochs'] * steps_per_epoch}
   keys = make_keys(config['seed'])
   try:
     state = model.create_state(keys.init, run_config, {'image': splits.train['image'][:1]})
   except ValueError as e:
     raise UserError(f'{e}') from None
-
   mesh = parallel.make_mesh()
   for key in ('batch_size', 'eval_batch_size'):
     parallel.check_batch_size(key, config[key], mesh)
 
   workdir.mkdir(parents=True, exist_ok=True)
-  checkpoint.write_config(workdir, config)
+  if parallel.is_primary():
+    checkpoint.write_config(workdir, config)
   resident = config['data_mode'] == 'resident' or (
       config['data_mode'] == 'auto' and parallel.fits_on_device(splits.train['image'].nbytes))
   train_x, eval_x = splits.train['image'], splits.eval['image']
   if resident:
     train_x, eval_x = parallel.replicate((train_x, eval_x), mesh)
-  zero = zero_sums(steps.bind(model.train_step, config), state, train_x[: config['batch_size']], keys)
-  chunk_fn, eval_fn = compile_fns(model, config, n_train, mesh, zero, resident)
+  zero = zero_sums(steps.bind(model.train_step, config), state, splits.train['image'][: config['batch_size']], keys)
+  keys, state = parallel.replicate((keys, state), mesh)
+  return _Run(config, model, splits, keys, mesh, resident, train_x, eval_x, zero), state
+
+
+def train_and_evaluate(overrides: dict, workdir: str | Path, progress: bool = True) -> Result:
+  """Trains `config['model']` on `config['dataset']`, resuming from `workdir` if it holds a run.
+
+  Writes `config.json`, `metrics.jsonl`, `checkpoints/` and `figures/` in `workdir`
+  (process 0 writes the files; every process runs the same loop).
+  Every input is validated before anything is written.
+
+  Raises:
+    UserError: bad config, data or workdir; or a non-finite loss (the last
+      good checkpoint is kept).
+  """
+  workdir = Path(workdir)
+  run, state = _setup(overrides, workdir)
+  config, keys, n_train = run.config, run.keys, len(run.splits.train['image'])
+  chunk_fn, eval_fn = compile_fns(run.model, config, n_train, run.mesh, run.zero, run.resident)
   chunk, per_epoch = chunk_size(config, n_train)
   ckpt = checkpoint.Checkpointer(workdir / 'checkpoints', config['keep_checkpoints'])
-  restored, position = ckpt.restore({'state': state, 'sums': zero})
-  state, sums = parallel.replicate(restored['state'], mesh), restored['sums']
-  log = metrics.MetricsLog(workdir / 'metrics.jsonl', position // per_epoch if position else -1)
+  restored, position = ckpt.restore({'state': state, 'sums': run.zero})
+  state, sums = restored['state'], restored['sums']
+  log = metrics.MetricsLog(workdir / 'metrics.jsonl' if parallel.is_primary() else None,
+                           position // per_epoch if position else -1)
   if position == 0:
-    _log_epoch(log, 0, state, 'eval', jax.device_get(eval_fn(state, eval_x, keys.eval)))
+    _log_epoch(log, 0, state, 'eval', jax.device_get(eval_fn(state, run.eval_x, keys.eval)))
 
-  bar = tqdm(total=config['epochs'] * per_epoch * chunk, initial=position * chunk, disable=not progress,
-             unit='step', desc=config['model'])
+  bar = tqdm(total=config['epochs'] * per_epoch * chunk, initial=position * chunk,
+             disable=not (progress and parallel.is_primary()), unit='step', desc=config['model'])
   seconds = 0.0
   while position < config['epochs'] * per_epoch:
     epoch, c = divmod(position, per_epoch)
     epoch += 1
     t0 = time.perf_counter()
-    state, chunk_sums, g = chunk_fn(state, train_x, epoch, c * chunk, keys)
+    state, chunk_sums, g = chunk_fn(state, run.train_x, epoch, c * chunk, keys)
     chunk_sums, g = jax.device_get((chunk_sums, g))  # the one host sync per chunk; state stays on device
     seconds = (0.0 if c == 0 else seconds) + time.perf_counter() - t0
     guard.check(g, [k for k in chunk_sums if k not in ('count', 'skipped_steps')], float(chunk_sums['count']),
                 epoch, config['nonfinite'])
-    sums = jax.tree.map(np.add, zero if c == 0 else sums, chunk_sums)
+    sums = jax.tree.map(np.add, run.zero if c == 0 else sums, chunk_sums)
     position += 1
     if position % per_epoch == 0:
       train = _log_epoch(log, epoch, state, 'train', sums, seconds=seconds, examples_per_sec=n_train / seconds,
                          skipped_steps=int(sums['skipped_steps']))
-      test = _log_epoch(log, epoch, state, 'eval', jax.device_get(eval_fn(state, eval_x, keys.eval)))
+      test = _log_epoch(log, epoch, state, 'eval', jax.device_get(eval_fn(state, run.eval_x, keys.eval)))
       bar.set_postfix(loss=f"{train['loss']:.3f}", eval=f"{test['loss']:.3f}")
     ckpt.save(position, {'state': state, 'sums': sums})
     bar.update(chunk)
   bar.close()
   ckpt.close()
-  write_figures(model, state, splits.eval, keys, config, workdir, log.records)
+  write_figures(run.model, state, run.splits.eval, keys, config, workdir, log.records, run.mesh)
   return Result(state, config, log.records)

@@ -2,11 +2,13 @@
 
   python scripts/benchmark.py                       # all families, float32, MNIST-shaped data
   python scripts/benchmark.py --precision bf16 --models vae --out bench-bf16.json
+  python scripts/benchmark.py --data-mode streaming  # one compiled step per host batch instead
 
 Data: 59,904 (`--examples`) synthetic 28x28x1 images (468 batches of 128, as an MNIST epoch
 without the last partial batch). Every family uses the classic VAE shapes,
 784-400-20(-400-784), Adam, one compiled `lax.scan` per epoch with the data
-resident on the device. Reported per family: compile time, the median of
+resident on the device (or, `--data-mode streaming`, the same step compiled
+once and fed batch by batch from host memory). Reported per family: compile time, the median of
 `--epochs` timed epochs after one warm-up epoch, examples/s, the XLA-counted
 FLOPs of one train step times the steps per epoch, achieved GFLOP/s and its
 fraction of a matmul peak measured in the same run on the same device, and
@@ -27,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxae import config as config_lib
-from jaxae import epochs, models, steps
+from jaxae import epochs, guard, models, steps
 from jaxae.errors import UserError
 
 BATCH = 128
@@ -56,7 +58,26 @@ def peak_memory_bytes() -> tuple[int, str]:
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, 'host max RSS'
 
 
-def bench_family(name: str, precision: str, n_epochs: int, images) -> dict:
+def compiled_epoch(model, config, state, images, keys, data_mode: str):
+  """`(compile seconds, epoch_fn(state, epoch) -> (state, sums))` for resident or streaming data."""
+  n = images.shape[0]
+  if data_mode == 'resident':
+    chunk_fn, _ = epochs.compile_fns(model, config, n)
+    t0 = time.perf_counter()
+    compiled = chunk_fn.lower(state, images, 1, 0, keys).compile()
+    return time.perf_counter() - t0, lambda state, epoch: compiled(state, images, epoch, 0, keys)[:2]
+  host = np.asarray(images)
+  train_step = steps.bind(model.train_step, config)
+  zero = epochs.zero_sums(train_step, state, host[:BATCH], keys)
+  chunk_fn, _ = epochs.compile_fns(model, config, n, zero=zero, resident=False)
+  step_fn = chunk_fn.args[0]
+  sums = {k: v for k, v in zero.items() if k != 'skipped_steps'}
+  t0 = time.perf_counter()
+  step_fn.lower(state, guard.init(), sums, host[:BATCH], np.ones(BATCH, np.float32), keys).compile()
+  return time.perf_counter() - t0, lambda state, epoch: chunk_fn(state, host, epoch, 0, keys)[:2]
+
+
+def bench_family(name: str, precision: str, n_epochs: int, images, data_mode: str = 'resident') -> dict:
   n = images.shape[0]
   config = config_lib.resolve({'model': name, 'hidden': (400,), 'latent_dim': 20, 'batch_size': BATCH,
                                'precision': precision})
@@ -66,21 +87,19 @@ def bench_family(name: str, precision: str, n_epochs: int, images) -> dict:
   step_flops = jax.jit(steps.bind(model.train_step, config)).lower(
       state, {'image': images[:BATCH], 'mask': jnp.ones(BATCH)}, keys.step).compile().cost_analysis()
   step_flops = (step_flops[0] if isinstance(step_flops, list) else step_flops)['flops']
-  chunk_fn, _ = epochs.compile_fns(model, config, n)
-  t0 = time.perf_counter()
-  compiled = chunk_fn.lower(state, images, 1, 0, keys).compile()
-  compile_s = time.perf_counter() - t0
+  compile_s, epoch_fn = compiled_epoch(model, config, state, images, keys, data_mode)
   times = []
   for epoch in range(n_epochs + 1):  # the first is a warm-up
     t0 = time.perf_counter()
-    state, sums, _ = compiled(state, images, epoch + 1, 0, keys)
+    state, sums = epoch_fn(state, epoch + 1)
     float(sums['loss'])
     times.append(time.perf_counter() - t0)
   epoch_s = statistics.median(times[1:])
   flops = step_flops * -(-n // BATCH)
-  return {'model': name, 'precision': precision, 'compile_s': compile_s, 'epoch_s_median': epoch_s,
-          'epoch_s_all': times[1:], 'examples_per_s': n / epoch_s, 'gflop_per_epoch': flops / 1e9,
-          'gflop_per_s': flops / epoch_s / 1e9, 'final_train_loss': float(sums['loss']) / float(sums['count'])}
+  return {'model': name, 'precision': precision, 'data_mode': data_mode, 'compile_s': compile_s,
+          'epoch_s_median': epoch_s, 'epoch_s_all': times[1:], 'examples_per_s': n / epoch_s,
+          'gflop_per_epoch': flops / 1e9, 'gflop_per_s': flops / epoch_s / 1e9,
+          'final_train_loss': float(sums['loss']) / float(sums['count'])}
 
 
 def main(argv=None) -> int:
@@ -90,6 +109,8 @@ def main(argv=None) -> int:
   p.add_argument('--epochs', type=int, default=3, help='timed epochs after one warm-up (median reported)')
   p.add_argument('--out', help='write the JSON report here too')
   p.add_argument('--examples', type=int, default=59_904, help='synthetic images per epoch')
+  p.add_argument('--data-mode', choices=('resident', 'streaming'), default='resident',
+                 help='resident: one compiled scan per epoch; streaming: one compiled step per host batch')
   args = p.parse_args(argv)
   try:
     names = args.models.split(',')
@@ -102,18 +123,18 @@ def main(argv=None) -> int:
     return 2
   images = jax.device_put(np.random.default_rng(0).random((args.examples, 28, 28, 1), np.float32))
   peak = matmul_peak(args.precision)
-  rows = [bench_family(name, args.precision, args.epochs, images) for name in names]
+  rows = [bench_family(name, args.precision, args.epochs, images, args.data_mode) for name in names]
   for row in rows:
     row['roofline_fraction'] = row['gflop_per_s'] / peak
   memory, memory_kind = peak_memory_bytes()
   report = {'device': str(jax.devices()[0]), 'backend': jax.default_backend(), 'cpu': platform.processor(),
             'jax': jax.__version__, 'matmul_peak_gflop_per_s': peak, 'peak_memory_bytes': memory,
             'peak_memory_kind': memory_kind, 'rows': rows}
-  print(f"| model | precision | compile (s) | epoch (s, median of {args.epochs}) | examples/s | GFLOP/epoch | "
+  print(f"| model | precision | data | compile (s) | epoch (s, median of {args.epochs}) | examples/s | GFLOP/epoch | "
         f"GFLOP/s | of {args.precision} matmul peak ({peak:.0f} GFLOP/s) |")
-  print('|---|---|---|---|---|---|---|---|')
+  print('|---|---|---|---|---|---|---|---|---|')
   for r in rows:
-    print(f"| {r['model']} | {r['precision']} | {r['compile_s']:.2f} | {r['epoch_s_median']:.2f} | "
+    print(f"| {r['model']} | {r['precision']} | {r['data_mode']} | {r['compile_s']:.2f} | {r['epoch_s_median']:.2f} | "
           f"{r['examples_per_s']:,.0f} | {r['gflop_per_epoch']:.0f} | {r['gflop_per_s']:.0f} | "
           f"{r['roofline_fraction']:.0%} |")
   print(f'peak memory: {memory / 2**20:.0f} MiB ({memory_kind}); device: {report["device"]}')

@@ -21,6 +21,19 @@ def test_benchmark_small_run_writes_a_report(tmp_path):
   assert report['matmul_peak_gflop_per_s'] > 0 and '| vae | bf16 |' in proc.stdout
 
 
+def test_streaming_and_resident_epochs_train_the_same(tmp_path):
+  losses = {}
+  for mode in ('resident', 'streaming'):
+    out = tmp_path / f'{mode}.json'
+    proc = subprocess.run([sys.executable, str(SCRIPT), '--models', 'ae', '--examples', '300', '--epochs', '1',
+                           '--data-mode', mode, '--out', str(out)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (row,) = json.loads(out.read_text())['rows']
+    assert row['data_mode'] == mode
+    losses[mode] = row['final_train_loss']
+  assert abs(losses['resident'] - losses['streaming']) < 1e-4 * losses['resident']
+
+
 def test_benchmark_rejects_an_unknown_model():
   proc = subprocess.run([sys.executable, str(SCRIPT), '--models', 'nope'], capture_output=True, text=True,
                         timeout=120)

@@ -56,6 +56,9 @@ BAD = {
     'bad prob': (['--model', 'dropout_ae', '--set', 'dropout_rate=1.5'], 'dropout_rate must be in'),
     'conv size': (['--set', 'arch=conv', '--set', 'conv_features=8,8,8,8'], 'does not fit a conv net'),
     'bernoulli range': (['--dataset', 'idx', '--data-dir', 'FLOAT'], 'outside [0, 1]'),
+    'rank out of range': (['--coordinator', 'localhost:1', '--num-processes', '2', '--process-id', '2'],
+                          '--process-id 2 is not in 0..1'),
+    'partial cluster': (['--num-processes', '2'], 'give --coordinator, --num-processes and --process-id together'),
 }
 
 

@@ -1,20 +1,31 @@
-"""Data parallelism: 4 forced CPU devices give the 1-device loss trajectory within float tolerance."""
+"""Data parallelism: 4 forced CPU devices, in one process or two, give the 1-device loss trajectory."""
 
 import json
 import os
+import socket
 import subprocess
 import sys
+from pathlib import Path
 
+import jax
 import numpy as np
+import pytest
 from conftest import tiny
 
-from jaxae import train
+from jaxae import checkpoint, metrics, train
+
+ROOT = Path(__file__).resolve().parents[1]
 
 CHILD = '''
 import json, sys, jax
 from jaxae import train
 from jaxae.errors import UserError
 overrides = json.loads(sys.argv[2])
+compiled = []
+def recording(*args, **kwargs):
+  compiled.extend(fns := train_compile_fns(*args, **kwargs))
+  return fns
+train_compile_fns, train.compile_fns = train.compile_fns, recording
 try:
   result = train.train_and_evaluate(overrides, sys.argv[1], progress=False)
 except UserError as e:
@@ -22,7 +33,7 @@ except UserError as e:
   sys.exit(0)
 leaf = jax.tree.leaves(result.state.params)[0]
 print(json.dumps({'devices': jax.device_count(), 'param_devices': len(leaf.sharding.device_set),
-                  'records': result.records}))
+                  'records': result.records, 'compilations': [f._cache_size() for f in compiled]}))
 '''
 
 
@@ -34,17 +45,76 @@ def run_on_4_devices(workdir, overrides):
   return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def test_four_devices_match_one_device(tmp_path, name='vae'):  # the VAE also checks sharded z draws
-  overrides = tiny(model=name, epochs=3, batch_size=64, eval_batch_size=60)
+def test_four_devices_match_one_device_and_compile_once_also_on_resume(tmp_path, name='vae'):
+  """The VAE also checks sharded z draws. The resumed run starts from restored (not freshly built) arrays
+  and a partial last chunk (checkpoint_every=2 of 3 batches), and still compiles each pass once."""
+  overrides = tiny(model=name, epochs=2, batch_size=64, eval_batch_size=60, checkpoint_every=2, holdout=0.9)
   four = run_on_4_devices(tmp_path / 'four', overrides)
   assert four['devices'] == 4 and four['param_devices'] == 4  # params replicated on all 4
-  one = train.train_and_evaluate(overrides, tmp_path / 'one', progress=False).records
-  assert [(r['epoch'], r['split'], r['step']) for r in four['records']] == [(r['epoch'], r['split'], r['step'])
-                                                                             for r in one]
-  np.testing.assert_allclose([r['loss'] for r in four['records']], [r['loss'] for r in one], rtol=2e-5)
+  resumed = run_on_4_devices(tmp_path / 'four', {**overrides, 'epochs': 4})
+  assert four['compilations'] == resumed['compilations'] == [1, 1]  # the chunk and the eval function
+  one = train.train_and_evaluate({**overrides, 'epochs': 4}, tmp_path / 'one', progress=False).records
+  assert [(r['epoch'], r['split'], r['step']) for r in resumed['records']] == [(r['epoch'], r['split'], r['step'])
+                                                                                for r in one]
+  np.testing.assert_allclose([r['loss'] for r in resumed['records']], [r['loss'] for r in one], rtol=2e-5)
 
 
 def test_a_batch_size_that_does_not_split_over_the_devices_is_refused(tmp_path):
   out = run_on_4_devices(tmp_path, tiny(batch_size=30))
   assert 'batch_size 30 does not split over 4 devices' in out['error']
   assert not (tmp_path / 'config.json').exists()
+
+
+def free_port() -> int:
+  with socket.socket() as s:
+    s.bind(('localhost', 0))
+    return s.getsockname()[1]
+
+
+def cli_args(overrides: dict) -> list[str]:
+  args = ['--model', overrides['model']]
+  for key, value in overrides.items():
+    if key != 'model':
+      args += ['--set', f"{key}={','.join(map(str, value)) if isinstance(value, tuple) else value}"]
+  return args
+
+
+def run_two_processes(workdir, overrides):
+  """`scripts/train.py` as 2 processes with 2 CPU devices each (4 in all), joined through --coordinator."""
+  env = {**os.environ, 'XLA_FLAGS': '--xla_force_host_platform_device_count=2', 'JAX_PLATFORMS': 'cpu'}
+  port = free_port()
+  procs = [subprocess.Popen([sys.executable, str(ROOT / 'scripts' / 'train.py'), '--workdir', str(workdir),
+                             '--no-progress', '--coordinator', f'localhost:{port}', '--num-processes', '2',
+                             '--process-id', str(rank), *cli_args(overrides)],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+           for rank in (0, 1)]
+  outs = [p.communicate(timeout=300) for p in procs]
+  for p, (_, err) in zip(procs, outs, strict=True):
+    assert p.returncode == 0, err[-3000:]
+  return [out for out, _ in outs]
+
+
+@pytest.mark.parametrize('data_mode', ['resident', 'streaming'])
+def test_two_processes_match_one_device_and_resume(tmp_path, data_mode):
+  """Multi-host: 2 processes x 2 devices follow the 1-device trajectory; process 0 alone writes the files;
+  a second 2-process launch resumes from the checkpoint both wrote, and one device resumes it too."""
+  overrides = tiny(model='vae', epochs=2, batch_size=64, eval_batch_size=60, data_mode=data_mode)
+  outs = run_two_processes(tmp_path / 'two', overrides)
+  assert 'outputs in' in outs[0] and 'outputs in' not in outs[1]  # only process 0 reports
+  run_two_processes(tmp_path / 'two', {**overrides, 'epochs': 3})
+  one = train.train_and_evaluate({**overrides, 'epochs': 3}, tmp_path / 'one', progress=False)
+  two = metrics.read(tmp_path / 'two' / 'metrics.jsonl')
+  assert [(r['epoch'], r['split'], r['step']) for r in two] == [(r['epoch'], r['split'], r['step'])
+                                                                 for r in one.records]
+  np.testing.assert_allclose([r['loss'] for r in two], [r['loss'] for r in one.records], rtol=2e-5)
+  ckpt = checkpoint.Checkpointer(tmp_path / 'two' / 'checkpoints')
+  params = ckpt.read(ckpt.steps()[-1])['state']['params']
+  ckpt.close()
+  for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(one.state.params), strict=True):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+  assert sorted(p.name for p in (tmp_path / 'two' / 'figures').iterdir()) == ['loss.png', 'reconstructions.png',
+                                                                               'samples.png']
+  resumed = train.train_and_evaluate({**overrides, 'epochs': 4}, tmp_path / 'two', progress=False).records
+  one = train.train_and_evaluate({**overrides, 'epochs': 4}, tmp_path / 'one', progress=False).records
+  assert [(r['epoch'], r['step']) for r in resumed] == [(r['epoch'], r['step']) for r in one]
+  np.testing.assert_allclose([r['loss'] for r in resumed], [r['loss'] for r in one], rtol=2e-5)
