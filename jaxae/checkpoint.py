@@ -47,21 +47,21 @@ class Checkpointer:
     number of devices may have written it), for inspection."""
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     try:
-      metadata = self.manager.item_metadata(step)
-    except Exception:  # noqa: BLE001 -- unreadable metadata is reported by _restore below
-      metadata = None
-    target = None if metadata is None else jax.tree.map(
-        lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), metadata)
-    return self._restore(step, None if target is None else ocp.args.StandardRestore(target))
+      target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+                            self.manager.item_metadata(step))
+    except Exception as e:  # orbax raises many types for unreadable files
+      raise self._unreadable(step, e) from None
+    return self._restore(step, ocp.args.StandardRestore(target))
 
   def _restore(self, step: int, args):
     try:
       return self.manager.restore(step, args=args)
     except Exception as e:  # orbax raises many types for unreadable files
-      raise UserError(
-          f'checkpoint {step} in {self.manager.directory} cannot be read ({type(e).__name__}); '
-          'delete that step folder to resume from the one before, or use a new workdir'
-      ) from None
+      raise self._unreadable(step, e) from None
+
+  def _unreadable(self, step: int, e: Exception) -> UserError:
+    return UserError(f'checkpoint {step} in {self.manager.directory} cannot be read ({type(e).__name__}); '
+                     'delete that step folder to resume from the one before, or use a new workdir')
 
   def close(self) -> None:
     self.manager.close()

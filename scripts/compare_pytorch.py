@@ -1,12 +1,13 @@
 """The classic PyTorch VAE loop on the benchmark's data, for a same-machine comparison with jaxae.
 
   pip install torch            # not a jaxae dependency; use any environment that has it
-  python scripts/compare_pytorch.py [--fused-adam] [--epochs 3] [--out torch.json]
+  python scripts/compare_pytorch.py [--dataloader] [--fused-adam] [--epochs 3] [--out torch.json]
 
 The model and loss follow pytorch/examples `vae/main.py` (784-400-20-400-784,
 ReLU, summed binary cross-entropy + KL, Adam 1e-3, batch 128), on the same
 59,904 synthetic 28x28 images as `scripts/benchmark.py`; batches are slices of a
-permuted tensor (no DataLoader, which only adds overhead). Reports the median of
+permuted tensor, or (`--dataloader`) come from a `DataLoader` over a
+`TensorDataset` as in the example. Reports the median of
 `--epochs` epochs after one warm-up, like the benchmark.
 """
 
@@ -21,12 +22,19 @@ import numpy as np
 BATCH = 128
 
 
-def vae_epoch(torch, model, opt, data) -> float:
+def batches(torch, data, dataloader: bool):
+  """Shuffled batches of `data` [N, 784]: a DataLoader as in the example, or slices of a permuted tensor."""
+  if dataloader:
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(data), batch_size=BATCH, shuffle=True)
+    return (x for (x,) in loader)
+  return (data[i] for i in torch.randperm(data.shape[0]).split(BATCH))
+
+
+def vae_epoch(torch, model, opt, data, dataloader: bool) -> float:
   """One epoch of the classic loop over `data` [N, 784]; returns the mean loss per example."""
   nn_f = torch.nn.functional
   total = 0.0
-  for i in torch.randperm(data.shape[0]).split(BATCH):
-    x = data[i]
+  for x in batches(torch, data, dataloader):
     h = nn_f.relu(model['fc1'](x))
     mu, logvar = model['fc21'](h), model['fc22'](h)
     z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
@@ -45,6 +53,7 @@ def main(argv=None) -> int:
   p.add_argument('--epochs', type=int, default=3)
   p.add_argument('--examples', type=int, default=59_904)
   p.add_argument('--fused-adam', action='store_true', help='torch.optim.Adam(fused=True)')
+  p.add_argument('--dataloader', action='store_true', help='batches from a DataLoader, as in the example')
   p.add_argument('--out', help='write the JSON report here too')
   args = p.parse_args(argv)
   try:
@@ -61,9 +70,10 @@ def main(argv=None) -> int:
   times = []
   for _ in range(args.epochs + 1):  # the first is a warm-up
     t0 = time.perf_counter()
-    loss = vae_epoch(torch, model, opt, data)
+    loss = vae_epoch(torch, model, opt, data, args.dataloader)
     times.append(time.perf_counter() - t0)
   report = {'torch': torch.__version__, 'threads': torch.get_num_threads(), 'fused_adam': args.fused_adam,
+            'dataloader': args.dataloader,
             'epoch_s_median': statistics.median(times[1:]), 'epoch_s_all': times[1:], 'final_train_loss': loss}
   print(json.dumps(report))
   if args.out:

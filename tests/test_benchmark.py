@@ -1,5 +1,6 @@
 """The benchmark script runs end to end on a small synthetic epoch (speed itself is not asserted)."""
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -38,3 +39,18 @@ def test_benchmark_rejects_an_unknown_model():
   proc = subprocess.run([sys.executable, str(SCRIPT), '--models', 'nope'], capture_output=True, text=True,
                         timeout=120)
   assert proc.returncode == 2 and "unknown model 'nope'" in proc.stderr
+
+
+def test_the_pytorch_comparison_runs_or_says_torch_is_missing(tmp_path):
+  """torch is not a jaxae dependency: without it the script refuses in one line with exit 2."""
+  out = tmp_path / 'torch.json'
+  proc = subprocess.run([sys.executable, str(SCRIPT.parent / 'compare_pytorch.py'), '--examples', '256', '--epochs',
+                         '1', '--out', str(out)], capture_output=True, text=True, timeout=300)
+  if importlib.util.find_spec('torch') is None:
+    assert proc.returncode == 2 and proc.stderr.strip() == (
+        'compare_pytorch: error: torch is not installed; run this script in an environment with torch')
+    assert not out.exists()
+  else:
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads(out.read_text())
+    assert report['epoch_s_median'] > 0 and 0 < report['final_train_loss'] < 784 * 2

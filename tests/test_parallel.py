@@ -5,6 +5,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import jax
@@ -83,15 +84,26 @@ def run_two_processes(workdir, overrides):
   """`scripts/train.py` as 2 processes with 2 CPU devices each (4 in all), joined through --coordinator."""
   env = {**os.environ, 'XLA_FLAGS': '--xla_force_host_platform_device_count=2', 'JAX_PLATFORMS': 'cpu'}
   port = free_port()
-  procs = [subprocess.Popen([sys.executable, str(ROOT / 'scripts' / 'train.py'), '--workdir', str(workdir),
-                             '--no-progress', '--coordinator', f'localhost:{port}', '--num-processes', '2',
-                             '--process-id', str(rank), *cli_args(overrides)],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-           for rank in (0, 1)]
-  outs = [p.communicate(timeout=300) for p in procs]
-  for p, (_, err) in zip(procs, outs, strict=True):
-    assert p.returncode == 0, err[-3000:]
-  return [out for out, _ in outs]
+  logs = [(workdir.parent / f'{workdir.name}.{rank}.out', workdir.parent / f'{workdir.name}.{rank}.err')
+          for rank in (0, 1)]
+  procs = []
+  for rank, (out, err) in enumerate(logs):  # output to files: undrained pipes could fill up and block
+    with out.open('w') as stdout, err.open('w') as stderr:
+      procs.append(subprocess.Popen([sys.executable, str(ROOT / 'scripts' / 'train.py'), '--workdir', str(workdir),
+                                     '--no-progress', '--coordinator', f'localhost:{port}', '--num-processes', '2',
+                                     '--process-id', str(rank), *cli_args(overrides)],
+                                    env=env, stdout=stdout, stderr=stderr))
+  deadline = time.monotonic() + 300
+  while any(p.poll() is None for p in procs) and time.monotonic() < deadline:
+    if any(p.poll() not in (None, 0) for p in procs):
+      break  # one failed: the other would wait for it until JAX's own timeout
+    time.sleep(0.2)
+  for p in procs:
+    if p.poll() is None:
+      p.kill()
+  for p, (_, err) in zip(procs, logs, strict=True):
+    assert p.wait() == 0, err.read_text()[-3000:]
+  return [out.read_text() for out, _ in logs]
 
 
 @pytest.mark.parametrize('data_mode', ['resident', 'streaming'])

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from conftest import tiny
 
+from jaxae import checkpoint, epochs, metrics, models, steps, train
 from jaxae import config as config_lib
-from jaxae import epochs, metrics, models, steps, train
 from jaxae import guard as jaxae_guard
 from jaxae.errors import UserError
 
@@ -198,12 +198,24 @@ def test_a_corrupt_config_json_is_a_user_error_and_is_kept(tmp_path):
 
 
 def test_a_corrupt_checkpoint_is_a_user_error_naming_it(tmp_path):
-  train.train_and_evaluate(tiny(epochs=1), tmp_path, progress=False)
+  result = train.train_and_evaluate(tiny(epochs=1), tmp_path, progress=False)
+  ckpt = checkpoint.Checkpointer(tmp_path / 'checkpoints')
+  read = ckpt.read(1)['state']['params']  # without a template
+  for a, b in zip(jax.tree.leaves(read), jax.tree.leaves(result.state.params), strict=True):
+    np.testing.assert_array_equal(a, b)
   for f in (tmp_path / 'checkpoints' / '1').rglob('*'):
     if f.is_file() and f.stat().st_size > 0 and 'ocdbt' in str(f):
       f.write_bytes(b'\x00garbage' * 8)
   with pytest.raises(UserError, match='checkpoint 1 in .* cannot be read.*delete that step folder'):
     train.train_and_evaluate(tiny(epochs=2), tmp_path, progress=False)
+  with pytest.raises(UserError, match='checkpoint 1 in .* cannot be read'):
+    ckpt.read(1)
+  (tmp_path / 'checkpoints' / '1' / '_CHECKPOINT_METADATA').unlink(missing_ok=True)
+  for f in (tmp_path / 'checkpoints' / '1').rglob('_METADATA'):
+    f.write_text('{not json')
+  with pytest.raises(UserError, match='checkpoint 1 in .* cannot be read'):
+    ckpt.read(1)
+  ckpt.close()
 
 
 def test_inf_in_the_data_is_refused():
