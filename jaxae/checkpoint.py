@@ -16,7 +16,7 @@ from jaxae.errors import UserError
 
 
 class Checkpointer:
-  """Saves pytrees under increasing integer steps, keeping the last `keep`."""
+  """Saves pytrees under increasing integer steps, keeping the last `keep`; a context manager that closes."""
 
   def __init__(self, directory: str | Path, keep: int = 3):
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, cleanup_tmp_directories=True)
@@ -65,6 +65,12 @@ class Checkpointer:
 
   def close(self) -> None:
     self.manager.close()
+
+  def __enter__(self) -> 'Checkpointer':
+    return self
+
+  def __exit__(self, *exc) -> None:
+    self.close()
 
 
 def write_config(workdir: Path, config: dict) -> None:

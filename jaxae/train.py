@@ -124,10 +124,17 @@ def train_and_evaluate(overrides: dict, workdir: str | Path, progress: bool = Tr
   """
   workdir = Path(workdir)
   run, state = _setup(overrides, workdir)
+  with checkpoint.Checkpointer(workdir / 'checkpoints', run.config['keep_checkpoints']) as ckpt:
+    state, records = _train(run, state, ckpt, workdir, progress)
+  write_figures(run.model, state, run.splits.eval, run.keys, run.config, workdir, records, run.mesh)
+  return Result(state, run.config, records)
+
+
+def _train(run: _Run, state, ckpt: checkpoint.Checkpointer, workdir: Path, progress: bool):
+  """Resumes from `ckpt` and trains to `config['epochs']`; returns `(state, metric records)`."""
   config, keys, n_train = run.config, run.keys, len(run.splits.train['image'])
   chunk_fn, eval_fn = compile_fns(run.model, config, n_train, run.mesh, run.zero, run.resident)
   chunk, per_epoch = chunk_size(config, n_train)
-  ckpt = checkpoint.Checkpointer(workdir / 'checkpoints', config['keep_checkpoints'])
   restored, position = ckpt.restore({'state': state, 'sums': run.zero})
   state, sums = restored['state'], restored['sums']
   log = metrics.MetricsLog(workdir / 'metrics.jsonl' if parallel.is_primary() else None,
@@ -138,25 +145,23 @@ def train_and_evaluate(overrides: dict, workdir: str | Path, progress: bool = Tr
   bar = tqdm(total=config['epochs'] * per_epoch * chunk, initial=position * chunk,
              disable=not (progress and parallel.is_primary()), unit='step', desc=config['model'])
   seconds = 0.0
-  while position < config['epochs'] * per_epoch:
-    epoch, c = divmod(position, per_epoch)
-    epoch += 1
-    t0 = time.perf_counter()
-    state, chunk_sums, g = chunk_fn(state, run.train_x, epoch, c * chunk, keys)
-    chunk_sums, g = jax.device_get((chunk_sums, g))  # the one host sync per chunk; state stays on device
-    seconds = (0.0 if c == 0 else seconds) + time.perf_counter() - t0
-    guard.check(g, [k for k in chunk_sums if k not in ('count', 'skipped_steps')], float(chunk_sums['count']),
-                epoch, config['nonfinite'])
-    sums = jax.tree.map(np.add, run.zero if c == 0 else sums, chunk_sums)
-    position += 1
-    if position % per_epoch == 0:
-      train = _log_epoch(log, epoch, state, 'train', sums, seconds=seconds, examples_per_sec=n_train / seconds,
-                         skipped_steps=int(sums['skipped_steps']))
-      test = _log_epoch(log, epoch, state, 'eval', jax.device_get(eval_fn(state, run.eval_x, keys.eval)))
-      bar.set_postfix(loss=f"{train['loss']:.3f}", eval=f"{test['loss']:.3f}")
-    ckpt.save(position, {'state': state, 'sums': sums})
-    bar.update(chunk)
-  bar.close()
-  ckpt.close()
-  write_figures(run.model, state, run.splits.eval, keys, config, workdir, log.records, run.mesh)
-  return Result(state, config, log.records)
+  with bar:
+    while position < config['epochs'] * per_epoch:
+      epoch, c = divmod(position, per_epoch)
+      epoch += 1
+      t0 = time.perf_counter()
+      state, chunk_sums, g = chunk_fn(state, run.train_x, epoch, c * chunk, keys)
+      chunk_sums, g = jax.device_get((chunk_sums, g))  # the one host sync per chunk; state stays on device
+      seconds = (0.0 if c == 0 else seconds) + time.perf_counter() - t0
+      guard.check(g, [k for k in chunk_sums if k not in ('count', 'skipped_steps')], float(chunk_sums['count']),
+                  epoch, config['nonfinite'])
+      sums = jax.tree.map(np.add, run.zero if c == 0 else sums, chunk_sums)
+      position += 1
+      if position % per_epoch == 0:
+        train = _log_epoch(log, epoch, state, 'train', sums, seconds=seconds, examples_per_sec=n_train / seconds,
+                           skipped_steps=int(sums['skipped_steps']))
+        test = _log_epoch(log, epoch, state, 'eval', jax.device_get(eval_fn(state, run.eval_x, keys.eval)))
+        bar.set_postfix(loss=f"{train['loss']:.3f}", eval=f"{test['loss']:.3f}")
+      ckpt.save(position, {'state': state, 'sums': sums})
+      bar.update(chunk)
+  return state, log.records

@@ -57,10 +57,8 @@ def kill_cycle(config: dict, workdir: Path, rng: random.Random, timeout: float =
 
 def restorable_checkpoints(workdir: Path) -> list[int]:
   """Reads every kept checkpoint and checks its arrays are finite; returns their steps."""
-  ckpt = checkpoint.Checkpointer(workdir / 'checkpoints')
-  steps = [s for s in ckpt.steps() if all(np.isfinite(a).all() for a in jax.tree.leaves(ckpt.read(s)))]
-  ckpt.close()
-  return steps
+  with checkpoint.Checkpointer(workdir / 'checkpoints') as ckpt:
+    return [s for s in ckpt.steps() if all(np.isfinite(a).all() for a in jax.tree.leaves(ckpt.read(s)))]
 
 
 def soak(config: dict, workdir: Path, cycles: int, seed: int) -> dict:

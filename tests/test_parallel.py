@@ -119,9 +119,8 @@ def test_two_processes_match_one_device_and_resume(tmp_path, data_mode):
   assert [(r['epoch'], r['split'], r['step']) for r in two] == [(r['epoch'], r['split'], r['step'])
                                                                  for r in one.records]
   np.testing.assert_allclose([r['loss'] for r in two], [r['loss'] for r in one.records], rtol=2e-5)
-  ckpt = checkpoint.Checkpointer(tmp_path / 'two' / 'checkpoints')
-  params = ckpt.read(ckpt.steps()[-1])['state']['params']
-  ckpt.close()
+  with checkpoint.Checkpointer(tmp_path / 'two' / 'checkpoints') as ckpt:
+    params = ckpt.read(ckpt.steps()[-1])['state']['params']
   for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(one.state.params), strict=True):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
   assert sorted(p.name for p in (tmp_path / 'two' / 'figures').iterdir()) == ['loss.png', 'reconstructions.png',

@@ -199,8 +199,8 @@ def test_a_corrupt_config_json_is_a_user_error_and_is_kept(tmp_path):
 
 def test_a_corrupt_checkpoint_is_a_user_error_naming_it(tmp_path):
   result = train.train_and_evaluate(tiny(epochs=1), tmp_path, progress=False)
-  ckpt = checkpoint.Checkpointer(tmp_path / 'checkpoints')
-  read = ckpt.read(1)['state']['params']  # without a template
+  with checkpoint.Checkpointer(tmp_path / 'checkpoints') as ckpt:
+    read = ckpt.read(1)['state']['params']  # without a template
   for a, b in zip(jax.tree.leaves(read), jax.tree.leaves(result.state.params), strict=True):
     np.testing.assert_array_equal(a, b)
   for f in (tmp_path / 'checkpoints' / '1').rglob('*'):
@@ -208,14 +208,13 @@ def test_a_corrupt_checkpoint_is_a_user_error_naming_it(tmp_path):
       f.write_bytes(b'\x00garbage' * 8)
   with pytest.raises(UserError, match='checkpoint 1 in .* cannot be read.*delete that step folder'):
     train.train_and_evaluate(tiny(epochs=2), tmp_path, progress=False)
-  with pytest.raises(UserError, match='checkpoint 1 in .* cannot be read'):
-    ckpt.read(1)
-  (tmp_path / 'checkpoints' / '1' / '_CHECKPOINT_METADATA').unlink(missing_ok=True)
-  for f in (tmp_path / 'checkpoints' / '1').rglob('_METADATA'):
-    f.write_text('{not json')
-  with pytest.raises(UserError, match='checkpoint 1 in .* cannot be read'):
-    ckpt.read(1)
-  ckpt.close()
+  with checkpoint.Checkpointer(tmp_path / 'checkpoints') as ckpt:
+    with pytest.raises(UserError, match='checkpoint 1 in .* cannot be read'):
+      ckpt.read(1)
+    for f in (tmp_path / 'checkpoints' / '1').rglob('_METADATA'):
+      f.write_text('{not json')
+    with pytest.raises(UserError, match='checkpoint 1 in .* cannot be read'):
+      ckpt.read(1)
 
 
 def test_inf_in_the_data_is_refused():
