@@ -2,6 +2,7 @@
 
 import functools
 import json
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -147,6 +148,37 @@ def test_skip_mode_drops_only_the_bad_update():
   assert all(np.isfinite(p).all() for p in jax.tree.leaves(state.params))
   assert float(sums['count']) == 100 - 16 and np.isfinite(float(sums['loss']))
   jaxae_guard.check(jax.device_get(guard), ['kl', 'loss', 'nelbo', 'rec'], float(sums['count']), 1, 'skip')
+
+
+@pytest.mark.parametrize('bad', [np.nan, np.inf, -np.inf, 'inf-inf'])
+def test_all_finite_sees_any_nan_or_inf(bad):
+  leaf = np.full((3, 5), 0.5, np.float32)
+  if bad == 'inf-inf':
+    leaf[0, 0], leaf[2, 4] = np.inf, -np.inf  # cancel in a sum to NaN, still caught
+  else:
+    leaf[1, 2] = bad
+  assert not jaxae_guard.all_finite({'a': np.ones(2, np.float32), 'b': leaf})
+  assert jaxae_guard.all_finite({'a': np.ones(2, np.float32), 'b': np.full((3, 5), 1e30, np.float32)})
+  assert jaxae_guard.all_finite({})
+
+
+class _State(NamedTuple):
+  params: dict
+  step: jax.Array
+
+
+def test_a_non_finite_parameter_update_is_refused_even_with_finite_metrics():
+  def train_step(state, batch, key):  # 1 / 0: infinite params, finite loss
+    return _State({'w': state.params['w'] / batch['image'].sum()}, state.step + 1), {'loss': jnp.float32(1.0)}
+
+  state = _State({'w': jnp.ones(3)}, jnp.int32(0))
+  batch = {'image': jnp.zeros(2), 'mask': jnp.ones(2)}
+  new, g, metrics, applied = jaxae_guard.guarded_step(train_step, state, jaxae_guard.init(), batch, None,
+                                                      skip_nonfinite=False)
+  assert not bool(applied) and int(g.bad_step) == 0 and int(new.step) == 0
+  assert jaxae_guard.terms(['loss'])[int(g.bad_term)] == 'gradient update'
+  np.testing.assert_array_equal(new.params['w'], np.ones(3))
+  assert float(metrics['loss']) == 0.0
 
 
 def test_a_full_run_on_a_tfds_dataset_under_mock_data(tmp_path):
