@@ -9,30 +9,34 @@ Presets (expected results are in the README):
 """
 
 import json
+import math
 from collections.abc import Mapping
 from typing import Any
 
-from jaxae import corruption, losses, models
+from jaxae import models
 from jaxae.errors import UserError, require
+
+__all__ = ['ARCHS', 'BASE', 'check', 'check_network', 'defaults', 'from_json', 'parse_overrides', 'parse_value',
+           'require', 'resolve', 'to_json', 'validate']
 
 BASE = dict(
     model='vae', dataset='digits', data_dir=None, epochs=30, batch_size=128,
-    eval_batch_size=500, learning_rate=1e-3, weight_decay=0.0, schedule='constant',
+    eval_batch_size=500, learning_rate=1e-3, adam_b1=0.9, adam_b2=0.999, weight_decay=0.0, schedule='constant',
     warmup_steps=0, decay_steps=0, grad_clip=0.0, seed=0, binarize='none', holdout=0.1,
     holdout_order='seeded', keep_checkpoints=3, num_figure_images=32, nonfinite='stop',
     checkpoint_every=0, precision='f32', data_mode='auto',
 )
 
 CHOICES = dict(
-    arch=('mlp', 'conv'), likelihood=losses.LIKELIHOODS, noise=corruption.KINDS,
     schedule=('constant', 'cosine', 'warmup_cosine'),
     binarize=('none', 'threshold', 'sample', 'dynamic'), holdout_order=('seeded', 'tail'),
     nonfinite=('stop', 'skip'), precision=('f32', 'bf16'), data_mode=('auto', 'resident', 'streaming'),
 )
-POSITIVE = ('epochs', 'batch_size', 'eval_batch_size', 'latent_dim', 'learning_rate', 'keep_checkpoints')
-NON_NEGATIVE = ('checkpoint_every', 'weight_decay', 'warmup_steps', 'decay_steps', 'grad_clip', 'beta', 'noise_level',
-                'num_figure_images', 'seed')
-PROBABILITIES = ('input_dropout', 'dropout_rate')
+POSITIVE = ('epochs', 'batch_size', 'eval_batch_size', 'learning_rate', 'keep_checkpoints')
+NON_NEGATIVE = ('checkpoint_every', 'weight_decay', 'warmup_steps', 'decay_steps', 'grad_clip', 'num_figure_images',
+                'seed')
+PROBABILITIES = ('adam_b1', 'adam_b2')
+ARCHS = ('mlp', 'conv')
 
 
 def defaults(model: str) -> dict:
@@ -80,6 +84,7 @@ def _check_types(config: Mapping[str, Any], base: Mapping[str, Any]) -> None:
     elif isinstance(default, (int, float)):
       ok = isinstance(value, (int, float)) and not isinstance(value, bool)
       ok = ok and (isinstance(value, int) or not isinstance(default, int))
+      require(not ok or math.isfinite(value), f'config {key}={value!r} is not a finite number; give a finite value')
     elif isinstance(default, tuple):
       ok = isinstance(value, (tuple, list)) and all(isinstance(v, int) and v > 0 for v in value)
     else:
@@ -87,27 +92,34 @@ def _check_types(config: Mapping[str, Any], base: Mapping[str, Any]) -> None:
     require(ok, f'config {key}={value!r} has the wrong type; expected a value like {default!r}')
 
 
+def check(config: Mapping[str, Any], *, choices: Mapping[str, tuple] | None = None, positive=(),
+          non_negative=(), probabilities=()) -> None:
+  """Raises `UserError` for the first of the named keys whose value is out of range."""
+  for key, allowed in (choices or {}).items():
+    require(config[key] in allowed, f"{key}='{config[key]}' is not one of {', '.join(allowed)}")
+  for key in positive:
+    require(config[key] > 0, f'{key} must be positive, got {config[key]}; set {key} > 0')
+  for key in non_negative:
+    require(config[key] >= 0, f'{key} must be >= 0, got {config[key]}')
+  for key in probabilities:
+    require(0 <= config[key] < 1, f'{key} must be in [0, 1), got {config[key]}')
+
+
+def check_network(config: Mapping[str, Any]) -> None:
+  """The keys of the shared encoder/decoder blocks: `arch`, `latent_dim`, `conv_features`."""
+  check(config, choices={'arch': ARCHS}, positive=('latent_dim',))
+  if config['arch'] == 'conv':
+    require(len(config['conv_features']) > 0, 'arch=conv needs at least one conv_features entry')
+
+
 def validate(config: Mapping[str, Any]) -> None:
-  """Raises `UserError` for the first bad value in a resolved config."""
-  for key, choices in CHOICES.items():
-    if key in config:
-      require(config[key] in choices, f"{key}='{config[key]}' is not one of {', '.join(choices)}")
-  for key in POSITIVE:
-    if key in config:
-      require(config[key] > 0, f'{key} must be positive, got {config[key]}; set {key} > 0')
-  for key in NON_NEGATIVE:
-    if key in config:
-      require(config[key] >= 0, f'{key} must be >= 0, got {config[key]}')
-  for key in PROBABILITIES:
-    if key in config:
-      require(0 <= config[key] < 1, f'{key} must be in [0, 1), got {config[key]}')
-  if config.get('noise') in ('masking', 'salt_and_pepper'):
-    require(config['noise_level'] <= 1, f"noise_level is a probability for {config['noise']}: set it in [0, 1]")
+  """Raises `UserError` for the first bad value in a resolved config: base keys here, the
+  family's own keys in its `validate(config)`."""
+  check(config, choices=CHOICES, positive=POSITIVE, non_negative=NON_NEGATIVE, probabilities=PROBABILITIES)
   h = config['holdout']
   require(0 < h < 1 or (float(h).is_integer() and h >= 1),
           f'holdout must be a fraction in (0, 1) or a count >= 1, got {h}')
-  if config.get('arch') == 'conv':
-    require(len(config['conv_features']) > 0, 'arch=conv needs at least one conv_features entry')
+  models.get(config['model']).validate(config)
 
 
 def resolve(overrides: Mapping[str, Any] | None = None) -> dict:

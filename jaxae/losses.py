@@ -143,3 +143,41 @@ def decoder_mean(out: jax.Array, likelihood: str) -> jax.Array:
   if likelihood == 'bernoulli':
     return jax.nn.sigmoid(out)
   return jnp.clip(out, 0.0, 1.0)
+
+
+def gan_real_loss(logits: jax.Array) -> jax.Array:
+  """`-log D(x) = softplus(-logits)` for inputs labelled real: `[B]` or `[B, 1]` logits -> `[B]`.
+
+  Applied to D(G(z)) it is the generator's non-saturating loss.
+
+  References:
+    Goodfellow et al., Generative Adversarial Nets, NeurIPS 2014, Sec. 3.
+  """
+  return jax.nn.softplus(-logits.reshape(logits.shape[0]))
+
+
+def gan_fake_loss(logits: jax.Array) -> jax.Array:
+  """`-log(1 - D(x)) = softplus(logits)` for inputs labelled fake: `[B]` or `[B, 1]` -> `[B]`."""
+  return jax.nn.softplus(logits.reshape(logits.shape[0]))
+
+
+def gradient_penalty(critic, x_real: jax.Array, x_fake: jax.Array, eps: jax.Array) -> jax.Array:
+  """WGAN-GP penalty `(||grad_x f(x_hat)||_2 - 1)^2` at `x_hat = eps * x_real + (1 - eps) * x_fake`.
+
+  Args:
+    critic: `f`, mapping `[B, ...]` inputs to `[B]` or `[B, 1]` scores, each row
+      depending on its own input only (no batch statistics), so the gradient of
+      the summed scores holds every example's own gradient.
+    x_real, x_fake: `[B, ...]`.
+    eps: `[B, 1, ..., 1]` interpolation weights in [0, 1].
+
+  Returns:
+    `[B]` float32.
+
+  References:
+    Gulrajani et al., Improved Training of Wasserstein GANs, NeurIPS 2017, Alg. 1.
+  """
+  x_hat = eps * x_real + (1.0 - eps) * x_fake
+  grads = jax.grad(lambda x: jnp.sum(critic(x)))(x_hat)
+  norm = jnp.sqrt(_sum_event(jnp.square(grads)) + 1e-12)
+  return jnp.square(norm - 1.0)

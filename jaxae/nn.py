@@ -6,7 +6,7 @@ logits or Gaussian means); the loss decides how to read them.
 """
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import flax.linen as nn
 import jax
@@ -60,12 +60,13 @@ class MLPEncoder(nn.Module):
   out_dim: int
   dropout_rate: float = 0.0
   precision: str = 'f32'
+  activation: Callable = nn.relu
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     h = x.reshape(x.shape[0], -1)
     for width in self.hidden:
-      h = nn.relu(dense(width, self.precision)(h))
+      h = self.activation(dense(width, self.precision)(h))
       h = nn.Dropout(self.dropout_rate, deterministic=not train)(h)
     return dense(self.out_dim, self.precision)(h).astype(jnp.float32)
 
@@ -77,12 +78,13 @@ class MLPDecoder(nn.Module):
   image_shape: Sequence[int]
   dropout_rate: float = 0.0
   precision: str = 'f32'
+  activation: Callable = nn.relu
 
   @nn.compact
   def __call__(self, z: jax.Array, train: bool = False) -> jax.Array:
     h = z
     for width in self.hidden:
-      h = nn.relu(dense(width, self.precision)(h))
+      h = self.activation(dense(width, self.precision)(h))
       h = nn.Dropout(self.dropout_rate, deterministic=not train)(h)
     size = 1
     for d in self.image_shape:
@@ -98,12 +100,13 @@ class ConvEncoder(nn.Module):
   out_dim: int
   dropout_rate: float = 0.0
   precision: str = 'f32'
+  activation: Callable = nn.relu
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     h = x
     for f in self.features:
-      h = nn.relu(conv(f, self.precision)(h))
+      h = self.activation(conv(f, self.precision)(h))
       h = nn.Dropout(self.dropout_rate, deterministic=not train)(h)
     return dense(self.out_dim, self.precision)(h.reshape(h.shape[0], -1)).astype(jnp.float32)
 
@@ -120,33 +123,41 @@ class ConvDecoder(nn.Module):
   image_shape: Sequence[int]
   dropout_rate: float = 0.0
   precision: str = 'f32'
+  activation: Callable = nn.relu
 
   @nn.compact
   def __call__(self, z: jax.Array, train: bool = False) -> jax.Array:
     height, width, channels = self.image_shape
     s = 2 ** len(self.features)
     rev = list(self.features[::-1])
-    h = nn.relu(dense(height // s * width // s * rev[0], self.precision)(z))
+    h = self.activation(dense(height // s * width // s * rev[0], self.precision)(z))
     h = h.reshape(z.shape[0], height // s, width // s, rev[0])
     for f in rev[1:] + [channels]:
       h = nn.Dropout(self.dropout_rate, deterministic=not train)(h)
       out = conv(f, self.precision, transpose=True)(h)
-      h = nn.relu(out)
+      h = self.activation(out)
     return out.astype(jnp.float32)
 
 
-def make_encoder(arch: str, out_dim: int, hidden, conv_features, dropout_rate=0.0, precision='f32'):
-  """Builds the encoder named by `arch` ('mlp' or 'conv')."""
-  if arch == 'conv':
-    return ConvEncoder(tuple(conv_features), out_dim, dropout_rate, precision)
-  return MLPEncoder(tuple(hidden), out_dim, dropout_rate, precision)
+def leaky_relu(x: jax.Array) -> jax.Array:
+  """LeakyReLU with slope 0.2, the discriminators' activation in the GAN and DCGAN papers."""
+  return nn.leaky_relu(x, 0.2)
 
 
-def make_decoder(arch: str, image_shape, hidden, conv_features, dropout_rate=0.0, precision='f32'):
-  """Builds the decoder mirroring `make_encoder(arch, ...)`."""
+def make_encoder(arch: str, out_dim: int, hidden, conv_features, dropout_rate=0.0, precision='f32',
+                 activation=nn.relu):
+  """Builds the encoder named by `arch` ('mlp' or 'conv'); discriminators are encoders to one logit."""
   if arch == 'conv':
-    return ConvDecoder(tuple(conv_features), tuple(image_shape), dropout_rate, precision)
-  return MLPDecoder(tuple(hidden[::-1]), tuple(image_shape), dropout_rate, precision)
+    return ConvEncoder(tuple(conv_features), out_dim, dropout_rate, precision, activation)
+  return MLPEncoder(tuple(hidden), out_dim, dropout_rate, precision, activation)
+
+
+def make_decoder(arch: str, image_shape, hidden, conv_features, dropout_rate=0.0, precision='f32',
+                 activation=nn.relu):
+  """Builds the decoder mirroring `make_encoder(arch, ...)`; generators are decoders from noise."""
+  if arch == 'conv':
+    return ConvDecoder(tuple(conv_features), tuple(image_shape), dropout_rate, precision, activation)
+  return MLPDecoder(tuple(hidden[::-1]), tuple(image_shape), dropout_rate, precision, activation)
 
 
 _DN = ('NHWC', 'HWIO', 'NHWC')

@@ -46,17 +46,42 @@ def samples(images: np.ndarray, cols: int = 8, title: str = 'samples from p(z)')
   return fig
 
 
-def loss_curves(records: list[dict], key: str = 'loss') -> Figure:
-  """`key` against epoch for each split in metrics.jsonl records."""
-  fig = Figure(figsize=(5, 3.5))
+def loss_curves(records: list[dict], keys: tuple[str, ...] = ('loss',)) -> Figure:
+  """Each metric in `keys` against epoch, one panel per metric, a line per split (metrics.jsonl records)."""
+  fig = Figure(figsize=(5 * len(keys), 3.5))
+  for ax, key in zip(np.atleast_1d(fig.subplots(1, len(keys))), keys, strict=True):
+    for split in sorted({r['split'] for r in records}):
+      points = [(r['epoch'], r[key]) for r in records if r['split'] == split and key in r]
+      if points:
+        ax.plot(*zip(*points, strict=True), marker='.', label=split)
+    ax.set_xlabel('epoch')
+    ax.set_ylabel(f'{key} (per example)')
+    ax.legend()
+    ax.grid(alpha=0.3)
+  fig.tight_layout()
+  return fig
+
+
+def codes(z: np.ndarray, labels: np.ndarray, log_density=None, title: str = 'test codes by label') -> Figure:
+  """A scatter of 2-D codes `z: [N, 2]` coloured by `labels: [N]`, over `exp(log_density(grid))` if given.
+
+  `log_density` maps `[M, 2]` points to `[M]` log-densities (e.g. an AAE's prior).
+  """
+  z, labels = np.asarray(z), np.asarray(labels)
+  fig = Figure(figsize=(5.5, 4.5))
   ax = fig.subplots()
-  for split in sorted({r['split'] for r in records}):
-    points = [(r['epoch'], r[key]) for r in records if r['split'] == split and key in r]
-    if points:
-      ax.plot(*zip(*points, strict=True), marker='.', label=split)
-  ax.set_xlabel('epoch')
-  ax.set_ylabel(f'{key} (nats per example)')
-  ax.legend()
-  ax.grid(alpha=0.3)
+  lo, hi = np.percentile(z, 0.5, axis=0), np.percentile(z, 99.5, axis=0)
+  pad = 0.15 * (hi - lo) + 1e-3
+  lo, hi = lo - pad, hi + pad
+  if log_density is not None:
+    gx, gy = np.meshgrid(np.linspace(lo[0], hi[0], 120), np.linspace(lo[1], hi[1], 120))
+    grid = np.stack([gx.ravel(), gy.ravel()], axis=-1).astype(np.float32)
+    density = np.exp(np.asarray(log_density(grid))).reshape(gx.shape)
+    ax.contourf(gx, gy, density, levels=12, cmap='Greys', alpha=0.6)
+  points = ax.scatter(z[:, 0], z[:, 1], c=labels, cmap='tab10', s=4, vmin=-0.5, vmax=9.5)
+  fig.colorbar(points, ax=ax, ticks=range(10), label='label')
+  ax.set_xlim(lo[0], hi[0])
+  ax.set_ylim(lo[1], hi[1])
+  ax.set_title(title)
   fig.tight_layout()
   return fig

@@ -26,30 +26,57 @@ RESUMABLE_CHANGES = ('epochs', 'num_figure_images', 'keep_checkpoints', 'data_di
 
 
 def check_workdir(workdir: Path, config: dict) -> None:
-  """`UserError` if `workdir` holds a run whose config differs in more than RESUMABLE_CHANGES."""
+  """`UserError` if `workdir` holds a run whose config differs in more than RESUMABLE_CHANGES.
+
+  `config` has `decay_steps` resolved, so raising `epochs` under a decaying
+  schedule (which would stretch it mid-run) is refused with its own line.
+  """
   saved = checkpoint.read_config(workdir)
   if saved is None:
     return
-  diff = sorted(k for k in set(saved) | set(config)
-                if k not in RESUMABLE_CHANGES and saved.get(k) != config.get(k))
+  diff = sorted((k for k in set(saved) | set(config)
+                 if k not in RESUMABLE_CHANGES and saved.get(k) != config.get(k)), key=lambda k: (k != 'model', k))
+  if diff == ['decay_steps']:
+    raise UserError(f"{workdir} holds a run whose {config['schedule']} schedule decays over {saved['decay_steps']} "
+                    f"steps; {config['epochs']} epochs would make it {config['decay_steps']} mid-run: add "
+                    f"--set decay_steps={saved['decay_steps']} to keep the schedule, or use a new workdir")
   if diff:
     what = ', '.join(f'{k}: {saved.get(k)!r} there, {config.get(k)!r} now' for k in diff[:3])
-    raise UserError(f'{workdir} holds a run with another config ({what}); use a new workdir or the same settings')
+    more = f' and {len(diff) - 3} more' if len(diff) > 3 else ''
+    raise UserError(f'{workdir} holds a run with another config ({len(diff)} setting(s) differ: {what}{more}); '
+                    'use a new workdir or the same settings')
+
+
+def resolve_schedule(config: dict, steps_per_epoch: int) -> dict:
+  """`config` with `decay_steps` = 0 (the whole run) resolved to `epochs * steps_per_epoch` for a decaying
+  schedule; it is saved so a resumed run follows the schedule it started with."""
+  if config['schedule'] == 'constant' or config['decay_steps']:
+    return config
+  return {**config, 'decay_steps': config['epochs'] * steps_per_epoch}
 
 
 def write_figures(model, state, eval_set, keys: Keys, config, workdir: Path, records, mesh=None) -> None:
-  """figures/reconstructions.png, samples.png (generative families) and loss.png (written by process 0)."""
+  """figures/: one PNG per grid `model.eval_images` returns (reconstructions under their originals), the
+  headline metrics per epoch, and for 2-D codes their scatter by label (written by process 0)."""
   x = eval_set['image'][: config['num_figure_images']]
   images = jax.device_get(steps.bind(model.eval_images, config)(state, parallel.replicate({'image': x}, mesh),
                                                                 keys.vis))
+  codes = None
+  if hasattr(model, 'encode') and config.get('latent_dim') == 2:
+    n = min(len(eval_set['image']), 2000)
+    codes = jax.device_get(model.encode(state, parallel.replicate(eval_set['image'][:n], mesh)))
   if not parallel.is_primary():
     return
   out = workdir / 'figures'
   out.mkdir(exist_ok=True)
-  figures = {'reconstructions': plotting.reconstructions(x, images['reconstructions']),
-             'loss': plotting.loss_curves(records)}
-  if 'samples' in images:
-    figures['samples'] = plotting.samples(images['samples'])
+  figures = {'loss': plotting.loss_curves(records, model.HEADLINE)}
+  for name, grid in images.items():
+    figures[name] = (plotting.reconstructions(x, grid) if name == 'reconstructions'
+                     else plotting.samples(grid, title=name.replace('_', ' ')))
+  if codes is not None:
+    density = getattr(model, 'prior_log_density', None)
+    figures['codes'] = plotting.codes(codes, eval_set['label'][: len(codes)],
+                                      density and steps.bind(density, config))
   for name, fig in figures.items():
     fig.savefig(out / f'{name}.png', dpi=100)
 
@@ -84,14 +111,13 @@ class _Run(NamedTuple):
 def _setup(overrides: dict, workdir: Path) -> tuple[_Run, Any]:
   """Validates everything, then writes config.json; returns the run and its fresh, replicated state."""
   config = config_lib.resolve(overrides)
-  check_workdir(workdir, config)
   model = models.get(config['model'])
   splits = data.prepare(config)
-  steps_per_epoch = -(-len(splits.train['image']) // config['batch_size'])
-  run_config = {**config, 'decay_steps': config['decay_steps'] or config['epochs'] * steps_per_epoch}
+  config = resolve_schedule(config, -(-len(splits.train['image']) // config['batch_size']))
+  check_workdir(workdir, config)
   keys = make_keys(config['seed'])
   try:
-    state = model.create_state(keys.init, run_config, {'image': splits.train['image'][:1]})
+    state = model.create_state(keys.init, config, {'image': splits.train['image'][:1]})
   except ValueError as e:
     raise UserError(f'{e}') from None
   mesh = parallel.make_mesh()
@@ -161,7 +187,8 @@ def _train(run: _Run, state, ckpt: checkpoint.Checkpointer, workdir: Path, progr
         train = _log_epoch(log, epoch, state, 'train', sums, seconds=seconds, examples_per_sec=n_train / seconds,
                            skipped_steps=int(sums['skipped_steps']))
         test = _log_epoch(log, epoch, state, 'eval', jax.device_get(eval_fn(state, run.eval_x, keys.eval)))
-        bar.set_postfix(loss=f"{train['loss']:.3f}", eval=f"{test['loss']:.3f}")
+        bar.set_postfix({f'{split} {k}': f'{r[k]:.3f}' for split, r in (('train', train), ('eval', test))
+                         for k in run.model.HEADLINE})
       ckpt.save(position, {'state': state, 'sums': sums})
       bar.update(chunk)
   return state, log.records

@@ -21,8 +21,14 @@ References:
 import flax.linen as nn
 import jax
 
+from jaxae import config as config_lib
 from jaxae import corruption, losses, steps
 from jaxae import nn as jnn
+
+__all__ = ['HEADLINE', 'create_state', 'decode', 'defaults', 'encode', 'eval_images', 'eval_step', 'loss_fn',
+           'make_network', 'train_step', 'validate']
+
+HEADLINE = ('loss',)  # the metric the loop shows: reconstruction NLL, nats per example
 
 
 def defaults() -> dict:
@@ -31,6 +37,16 @@ def defaults() -> dict:
       likelihood='bernoulli', tied=False, noise='none', noise_level=0.0,
       input_dropout=0.0, dropout_rate=0.0,
   )
+
+
+def validate(config) -> None:
+  """`UserError` for a bad network, likelihood, corruption or dropout setting."""
+  config_lib.check_network(config)
+  config_lib.check(config, choices={'likelihood': losses.LIKELIHOODS, 'noise': corruption.KINDS},
+                   non_negative=('noise_level',), probabilities=('input_dropout', 'dropout_rate'))
+  if config['noise'] in ('masking', 'salt_and_pepper'):
+    config_lib.require(config['noise_level'] <= 1,
+                       f"noise_level is a probability for {config['noise']}: set it in [0, 1]")
 
 
 class Autoencoder(nn.Module):

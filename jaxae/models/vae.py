@@ -16,8 +16,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxae import config as config_lib
 from jaxae import losses, steps
 from jaxae import nn as jnn
+
+HEADLINE = ('loss',)  # rec + beta * KL; with beta = 1 the negative ELBO
 
 
 def defaults() -> dict:
@@ -25,6 +28,11 @@ def defaults() -> dict:
       arch='mlp', hidden=(512, 256), conv_features=(32, 64), latent_dim=16,
       likelihood='bernoulli', beta=1.0,
   )
+
+
+def validate(config) -> None:
+  config_lib.check_network(config)
+  config_lib.check(config, choices={'likelihood': losses.LIKELIHOODS}, non_negative=('beta',))
 
 
 class VAE(nn.Module):

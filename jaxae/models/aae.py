@@ -1,0 +1,131 @@
+"""Adversarial autoencoder: a discriminator on codes pulls q(z) onto a chosen prior p(z).
+
+Deterministic encoder q(z|x) = delta(f(x)) and decoder g; an MLP discriminator
+D on codes. One composite training step runs the paper's phases in order,
+each with its own optimizer state:
+1. reconstruction: encoder and decoder minimise the reconstruction NLL of g(f(x));
+2. regularisation, discriminator: D learns prior samples (real) from codes f(x) (fake);
+3. regularisation, generator: the encoder learns to fool D (non-saturating
+   loss `-log D(f(x))`, weighted by `adv_weight`).
+Generation decodes prior samples. Priors: `jaxae.priors` (gaussian, a mixture
+of 10 2-D Gaussians, uniform).
+
+References:
+  Makhzani, Shlens, Jaitly, Goodfellow & Frey, Adversarial Autoencoders,
+  ICLR workshop 2016, Sec. 2.
+"""
+
+import jax
+import jax.numpy as jnp
+
+from jaxae import config as config_lib
+from jaxae import losses, priors, steps
+from jaxae import nn as jnn
+
+HEADLINE = ('rec', 'd_loss')  # reconstruction NLL (nats per example) and the code discriminator's loss
+PHASES = {'reconstruction': ('encoder', 'decoder'), 'discriminator': ('discriminator',), 'generator': ('encoder',)}
+
+
+def defaults() -> dict:
+  return dict(
+      arch='mlp', hidden=(512, 256), conv_features=(32, 64), latent_dim=8, likelihood='bernoulli',
+      prior='gaussian', disc_hidden=(256, 256), adv_weight=1.0,
+  )
+
+
+def validate(config) -> None:
+  config_lib.check_network(config)
+  config_lib.check(config, choices={'likelihood': losses.LIKELIHOODS}, non_negative=('adv_weight',))
+  priors.check(config['prior'], config['latent_dim'])
+
+
+def create_state(key: jax.Array, config, sample_batch) -> steps.PlayerState:
+  x = sample_batch['image'][:1]
+  arch, hidden, conv, precision = config['arch'], config['hidden'], config['conv_features'], config['precision']
+  if arch == 'conv':
+    jnn.check_conv_shape(x.shape[1:], len(conv))
+  nets = {
+      'encoder': jnn.make_encoder(arch, config['latent_dim'], hidden, conv, precision=precision),
+      'decoder': jnn.make_decoder(arch, x.shape[1:], hidden, conv, precision=precision),
+      'discriminator': jnn.MLPEncoder(tuple(config['disc_hidden']), 1, precision=precision,
+                                      activation=jnn.leaky_relu),
+  }
+  z = jnp.zeros((1, config['latent_dim']))
+  inputs = {'encoder': x, 'decoder': z, 'discriminator': z}
+  keys = dict(zip(nets, jax.random.split(key, len(nets)), strict=True))
+  params = {name: net.init(keys[name], inputs[name])['params'] for name, net in nets.items()}
+  tx = steps.make_optimizer(config)
+  return steps.PlayerState.create(nets, params, {name: steps.Phase(parts, tx) for name, parts in PHASES.items()})
+
+
+def reconstruction_loss(state, x, mask, likelihood):
+  """Phase 1: mean reconstruction NLL of `g(f(x))`."""
+  out = state.apply('decoder', state.apply('encoder', x))
+  rec = losses.masked_mean(losses.reconstruction_nll(out, x, likelihood), mask)
+  return rec, {'rec': rec}
+
+
+def discriminator_logits(state, x, z_prior):
+  """`(D(z_prior), D(f(x)))` logits, each `[B]`."""
+  return state.apply('discriminator', z_prior)[:, 0], state.apply('discriminator', state.apply('encoder', x))[:, 0]
+
+
+def discriminator_loss(state, x, z_prior, mask):
+  """Phase 2: D's cross-entropy, prior samples real and codes fake; also the mean D on each."""
+  real, fake = discriminator_logits(state, x, z_prior)
+  loss = losses.masked_mean(losses.gan_real_loss(real) + losses.gan_fake_loss(fake), mask)
+  return loss, {'d_loss': loss, 'd_real': losses.masked_mean(jax.nn.sigmoid(real), mask),
+                'd_fake': losses.masked_mean(jax.nn.sigmoid(fake), mask)}
+
+
+def generator_loss(state, x, mask, adv_weight):
+  """Phase 3: the encoder's non-saturating loss `-log D(f(x))`, times `adv_weight`."""
+  g_loss = losses.masked_mean(losses.gan_real_loss(state.apply('discriminator', state.apply('encoder', x))), mask)
+  return adv_weight * g_loss, {'g_loss': g_loss}
+
+
+def train_step(state, batch, key, *, likelihood, prior, latent_dim, adv_weight):
+  """`(state, batch, key) -> (state, {'rec', 'd_loss', 'd_real', 'd_fake', 'g_loss'})`; key draws z ~ p(z)."""
+  x, mask = batch['image'], batch.get('mask')
+  state, rec = steps.phase_step(state, 'reconstruction', reconstruction_loss, x, mask, likelihood)
+  z_prior = priors.sample(key, x.shape[0], latent_dim, prior)
+  state, disc = steps.phase_step(state, 'discriminator', discriminator_loss, x, z_prior, mask)
+  state, gen = steps.phase_step(state, 'generator', generator_loss, x, mask, adv_weight)
+  return state.replace(step=state.step + 1), {**rec, **disc, **gen}
+
+
+def eval_step(state, batch, key, *, likelihood, prior, latent_dim):
+  """Sums over the batch of rec, d_loss, d_real, d_fake and g_loss, and `count`; key draws the prior batch."""
+  x, mask = batch['image'], batch.get('mask')
+  rec = losses.reconstruction_nll(state.apply('decoder', state.apply('encoder', x)), x, likelihood)
+  real, fake = discriminator_logits(state, x, priors.sample(key, x.shape[0], latent_dim, prior))
+  per_example = {'rec': rec, 'd_loss': losses.gan_real_loss(real) + losses.gan_fake_loss(fake),
+                 'd_real': jax.nn.sigmoid(real), 'd_fake': jax.nn.sigmoid(fake), 'g_loss': losses.gan_real_loss(fake)}
+  return {**{k: losses.masked_sum(v, mask) for k, v in per_example.items()}, 'count': losses.masked_count(batch)}
+
+
+def encode(state, x: jax.Array) -> jax.Array:
+  """Codes `f(x)`: `[B, latent_dim]`."""
+  return state.apply('encoder', x)
+
+
+def decode(state, z: jax.Array, *, likelihood) -> jax.Array:
+  """Images `[B, H, W, C]` in [0, 1] (decoder means) from codes `z`."""
+  return losses.decoder_mean(state.apply('decoder', z), likelihood)
+
+
+def sample(state, key: jax.Array, n: int, *, likelihood, prior, latent_dim) -> jax.Array:
+  """`n` images decoded from z ~ p(z): `[n, H, W, C]`."""
+  return decode(state, priors.sample(key, n, latent_dim, prior), likelihood=likelihood)
+
+
+def prior_log_density(z: jax.Array, *, prior) -> jax.Array:
+  """`log p(z)`, `[N]`, for the codes figure."""
+  return priors.log_density(z, prior)
+
+
+def eval_images(state, batch, key, *, likelihood, prior, latent_dim):
+  """Reconstructions of the inputs, and samples from a fixed prior draw (`key`)."""
+  x = batch['image']
+  return {'reconstructions': decode(state, encode(state, x), likelihood=likelihood),
+          'samples': sample(state, key, x.shape[0], likelihood=likelihood, prior=prior, latent_dim=latent_dim)}

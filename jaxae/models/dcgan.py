@@ -1,0 +1,16 @@
+"""DCGAN: convolutional generator and discriminator (stride-2 4x4 convs, 64-128 features), for
+28x28, 32x32 (and any H, W divisible by 4) images; Adam 2e-4, beta1 0.5.
+
+A preset of `jaxae.models.gan`: same losses and steps, other defaults.
+
+References:
+  Radford, Metz & Chintala, Unsupervised Representation Learning with Deep
+  Convolutional GANs, ICLR 2016.
+"""
+
+from jaxae.models import gan
+from jaxae.models.gan import *  # noqa: F403  (the family contract: gan.__all__)
+
+
+def defaults() -> dict:
+  return {**gan.defaults(), 'arch': 'conv'}

@@ -1,0 +1,149 @@
+"""Generative adversarial networks: the MLP GAN, with DCGAN and WGAN-GP as presets.
+
+A generator G maps z ~ N(0, I) to Bernoulli logits whose sigmoid is the image; a
+discriminator (critic) D maps images to one logit (score). One composite step:
+`n_critic` discriminator updates (each with fresh z, on the step's real batch),
+then one generator update, each player with its own optimizer state.
+
+- `loss='nonsaturating'`: D minimises `-log D(x) - log(1 - D(G(z)))`, G minimises
+  `-log D(G(z))`, all from logits (Goodfellow et al. 2014).
+- `loss='wasserstein'`: the critic minimises `f(G(z)) - f(x) + gp_weight * GP`,
+  the gradient penalty at random interpolates; G minimises `-f(G(z))`
+  (Gulrajani et al. 2017).
+
+`hidden` lists the discriminator's widths; the generator mirrors them
+(`hidden=(512, 256)`: D 784-512-256-1, G z-256-512-784, LeakyReLU 0.2 in D).
+`arch='conv'` gives the DCGAN networks: stride-2 4x4 convs in D, transposed
+convs in G (without batch norm, so D's outputs depend on each example alone,
+which the gradient penalty needs).
+
+References:
+  Goodfellow et al., Generative Adversarial Nets, NeurIPS 2014.
+  Radford, Metz & Chintala, Unsupervised Representation Learning with Deep
+  Convolutional GANs (DCGAN), ICLR 2016.
+  Gulrajani et al., Improved Training of Wasserstein GANs, NeurIPS 2017.
+"""
+
+import jax
+import jax.numpy as jnp
+
+from jaxae import config as config_lib
+from jaxae import losses, steps
+from jaxae import nn as jnn
+
+__all__ = ['HEADLINE', 'LOSSES', 'create_state', 'defaults', 'discriminator_loss', 'eval_images', 'eval_step',
+           'generator_loss', 'sample', 'train_step', 'validate']
+
+HEADLINE = ('d_loss', 'g_loss')
+LOSSES = ('nonsaturating', 'wasserstein')
+
+
+def defaults() -> dict:
+  return dict(
+      arch='mlp', hidden=(512, 256), conv_features=(64, 128), latent_dim=100, loss='nonsaturating',
+      n_critic=1, gp_weight=0.0, learning_rate=2e-4, adam_b1=0.5,
+  )
+
+
+def validate(config) -> None:
+  config_lib.check_network(config)
+  config_lib.check(config, choices={'loss': LOSSES}, positive=('n_critic',), non_negative=('gp_weight',))
+
+
+def create_state(key: jax.Array, config, sample_batch) -> steps.PlayerState:
+  x = sample_batch['image'][:1]
+  arch, hidden, conv, precision = config['arch'], config['hidden'], config['conv_features'], config['precision']
+  if arch == 'conv':
+    jnn.check_conv_shape(x.shape[1:], len(conv))
+  nets = {'generator': jnn.make_decoder(arch, x.shape[1:], hidden, conv, precision=precision),
+          'discriminator': jnn.make_encoder(arch, 1, hidden, conv, precision=precision, activation=jnn.leaky_relu)}
+  k_g, k_d = jax.random.split(key)
+  params = {'generator': nets['generator'].init(k_g, jnp.zeros((1, config['latent_dim'])))['params'],
+            'discriminator': nets['discriminator'].init(k_d, x)['params']}
+  phases = {'discriminator': steps.Phase(('discriminator',), steps.make_optimizer(config, config['n_critic'])),
+            'generator': steps.Phase(('generator',), steps.make_optimizer(config))}
+  return steps.PlayerState.create(nets, params, phases)
+
+
+def generate(state, z: jax.Array) -> jax.Array:
+  """Images `G(z)`: `[B, H, W, C]` in [0, 1]."""
+  return jax.nn.sigmoid(state.apply('generator', z))
+
+
+def critic(state, x: jax.Array) -> jax.Array:
+  """`D(x)`: `[B]` logits (non-saturating) or scores (Wasserstein)."""
+  return state.apply('discriminator', x)[:, 0]
+
+
+def discriminator_terms(state, x, z, eps, loss, gp_weight):
+  """Per-example D loss `[B]` and its parts: `(d_loss, {'d_real', 'd_fake'[, 'gp']})`, real pairs with fake i."""
+  fake = generate(state, z)
+  real_out, fake_out = critic(state, x), critic(state, fake)
+  if loss == 'nonsaturating':
+    return (losses.gan_real_loss(real_out) + losses.gan_fake_loss(fake_out),
+            {'d_real': jax.nn.sigmoid(real_out), 'd_fake': jax.nn.sigmoid(fake_out)})
+  gp = losses.gradient_penalty(lambda v: critic(state, v), x, fake, eps)
+  return fake_out - real_out + gp_weight * gp, {'d_real': real_out, 'd_fake': fake_out, 'gp': gp}
+
+
+def discriminator_loss(state, x, mask, z, eps, loss, gp_weight):
+  """One discriminator (critic) update's loss: the masked mean of `discriminator_terms`."""
+  d_loss, parts = discriminator_terms(state, x, z, eps, loss, gp_weight)
+  d_loss = losses.masked_mean(d_loss, mask)
+  return d_loss, {'d_loss': d_loss, **{k: losses.masked_mean(v, mask) for k, v in parts.items()}}
+
+
+def generator_terms(state, z, loss):
+  """Per-example G loss `[B]`: `-log D(G(z))` or `-f(G(z))`."""
+  out = critic(state, generate(state, z))
+  return losses.gan_real_loss(out) if loss == 'nonsaturating' else -out
+
+
+def generator_loss(state, z, loss):
+  g_loss = jnp.mean(generator_terms(state, z, loss))
+  return g_loss, {'g_loss': g_loss}
+
+
+def draws(key, x, latent_dim):
+  """The step's noise: `(z [B, latent_dim], eps [B, 1, 1, 1])`."""
+  k_z, k_eps = jax.random.split(key)
+  return (jax.random.normal(k_z, (x.shape[0], latent_dim)),
+          jax.random.uniform(k_eps, (x.shape[0],) + (1,) * (x.ndim - 1)))
+
+
+def train_step(state, batch, key, *, loss, latent_dim, n_critic, gp_weight):
+  """`n_critic` discriminator updates, then one generator update: `(state, metrics)`.
+
+  Metrics (the last critic update's): d_loss, d_real, d_fake (mean D(x) and
+  D(G(z)): probabilities, or critic scores for 'wasserstein'), gp, g_loss.
+  """
+  x, mask = batch['image'], batch.get('mask')
+  keys = jax.random.split(key, n_critic + 1)
+
+  def critic_update(state, k):
+    return steps.phase_step(state, 'discriminator', discriminator_loss, x, mask, *draws(k, x, latent_dim), loss,
+                            gp_weight)
+
+  state, d_metrics = jax.lax.scan(critic_update, state, keys[:n_critic], unroll=n_critic == 1)
+  z, _ = draws(keys[n_critic], x, latent_dim)
+  state, g_metrics = steps.phase_step(state, 'generator', generator_loss, z, loss)
+  return state.replace(step=state.step + 1), {**{k: v[-1] for k, v in d_metrics.items()}, **g_metrics}
+
+
+def eval_step(state, batch, key, *, loss, latent_dim, gp_weight):
+  """Sums over held-out images of d_loss, d_real, d_fake (gp), g_loss, and `count`; key draws z and eps."""
+  x, mask = batch['image'], batch.get('mask')
+  z, eps = draws(key, x, latent_dim)
+  d_loss, parts = discriminator_terms(state, x, z, eps, loss, gp_weight)
+  per_example = {'d_loss': d_loss, **parts, 'g_loss': generator_terms(state, z, loss)}
+  return {**{k: losses.masked_sum(v, mask) for k, v in per_example.items()}, 'count': losses.masked_count(batch)}
+
+
+def sample(state, key: jax.Array, n: int, *, latent_dim) -> jax.Array:
+  """`n` images `G(z)`, z ~ N(0, I) from `key`: `[n, H, W, C]` in [0, 1]."""
+  return generate(state, jax.random.normal(key, (n, latent_dim)))
+
+
+def eval_images(state, batch, key, *, latent_dim):
+  """`{'samples'}` from a fixed noise batch (`key`), comparable across epochs."""
+  return {'samples': sample(state, key, batch['image'].shape[0], latent_dim=latent_dim)}
