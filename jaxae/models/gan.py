@@ -31,8 +31,9 @@ from jaxae import config as config_lib
 from jaxae import losses, steps
 from jaxae import nn as jnn
 
-__all__ = ['HEADLINE', 'LOSSES', 'create_state', 'defaults', 'discriminator_loss', 'eval_images', 'eval_step',
-           'generator_loss', 'sample', 'train_step', 'validate']
+__all__ = ['HEADLINE', 'LOSSES', 'create_state', 'critic', 'defaults', 'discriminator_loss', 'discriminator_terms',
+           'draws', 'eval_images', 'eval_step', 'generate', 'generator_loss', 'generator_terms', 'sample', 'train_step',
+           'validate']
 
 HEADLINE = ('d_loss', 'g_loss')
 LOSSES = ('nonsaturating', 'wasserstein')
