@@ -85,3 +85,22 @@ def codes(z: np.ndarray, labels: np.ndarray, log_density=None, title: str = 'tes
   ax.set_title(title)
   fig.tight_layout()
   return fig
+
+
+def histogram(fractions: np.ndarray, reference: np.ndarray | None = None, title: str = 'predicted class of samples'
+              ) -> Figure:
+  """Bars of class fractions `[K]`, beside a reference `[K]` (e.g. held-out labels) if given."""
+  k = np.arange(len(fractions))
+  fig = Figure(figsize=(5, 3))
+  ax = fig.subplots()
+  width = 0.4 if reference is not None else 0.8
+  ax.bar(k - (width / 2 if reference is not None else 0), fractions, width, label='samples')
+  if reference is not None:
+    ax.bar(k + width / 2, reference, width, label='held-out labels', alpha=0.7)
+    ax.legend()
+  ax.set_xticks(k)
+  ax.set_xlabel('class')
+  ax.set_ylabel('fraction')
+  ax.set_title(title)
+  fig.tight_layout()
+  return fig

@@ -1,0 +1,96 @@
+"""Sample-quality measures against closed forms, jaxae.load, and scripts/evaluate.py."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+import scipy.linalg
+from conftest import tiny
+
+from jaxae import data, train
+from jaxae.errors import UserError
+from jaxae.evaluation import classifier, samples
+from jaxae.runs import load
+
+SCRIPT = Path(__file__).resolve().parents[1] / 'scripts' / 'evaluate.py'
+
+
+def test_parzen_equals_the_exact_log_density_of_a_gaussian_mixture():
+  """Parzen windows of width sigma on S centres are exactly that equal-weight isotropic mixture."""
+  rng = np.random.default_rng(0)
+  centres, sigma = rng.random((300, 20)), 0.3
+  x = centres[rng.integers(0, 300, 50)] + sigma * rng.standard_normal((50, 20))
+  sq = ((x[:, None, :] - centres[None]) ** 2).sum(-1)
+  exact = scipy.special.logsumexp(-sq / (2 * sigma**2), axis=1) - np.log(300) - 10 * np.log(2 * np.pi * sigma**2)
+  np.testing.assert_allclose(samples.parzen_log_likelihood(centres, x, sigma), exact, rtol=1e-4)
+  # memory-bounded: small x batches and sample chunks (a divisor of S is used) give the same numbers
+  np.testing.assert_allclose(samples.parzen_log_likelihood(centres, x, sigma, batch_size=7, chunk=64), exact,
+                             rtol=1e-4)
+
+
+def test_parzen_bandwidth_is_chosen_on_validation_data_with_a_standard_error():
+  rng = np.random.default_rng(1)
+  draw = lambda n: 0.2 * rng.standard_normal((n, 5))
+  result = samples.parzen(draw(2000), draw(300), draw(400), sigmas=(0.02, 0.1, 0.5, 2.0))
+  scores = result['parzen_valid_scores']
+  assert result['parzen_sigma'] == max(scores, key=scores.get) == 0.1
+  assert 0 < result['parzen_se'] < 0.5 and np.isfinite(result['parzen_ll'])
+
+
+def test_frechet_distance_against_closed_form_for_two_gaussians():
+  m1, m2 = np.array([0.0, 1.0, 2.0]), np.array([1.0, 1.0, 0.0])
+  a, b = np.array([1.0, 4.0, 9.0]), np.array([4.0, 1.0, 0.25])
+  expected = 1 + 4 + np.sum((np.sqrt(a) - np.sqrt(b)) ** 2)  # diagonal: ||m1-m2||^2 + sum (sqrt a - sqrt b)^2
+  assert samples.frechet_distance(m1, np.diag(a), m2, np.diag(b)) == pytest.approx(expected, rel=1e-9)
+  rng = np.random.default_rng(2)
+  c1, c2 = (lambda q: q @ q.T)(rng.standard_normal((6, 6))), (lambda q: q @ q.T)(rng.standard_normal((6, 6)))
+  reference = np.trace(c1 + c2 - 2 * scipy.linalg.sqrtm(c1 @ c2).real)
+  assert samples.frechet_distance(np.zeros(6), c1, np.zeros(6), c2) == pytest.approx(reference, rel=1e-6)
+  assert abs(samples.frechet_distance(m1, np.diag(a), m1, np.diag(a))) < 1e-9
+
+
+def test_class_histogram_and_a_classifier_that_learns_digits():
+  np.testing.assert_allclose(samples.class_histogram(np.array([0, 2, 2, 3]), 4), [0.25, 0, 0.5, 0.25])
+  digits = data.load_digits()['train']
+  x, y = digits['image'], digits['label']
+  clf = classifier.train(jax.random.key(0), x[:1500], y[:1500], x[1500:], y[1500:], epochs=15)
+  assert clf.accuracy > 0.9
+  assert classifier.features(clf, x[:10]).shape == (10, 128)
+
+
+def test_load_returns_the_trained_state_and_refuses_missing_runs(tmp_path):
+  result = train.train_and_evaluate(tiny(model='gan', epochs=1, latent_dim=4), tmp_path / 'run', progress=False)
+  loaded = load(tmp_path / 'run')
+  assert loaded.model.__name__ == 'jaxae.models.gan' and loaded.config == result.config and loaded.step == 1
+  for a, b in zip(jax.tree.leaves(loaded.state), jax.tree.leaves(result.state), strict=True):
+    np.testing.assert_array_equal(a, b)
+  with pytest.raises(UserError, match='holds no run'):
+    load(tmp_path / 'nothing')
+  (tmp_path / 'empty').mkdir()
+  (tmp_path / 'empty' / 'config.json').write_text((tmp_path / 'run' / 'config.json').read_text())
+  with pytest.raises(UserError, match='has no checkpoint yet'):
+    load(tmp_path / 'empty')
+  assert sorted(p.name for p in (tmp_path / 'empty').iterdir()) == ['config.json']  # nothing written
+
+
+def test_evaluate_script_writes_results_and_refuses_a_suite_that_does_not_fit(tmp_path):
+  train.train_and_evaluate(tiny(model='gan', epochs=1, latent_dim=4), tmp_path / 'gan', progress=False)
+  before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob('*'))
+  proc = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path / 'gan'), '--suites', 'reconstruction'],
+                        capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 2 and 'Traceback' not in proc.stderr
+  assert proc.stderr.strip() == ('evaluate: error: the reconstruction suite needs an encoder; gan has none '
+                                 '(a GAN only generates): use the samples suite')
+  assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob('*')) == before
+  proc = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path / 'gan'), '--num-samples', '300', '--out',
+                         str(tmp_path / 'eval'), '--no-progress'], capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  metrics = json.loads((tmp_path / 'eval' / 'results.json').read_text())['gan']['samples']['metrics']
+  assert np.isfinite(metrics['parzen_ll']) and metrics['classifier_fd'] > 0 and 0 < metrics['classifier_accuracy']
+  assert sum(metrics['class_histogram']) == pytest.approx(1.0)
+  assert (tmp_path / 'eval' / 'figures' / 'gan-samples-samples.png').exists()
+  assert '| gan |' in (tmp_path / 'eval' / 'report.md').read_text()
