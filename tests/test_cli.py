@@ -22,7 +22,8 @@ def test_help_lists_models_and_datasets(capsys):
     cli.main(['--help'])
   assert e.value.code == 0
   text = capsys.readouterr().out
-  for word in ('ae', 'tied_ae', 'dae', 'dropout_ae', 'vae', 'digits', 'idx', 'mnist', 'cifar10', '--set'):
+  for word in ('ae', 'tied_ae', 'dae', 'dropout_ae', 'vae', 'aae', 'gan', 'dcgan', 'wgan_gp', 'digits', 'idx', 'mnist',
+               'cifar10', '--set'):
     assert word in text
 
 
@@ -59,6 +60,10 @@ BAD = {
     'rank out of range': (['--coordinator', 'localhost:1', '--num-processes', '2', '--process-id', '2'],
                           '--process-id 2 is not in 0..1'),
     'partial cluster': (['--num-processes', '2'], 'give --coordinator, --num-processes and --process-id together'),
+    'prior vs code size': (['--model', 'aae', '--set', 'prior=mixture'], 'prior=mixture is a mixture of 2-D'),
+    'n_critic 0': (['--model', 'wgan_gp', '--set', 'n_critic=0'], 'n_critic must be positive'),
+    'infinite lr': (['--learning-rate', 'inf'], 'learning_rate=inf is not a finite number'),
+    'dcgan on 8x8 with 4 layers': (['--model', 'dcgan', '--set', 'conv_features=8,8,8,8'], 'does not fit a conv net'),
 }
 
 

@@ -48,6 +48,30 @@ def test_shapes_of_codes_images_and_metrics(name, arch, shape):
   assert set(model.HEADLINE) <= set(sums) and float(sums['count']) == 6
 
 
+def test_bind_fails_loudly_on_a_hyperparameter_that_is_not_a_config_key():
+  config = config_lib.resolve({'model': 'vae'})
+  assert steps.bind(lambda state, batch, key, *, beta: beta, config)(None, None, None) == 1.0
+
+  def renamed(state, batch, key, *, betta):
+    return betta
+
+  def defaulted(state, batch, key, *, beta=2.0):
+    return beta
+
+  with pytest.raises(TypeError, match="hyperparameter 'betta' is not a config key"):
+    steps.bind(renamed, config)
+  with pytest.raises(TypeError, match="hyperparameter 'beta' has a default"):
+    steps.bind(defaulted, config)
+
+
+@pytest.mark.parametrize('preset,base', [('dae', 'ae'), ('tied_ae', 'ae'), ('dropout_ae', 'ae'), ('dcgan', 'gan'),
+                                         ('wgan_gp', 'gan')])
+def test_presets_re_export_exactly_the_family_contract(preset, base):
+  preset, base = models.get(preset), models.get(base)
+  assert base.__all__ and all(getattr(preset, n) is getattr(base, n) for n in base.__all__ if n != 'defaults')
+  assert not hasattr(preset, 'losses') and not hasattr(preset, 'jnn')  # `import *` brought no module names
+
+
 def n_dense(i, o):
   return i * o + o
 
