@@ -50,12 +50,12 @@ def test_each_aae_phase_changes_only_its_own_parts_and_optimizer_state(phase):
 def test_each_gan_phase_changes_only_its_own_player(name, phase):
   gan = models.get(name)
   _, config, state, x = make(name)
-  z, eps = gan.draws(jax.random.key(1), x, config['latent_dim'])
+  z, eps, k_drop = gan.draws(jax.random.key(1), x, config['latent_dim'])
   if phase == 'discriminator':
     new, _ = steps.phase_step(state, phase, gan.discriminator_loss, x, None, z, eps, config['loss'],
-                              config['gp_weight'])
+                              config['gp_weight'], k_drop)
   else:
-    new, _ = steps.phase_step(state, phase, gan.generator_loss, z, config['loss'])
+    new, _ = steps.phase_step(state, phase, gan.generator_loss, z, config['loss'], k_drop)
   assert changed(state.params, new.params) == {p: p == phase for p in state.params}
   assert changed(state.opt_state, new.opt_state) == {q: q == phase for q in state.opt_state}
 
@@ -77,9 +77,9 @@ def test_gan_losses_in_closed_form():
 def test_the_discriminator_learns_perfectly_separable_inputs():
   """Real images all ones, a generator frozen near 0.5: D's loss goes from ~log 4 (chance) to ~0."""
   gan = models.get('gan')
-  _, config, state, _ = make('gan', learning_rate=1e-2)
+  _, config, state, _ = make('gan', learning_rate=1e-2, d_dropout=0.0)
   x = jnp.ones((16, 8, 8, 1))
-  z, eps = gan.draws(jax.random.key(1), x, config['latent_dim'])
+  z, eps, _ = gan.draws(jax.random.key(1), x, config['latent_dim'])
   d_step = jax.jit(lambda s: steps.phase_step(s, 'discriminator', gan.discriminator_loss, x, None, z, eps,
                                               'nonsaturating', 0.0))
   _, first = d_step(state)

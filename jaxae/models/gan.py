@@ -1,7 +1,9 @@
 """Generative adversarial networks: the MLP GAN, with DCGAN and WGAN-GP as presets.
 
-A generator G maps z ~ N(0, I) to Bernoulli logits whose sigmoid is the image; a
-discriminator (critic) D maps images to one logit (score). One composite step:
+A generator G maps z ~ N(0, I) through a tanh to images in [-1, 1], shown rescaled to
+[0, 1]; a discriminator (critic) D maps images, centred to [-1, 1], to one logit
+(score). (With sigmoid outputs and D fed [0, 1] pixels, the MLP GAN collapsed to
+one mode on MNIST here; the tanh / centred-input convention of DCGAN fixed it.) One composite step:
 `n_critic` discriminator updates (each with fresh z, on the step's real batch),
 then one generator update, each player with its own optimizer state.
 
@@ -12,7 +14,10 @@ then one generator update, each player with its own optimizer state.
   (Gulrajani et al. 2017).
 
 `hidden` lists the discriminator's widths; the generator mirrors them
-(`hidden=(512, 256)`: D 784-512-256-1, G z-256-512-784, LeakyReLU 0.2 in D).
+(`hidden=(512, 256)`: D 784-512-256-1, G z-256-512-784, LeakyReLU 0.2 in both;
+DCGAN: ReLU in G, LeakyReLU in D).
+D drops units with rate `d_dropout` while training (0.3, as in the common PyTorch
+MNIST write-ups; 0 for WGAN-GP); evaluation runs D without dropout.
 `arch='conv'` gives the DCGAN networks: stride-2 4x4 convs in D, transposed
 convs in G (without batch norm, so D's outputs depend on each example alone,
 which the gradient penalty needs).
@@ -42,13 +47,14 @@ LOSSES = ('nonsaturating', 'wasserstein')
 def defaults() -> dict:
   return dict(
       arch='mlp', hidden=(512, 256), conv_features=(64, 128), latent_dim=100, loss='nonsaturating',
-      n_critic=1, gp_weight=0.0, learning_rate=2e-4, adam_b1=0.5,
+      n_critic=1, gp_weight=0.0, d_dropout=0.3, learning_rate=2e-4, adam_b1=0.5,
   )
 
 
 def validate(config) -> None:
   config_lib.check_network(config)
-  config_lib.check(config, choices={'loss': LOSSES}, positive=('n_critic',), non_negative=('gp_weight',))
+  config_lib.check(config, choices={'loss': LOSSES}, positive=('n_critic',), non_negative=('gp_weight',),
+                   probabilities=('d_dropout',))
 
 
 def create_state(key: jax.Array, config, sample_batch) -> steps.PlayerState:
@@ -56,8 +62,10 @@ def create_state(key: jax.Array, config, sample_batch) -> steps.PlayerState:
   arch, hidden, conv, precision = config['arch'], config['hidden'], config['conv_features'], config['precision']
   if arch == 'conv':
     jnn.check_conv_shape(x.shape[1:], len(conv))
-  nets = {'generator': jnn.make_decoder(arch, x.shape[1:], hidden, conv, precision=precision),
-          'discriminator': jnn.make_encoder(arch, 1, hidden, conv, precision=precision, activation=jnn.leaky_relu)}
+  g_activation = jnn.leaky_relu if arch == 'mlp' else jax.nn.relu  # the MLP GAN's and DCGAN's generators
+  nets = {'generator': jnn.make_decoder(arch, x.shape[1:], hidden, conv, precision=precision, activation=g_activation),
+          'discriminator': jnn.make_encoder(arch, 1, hidden, conv, config['d_dropout'], precision,
+                                            activation=jnn.leaky_relu)}
   k_g, k_d = jax.random.split(key)
   params = {'generator': nets['generator'].init(k_g, jnp.zeros((1, config['latent_dim'])))['params'],
             'discriminator': nets['discriminator'].init(k_d, x)['params']}
@@ -67,49 +75,57 @@ def create_state(key: jax.Array, config, sample_batch) -> steps.PlayerState:
 
 
 def generate(state, z: jax.Array) -> jax.Array:
-  """Images `G(z)`: `[B, H, W, C]` in [0, 1]."""
-  return jax.nn.sigmoid(state.apply('generator', z))
+  """Images `G(z)`: `[B, H, W, C]` in [0, 1] (the tanh output rescaled)."""
+  return 0.5 * (jnp.tanh(state.apply('generator', z)) + 1.0)
 
 
-def critic(state, x: jax.Array) -> jax.Array:
-  """`D(x)`: `[B]` logits (non-saturating) or scores (Wasserstein)."""
-  return state.apply('discriminator', x)[:, 0]
+def critic(state, x: jax.Array, dropout_key: jax.Array | None = None) -> jax.Array:
+  """`D(x)` of images in [0, 1], fed centred to [-1, 1]: `[B]` logits (non-saturating) or scores
+  (Wasserstein); dropout (`d_dropout`) only with a key."""
+  x = 2.0 * x - 1.0
+  if dropout_key is None:
+    return state.apply('discriminator', x)[:, 0]
+  return state.apply('discriminator', x, train=True, rngs={'dropout': dropout_key})[:, 0]
 
 
-def discriminator_terms(state, x, z, eps, loss, gp_weight):
-  """Per-example D loss `[B]` and its parts: `(d_loss, {'d_real', 'd_fake'[, 'gp']})`, real pairs with fake i."""
+def discriminator_terms(state, x, z, eps, loss, gp_weight, dropout_key=None):
+  """Per-example D loss `[B]` and its parts: `(d_loss, {'d_real', 'd_fake'[, 'gp']})`, real pairs with fake i.
+
+  With `dropout_key` (training), D drops units, real and fake with independent masks.
+  """
   fake = generate(state, z)
-  real_out, fake_out = critic(state, x), critic(state, fake)
+  k_real, k_fake, k_gp = jax.random.split(dropout_key, 3) if dropout_key is not None else (None,) * 3
+  real_out, fake_out = critic(state, x, k_real), critic(state, fake, k_fake)
   if loss == 'nonsaturating':
     return (losses.gan_real_loss(real_out) + losses.gan_fake_loss(fake_out),
             {'d_real': jax.nn.sigmoid(real_out), 'd_fake': jax.nn.sigmoid(fake_out)})
-  gp = losses.gradient_penalty(lambda v: critic(state, v), x, fake, eps)
+  gp = losses.gradient_penalty(lambda v: critic(state, v, k_gp), x, fake, eps)
   return fake_out - real_out + gp_weight * gp, {'d_real': real_out, 'd_fake': fake_out, 'gp': gp}
 
 
-def discriminator_loss(state, x, mask, z, eps, loss, gp_weight):
+def discriminator_loss(state, x, mask, z, eps, loss, gp_weight, dropout_key=None):
   """One discriminator (critic) update's loss: the masked mean of `discriminator_terms`."""
-  d_loss, parts = discriminator_terms(state, x, z, eps, loss, gp_weight)
+  d_loss, parts = discriminator_terms(state, x, z, eps, loss, gp_weight, dropout_key)
   d_loss = losses.masked_mean(d_loss, mask)
   return d_loss, {'d_loss': d_loss, **{k: losses.masked_mean(v, mask) for k, v in parts.items()}}
 
 
-def generator_terms(state, z, loss):
+def generator_terms(state, z, loss, dropout_key=None):
   """Per-example G loss `[B]`: `-log D(G(z))` or `-f(G(z))`."""
-  out = critic(state, generate(state, z))
+  out = critic(state, generate(state, z), dropout_key)
   return losses.gan_real_loss(out) if loss == 'nonsaturating' else -out
 
 
-def generator_loss(state, z, loss):
-  g_loss = jnp.mean(generator_terms(state, z, loss))
+def generator_loss(state, z, loss, dropout_key=None):
+  g_loss = jnp.mean(generator_terms(state, z, loss, dropout_key))
   return g_loss, {'g_loss': g_loss}
 
 
 def draws(key, x, latent_dim):
-  """The step's noise: `(z [B, latent_dim], eps [B, 1, 1, 1])`."""
-  k_z, k_eps = jax.random.split(key)
+  """The step's noise: `(z [B, latent_dim], eps [B, 1, 1, 1], dropout key)`."""
+  k_z, k_eps, k_drop = jax.random.split(key, 3)
   return (jax.random.normal(k_z, (x.shape[0], latent_dim)),
-          jax.random.uniform(k_eps, (x.shape[0],) + (1,) * (x.ndim - 1)))
+          jax.random.uniform(k_eps, (x.shape[0],) + (1,) * (x.ndim - 1)), k_drop)
 
 
 def train_step(state, batch, key, *, loss, latent_dim, n_critic, gp_weight):
@@ -122,19 +138,19 @@ def train_step(state, batch, key, *, loss, latent_dim, n_critic, gp_weight):
   keys = jax.random.split(key, n_critic + 1)
 
   def critic_update(state, k):
-    return steps.phase_step(state, 'discriminator', discriminator_loss, x, mask, *draws(k, x, latent_dim), loss,
-                            gp_weight)
+    z, eps, k_drop = draws(k, x, latent_dim)
+    return steps.phase_step(state, 'discriminator', discriminator_loss, x, mask, z, eps, loss, gp_weight, k_drop)
 
   state, d_metrics = jax.lax.scan(critic_update, state, keys[:n_critic], unroll=n_critic == 1)
-  z, _ = draws(keys[n_critic], x, latent_dim)
-  state, g_metrics = steps.phase_step(state, 'generator', generator_loss, z, loss)
+  z, _, k_drop = draws(keys[n_critic], x, latent_dim)
+  state, g_metrics = steps.phase_step(state, 'generator', generator_loss, z, loss, k_drop)
   return state.replace(step=state.step + 1), {**{k: v[-1] for k, v in d_metrics.items()}, **g_metrics}
 
 
 def eval_step(state, batch, key, *, loss, latent_dim, gp_weight):
   """Sums over held-out images of d_loss, d_real, d_fake (gp), g_loss, and `count`; key draws z and eps."""
   x, mask = batch['image'], batch.get('mask')
-  z, eps = draws(key, x, latent_dim)
+  z, eps, _ = draws(key, x, latent_dim)
   d_loss, parts = discriminator_terms(state, x, z, eps, loss, gp_weight)
   per_example = {'d_loss': d_loss, **parts, 'g_loss': generator_terms(state, z, loss)}
   return {**{k: losses.masked_sum(v, mask) for k, v in per_example.items()}, 'count': losses.masked_count(batch)}

@@ -16,4 +16,4 @@ from jaxae.models.gan import *  # noqa: F403  (the family contract: gan.__all__)
 
 def defaults() -> dict:
   return {**gan.defaults(), 'loss': 'wasserstein', 'gp_weight': 10.0, 'n_critic': 5, 'learning_rate': 1e-4,
-          'adam_b1': 0.0, 'adam_b2': 0.9}
+          'adam_b1': 0.0, 'adam_b2': 0.9, 'd_dropout': 0.0}
