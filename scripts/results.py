@@ -4,8 +4,9 @@
   python scripts/results.py --workdir runs/results-mnist --epochs 20 \
       --set dataset=idx --set data_dir=../shared/data/mnist --set holdout=1000 --set holdout_order=tail
 
-Each row: final eval loss (nats per example; for the VAE the negative ELBO), the
-first (compiling) and median later epoch time, and examples/s. Runs resume.
+Each row: the family's headline eval metrics (nats per example for the losses; for the
+VAE the negative ELBO; a GAN's two players' losses), the first (compiling) and median
+later epoch time, and examples/s. Runs resume.
 """
 
 import argparse
@@ -35,17 +36,19 @@ def main(argv=None) -> int:
       train = [r for r in result.records if r['split'] == 'train']
       final = [r for r in result.records if r['split'] == 'eval'][-1]
       times = [r['seconds'] for r in train]
-      rows.append({'model': name, 'eval_loss': final['loss'], 'eval_kl': final.get('kl'),
+      model = models.get(name)
+      rows.append({'model': name, 'eval': {k: final[k] for k in model.HEADLINE}, 'eval_kl': final.get('kl'),
                    'first_epoch_s': times[0], 'median_epoch_s': statistics.median(times[1:] or times),
                    'examples_per_s': statistics.median(r['examples_per_sec'] for r in train[1:] or train),
                    'epochs': args.epochs})
   except UserError as e:
     print(f'results: error: {e}', file=sys.stderr)
     return 2
-  print('| model | eval loss (nats) | first epoch (s, incl. compile) | median epoch (s) | examples/s |')
+  print('| model | eval (headline metrics) | first epoch (s, incl. compile) | median epoch (s) | examples/s |')
   print('|---|---|---|---|---|')
   for r in rows:
-    print(f"| {r['model']} | {r['eval_loss']:.2f} | {r['first_epoch_s']:.2f} | {r['median_epoch_s']:.3f} | "
+    shown = ', '.join(f'{k} {v:.2f}' for k, v in r['eval'].items())
+    print(f"| {r['model']} | {shown} | {r['first_epoch_s']:.2f} | {r['median_epoch_s']:.3f} | "
           f"{r['examples_per_s']:,.0f} |")
   (Path(args.workdir) / 'results.json').write_text(json.dumps(rows, indent=2))
   return 0

@@ -95,3 +95,11 @@ def test_subprocess_exit_status_and_no_traceback(tmp_path):
   assert proc.returncode == 2
   assert 'Traceback' not in proc.stderr
   assert proc.stderr.strip().splitlines()[-1].startswith('jaxae-train: error: latent_dim must be positive')
+
+
+def test_results_script_tabulates_one_and_two_player_families(tmp_path):
+  proc = subprocess.run([sys.executable, str(ROOT / 'scripts' / 'results.py'), '--workdir', str(tmp_path), '--epochs',
+                         '1', '--models', 'ae,gan', '--set', 'hidden=32,16', '--set', 'latent_dim=4'],
+                        capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert '| ae | loss ' in proc.stdout and '| gan | d_loss ' in proc.stdout and 'g_loss' in proc.stdout
