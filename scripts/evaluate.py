@@ -56,7 +56,7 @@ def main(argv=None) -> int:
     require(args.out is not None or len(args.workdirs) == 1, 'give --out when evaluating several workdirs')
     suites = [evaluation.get(name) for name in args.suites.split(',')]
     runs = {Path(w).name or w: load(w) for w in args.workdirs}
-    for name, loaded in runs.items():
+    for loaded in runs.values():
       for suite in suites:
         suite.check(loaded.model)
     out = Path(args.out or Path(args.workdirs[0]) / 'evaluation')

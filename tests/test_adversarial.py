@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from conftest import tiny
 
-from jaxae import epochs, losses, models, priors, steps, train
 from jaxae import config as config_lib
+from jaxae import epochs, losses, models, priors, steps, train
 from jaxae.errors import UserError
 
 
