@@ -24,7 +24,7 @@ BASE = dict(
     eval_batch_size=500, learning_rate=1e-3, adam_b1=0.9, adam_b2=0.999, weight_decay=0.0, schedule='constant',
     warmup_steps=0, decay_steps=0, grad_clip=0.0, seed=0, binarize='none', holdout=0.1,
     holdout_order='seeded', keep_checkpoints=3, num_figure_images=32, nonfinite='stop',
-    checkpoint_every=0, precision='f32', data_mode='auto',
+    checkpoint_every=0, precision='f32', data_mode='auto', train_classes=(),
 )
 
 CHOICES = dict(
@@ -37,6 +37,7 @@ NON_NEGATIVE = ('checkpoint_every', 'weight_decay', 'warmup_steps', 'decay_steps
                 'seed')
 PROBABILITIES = ('adam_b1', 'adam_b2')
 ARCHS = ('mlp', 'conv')
+LABEL_TUPLES = ('train_classes',)  # tuples of labels (>= 0); other tuples are layer sizes (> 0)
 
 
 def defaults(model: str) -> dict:
@@ -86,7 +87,8 @@ def _check_types(config: Mapping[str, Any], base: Mapping[str, Any]) -> None:
       ok = ok and (isinstance(value, int) or not isinstance(default, int))
       require(not ok or math.isfinite(value), f'config {key}={value!r} is not a finite number; give a finite value')
     elif isinstance(default, tuple):
-      ok = isinstance(value, (tuple, list)) and all(isinstance(v, int) and v > 0 for v in value)
+      least = 0 if key in LABEL_TUPLES else 1
+      ok = isinstance(value, (tuple, list)) and all(isinstance(v, int) and v >= least for v in value)
     else:
       ok = value is None or isinstance(value, str)
     require(ok, f'config {key}={value!r} has the wrong type; expected a value like {default!r}')

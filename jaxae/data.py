@@ -12,6 +12,8 @@ Sources:
 
 Binarization: 'threshold' (x > 0.5), 'sample' (one fixed Bernoulli draw) and
 'dynamic' (a fresh draw every time an example is seen, done in the loop).
+`train_classes` keeps only those labels in the training set (the evaluation set
+keeps all of them: anomaly detection trains on one class and scores the rest).
 """
 
 import gzip
@@ -206,6 +208,18 @@ def holdout_split(data: dict, holdout: float, order: str, seed: int) -> Splits:
   return Splits(take(data, index[: n - n_eval]), take(data, index[n - n_eval:]))
 
 
+def keep_classes(data: dict, classes, dataset: str) -> dict:
+  """The examples of `data` whose label is in `classes` (all when empty), e.g. one normal class for anomaly
+  detection. Raises `UserError` for a class the set does not have."""
+  if not classes:
+    return data
+  present = np.unique(data['label'])
+  missing = sorted(set(classes) - set(present.tolist()))
+  require(not missing, f"train_classes names class(es) {', '.join(map(str, missing))}, which the {dataset} "
+          f"training set does not have; choose from {', '.join(map(str, present))}")
+  return take(data, np.isin(data['label'], classes))
+
+
 def binarize(images: np.ndarray, mode: str, seed: int) -> np.ndarray:
   """Static binarization: 'threshold' (> 0.5) or 'sample'/'dynamic' (one Bernoulli draw with `seed`).
 
@@ -237,6 +251,7 @@ def prepare(config) -> Splits:
   else:
     pool = sets['train'] if sets['train'] is not None else sets['test']
     splits = holdout_split(pool, config['holdout'], config['holdout_order'], config['seed'])
+  splits = Splits(keep_classes(splits.train, config.get('train_classes', ()), config['dataset']), splits.eval)
   mode = config['binarize']
   train = {**splits.train, 'image': binarize(splits.train['image'], 'none' if mode == 'dynamic' else mode,
                                              config['seed'])}

@@ -141,6 +141,7 @@ def evaluate(eval_step, state, images, key, *, batch_size: int, mesh=None):
   Batches are always `batch_size` (padded, masked), so a stochastic evaluation
   draws the same numbers whatever the number of devices.
   """
+  images = jnp.asarray(images)
   index, mask = batch_indices(None, images.shape[0], batch_size)
 
   def body(_, inputs):

@@ -110,6 +110,35 @@ def iwae_bound(log_weights: jax.Array) -> jax.Array:
   return jax.nn.logsumexp(log_weights, axis=0) - jnp.log(k)
 
 
+def iwae_bound_chunked(log_weights_fn, key: jax.Array, num_samples: int, chunk: int) -> jax.Array:
+  """`iwae_bound` over `num_samples` importance samples drawn `chunk` at a time: memory follows `chunk`, not K.
+
+  A running logsumexp over `ceil(K / chunk)` chunks inside one `lax.scan`;
+  chunk j draws its samples from `fold_in(key, j)`, and the samples past K in
+  the last chunk get weight zero (log-weight -inf).
+
+  Args:
+    log_weights_fn: `key -> [chunk, B]` log weights of `chunk` fresh samples.
+    key: PRNG key.
+    num_samples: K >= 1, static.
+    chunk: samples per call, static (clipped to K).
+
+  Returns:
+    `[B]` the K-sample bound on `log p(x)`.
+  """
+  chunk = min(chunk, num_samples)
+  n_chunks = -(-num_samples // chunk)
+
+  def body(running, j):
+    log_w = log_weights_fn(jax.random.fold_in(key, j))
+    real = (j * chunk + jnp.arange(chunk) < num_samples)[:, None]
+    return jnp.logaddexp(running, jax.nn.logsumexp(jnp.where(real, log_w, -jnp.inf), axis=0)), None
+
+  shape = jax.eval_shape(log_weights_fn, key).shape[1:]
+  running, _ = jax.lax.scan(body, jnp.full(shape, -jnp.inf), jnp.arange(n_chunks))
+  return running - jnp.log(num_samples)
+
+
 def masked_mean(per_example: jax.Array, mask: jax.Array | None) -> jax.Array:
   """Mean of `[B]` values over the examples where `mask` ([B], 0/1) is 1 (all when None)."""
   if mask is None:

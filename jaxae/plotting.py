@@ -25,16 +25,21 @@ def _show(ax, grid: np.ndarray, title: str) -> None:
   ax.axis('off')
 
 
-def reconstructions(originals: np.ndarray, recons: np.ndarray, cols: int = 16) -> Figure:
-  """Originals above, their reconstructions below, column for column."""
-  top_grid, bottom_grid = image_grid(originals, cols), image_grid(recons, cols)
+def image_rows(rows: dict[str, np.ndarray], cols: int = 16) -> Figure:
+  """One titled panel per entry of `rows` (`title -> [N, H, W, C]` images), stacked, column for column."""
+  grids = {title: image_grid(images, cols) for title, images in rows.items()}
+  first = next(iter(grids.values()))
   width = cols * 0.6
-  fig = Figure(figsize=(width, 2 * width * top_grid.shape[0] / top_grid.shape[1] + 0.9))
-  top, bottom = fig.subplots(2, 1)
-  _show(top, top_grid, 'originals')
-  _show(bottom, bottom_grid, 'reconstructions')
+  fig = Figure(figsize=(width, len(grids) * (width * first.shape[0] / first.shape[1] + 0.45)))
+  for ax, (title, grid) in zip(np.atleast_1d(fig.subplots(len(grids), 1)), grids.items(), strict=True):
+    _show(ax, grid, title)
   fig.tight_layout()
   return fig
+
+
+def reconstructions(originals: np.ndarray, recons: np.ndarray, cols: int = 16) -> Figure:
+  """Originals above, their reconstructions below, column for column."""
+  return image_rows({'originals': originals, 'reconstructions': recons}, cols)
 
 
 def samples(images: np.ndarray, cols: int = 8, title: str = 'samples from p(z)') -> Figure:
@@ -102,5 +107,20 @@ def histogram(fractions: np.ndarray, reference: np.ndarray | None = None, title:
   ax.set_xlabel('class')
   ax.set_ylabel('fraction')
   ax.set_title(title)
+  fig.tight_layout()
+  return fig
+
+
+def roc_curves(curves: dict[str, tuple[np.ndarray, np.ndarray, float]], title: str = 'ROC') -> Figure:
+  """ROC curves `label -> (false positive rates, true positive rates, AUROC)`, with the chance diagonal."""
+  fig = Figure(figsize=(5, 4.5))
+  ax = fig.subplots()
+  for label, (fpr, tpr, auc) in curves.items():
+    ax.plot(fpr, tpr, label=f'{label} ({auc:.3f})')
+  ax.plot([0, 1], [0, 1], 'k:', lw=1)
+  ax.set_xlabel('false positive rate')
+  ax.set_ylabel('true positive rate')
+  ax.set_title(title)
+  ax.legend(fontsize=7, title='anomaly (AUROC)', title_fontsize=7)
   fig.tight_layout()
   return fig

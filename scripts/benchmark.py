@@ -20,7 +20,6 @@ On a GPU machine the same command measures the GPU (JAX picks it).
 import argparse
 import json
 import platform
-import resource
 import statistics
 import sys
 import time
@@ -30,33 +29,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxae import config as config_lib
-from jaxae import epochs, guard, models, steps
+from jaxae import epochs, guard, models, roofline, steps
 from jaxae.errors import UserError
 
 BATCH = 128
-
-
-def matmul_peak(precision: str, size: int = 2048, repeats: int = 10) -> float:
-  """GFLOP/s of a [size, size] @ [size, size] matmul (bf16 inputs with f32 accumulation for 'bf16')."""
-  a = jax.random.normal(jax.random.key(0), (size, size))
-  b = jax.random.normal(jax.random.key(1), (size, size))
-  if precision == 'bf16':
-    a, b = a.astype(jnp.bfloat16), b.astype(jnp.bfloat16)
-  f = jax.jit(lambda a, b: jnp.matmul(a, b, preferred_element_type=jnp.float32))
-  f(a, b).block_until_ready()
-  times = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    f(a, b).block_until_ready()
-    times.append(time.perf_counter() - t0)
-  return 2 * size**3 / min(times) / 1e9
-
-
-def peak_memory_bytes() -> tuple[int, str]:
-  stats = jax.devices()[0].memory_stats() or {}
-  if 'peak_bytes_in_use' in stats:
-    return int(stats['peak_bytes_in_use']), 'device peak'
-  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, 'host max RSS'
 
 
 def compiled_epoch(model, config, state, images, keys, data_mode: str):
@@ -85,9 +61,8 @@ def bench_family(name: str, precision: str, n_epochs: int, images, data_mode: st
   model = models.get(name)
   keys = epochs.make_keys(0)
   state = model.create_state(keys.init, config, {'image': images[:1]})
-  step_flops = jax.jit(steps.bind(model.train_step, config)).lower(
-      state, {'image': images[:BATCH], 'mask': jnp.ones(BATCH)}, keys.step).compile().cost_analysis()
-  step_flops = (step_flops[0] if isinstance(step_flops, list) else step_flops)['flops']
+  step_flops = roofline.flops(jax.jit(steps.bind(model.train_step, config)).lower(
+      state, {'image': images[:BATCH], 'mask': jnp.ones(BATCH)}, keys.step).compile())
   compile_s, epoch_fn = compiled_epoch(model, config, state, images, keys, data_mode)
   times = []
   for epoch in range(n_epochs + 1):  # the first is a warm-up
@@ -123,11 +98,11 @@ def main(argv=None) -> int:
     print(f'benchmark: error: {e}', file=sys.stderr)
     return 2
   images = jax.device_put(np.random.default_rng(0).random((args.examples, 28, 28, 1), np.float32))
-  peak = matmul_peak(args.precision)
+  peak = roofline.matmul_peak(args.precision)
   rows = [bench_family(name, args.precision, args.epochs, images, args.data_mode) for name in names]
   for row in rows:
     row['roofline_fraction'] = row['gflop_per_s'] / peak
-  memory, memory_kind = peak_memory_bytes()
+  memory, memory_kind = roofline.peak_memory_bytes()
   report = {'device': str(jax.devices()[0]), 'backend': jax.default_backend(), 'cpu': platform.processor(),
             'jax': jax.__version__, 'matmul_peak_gflop_per_s': peak, 'peak_memory_bytes': memory,
             'peak_memory_kind': memory_kind, 'rows': rows}

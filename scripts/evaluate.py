@@ -1,10 +1,18 @@
 """Evaluate trained runs: one or more workdirs, a choice of suites; writes results.json, report.md and figures.
 
   python scripts/evaluate.py runs/gan runs/vae --suites samples --out runs/eval
-  python scripts/evaluate.py runs/ae --suites reconstruction
+  python scripts/evaluate.py runs/ae runs/vae --suites compression,probe,latent --out runs/eval
+  python scripts/evaluate.py runs/vae --suites likelihood --iwae-samples 5000
 
-Suites: see `jaxae.evaluation` (samples: classifier Fréchet distance, class
-histogram, Parzen log-likelihood; reconstruction: held-out MSE and PSNR).
+Suites (`jaxae.evaluation`):
+  samples         classifier Fréchet distance, class histogram, Parzen log-likelihood (generative runs)
+  reconstruction  held-out MSE per pixel and PSNR
+  compression     MSE against PCA with as many components as code units
+  likelihood      held-out -ELBO and the K-sample IWAE NLL, its speed and memory (vae, iwae)
+  latent          codes by label, 2-D manifold, interpolations (figures)
+  denoising       PSNR of Gaussian (0.1, 0.3, 0.5) and masking (25%) noisy inputs and of their reconstructions
+  anomaly         AUROC per unseen class, for a run trained with --set train_classes=...
+  probe           linear-probe and 5-NN accuracy of the codes, and of PCA's
 Bad input (no run, a suite that does not fit the model, bad numbers) prints one
 line and exits 2; nothing in the workdirs is changed.
 """
@@ -22,15 +30,13 @@ from jaxae import evaluation
 from jaxae.errors import UserError, require
 from jaxae.runs import load
 
-SKIP = ('parzen_valid_scores',)  # in results.json, not in the report's tables
-
 
 def report(results: dict) -> str:
   """Markdown: one table per suite, a row per run."""
   lines = ['# jaxae evaluation', '']
   for suite in sorted({s for r in results.values() for s in r}):
     rows = {run: r[suite]['metrics'] for run, r in results.items() if suite in r}
-    keys = sorted({k for m in rows.values() for k in m if k not in SKIP and not isinstance(m[k], list)})
+    keys = sorted({k for m in rows.values() for k in m if not isinstance(m[k], (list, dict))})  # the rest: results.json
     lines += [f'## {suite}', '', '| run | ' + ' | '.join(keys) + ' |', '|---' * (len(keys) + 1) + '|']
     for run, m in rows.items():
       cells = [f'{m[k]:.4g}' if isinstance(m.get(k), float) else str(m.get(k, '')) for k in keys]
@@ -48,17 +54,20 @@ def main(argv=None) -> int:
   p.add_argument('--suites', default='samples', help='comma-separated suites (default: samples)')
   p.add_argument('--out', help='output folder (default: WORKDIR/evaluation for one run, else required)')
   p.add_argument('--num-samples', type=int, default=10_000, help='samples per generative run (default: 10000)')
+  p.add_argument('--iwae-samples', type=int, default=5000,
+                 help='importance samples K of the likelihood suite (default: 5000)')
   p.add_argument('--seed', type=int, default=0, help='seed of the evaluation draws (default: 0)')
   p.add_argument('--no-progress', action='store_true')
   args = p.parse_args(argv)
   try:
     require(args.num_samples > 0, f'--num-samples must be positive, got {args.num_samples}')
+    require(args.iwae_samples > 0, f'--iwae-samples must be positive, got {args.iwae_samples}')
     require(args.out is not None or len(args.workdirs) == 1, 'give --out when evaluating several workdirs')
     suites = [evaluation.get(name) for name in args.suites.split(',')]
     runs = {Path(w).name or w: load(w) for w in args.workdirs}
     for loaded in runs.values():
       for suite in suites:
-        suite.check(loaded.model)
+        suite.check(loaded)
     out = Path(args.out or Path(args.workdirs[0]) / 'evaluation')
     require(not out.is_file(), f'--out {out} is a file; give a folder')
     results = {}
@@ -66,7 +75,8 @@ def main(argv=None) -> int:
     for name, suite in tqdm(jobs, disable=args.no_progress, desc='evaluate'):
       suite_name = suite.__name__.rsplit('.', 1)[1]
       t0 = time.perf_counter()
-      metrics, figures = suite.run(runs[name], jax.random.key(args.seed), num_samples=args.num_samples)
+      metrics, figures = suite.run(runs[name], jax.random.key(args.seed), num_samples=args.num_samples,
+                                 iwae_samples=args.iwae_samples, progress=not args.no_progress)
       results.setdefault(name, {})[suite_name] = {'metrics': metrics, 'seconds': time.perf_counter() - t0}
       (out / 'figures').mkdir(parents=True, exist_ok=True)
       for fig_name, fig in figures.items():

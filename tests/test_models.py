@@ -9,9 +9,10 @@ import pytest
 
 from jaxae import config as config_lib
 from jaxae import data, models, steps
+from jaxae.errors import UserError
 
 FAMILIES = models.names()
-STOCHASTIC = {'vae', 'dae', 'dropout_ae', 'aae', 'gan', 'dcgan', 'wgan_gp'}  # train steps that draw randomness
+STOCHASTIC = {'vae', 'iwae', 'dae', 'dropout_ae', 'aae', 'gan', 'dcgan', 'wgan_gp'}  # train steps that draw randomness
 GANS = ('gan', 'dcgan', 'wgan_gp')
 
 
@@ -24,7 +25,7 @@ def make(name, arch='mlp', shape=(28, 28, 1), **overrides):
 
 
 def test_every_family_is_found_by_name():
-  assert {'ae', 'tied_ae', 'dae', 'dropout_ae', 'vae', 'aae', *GANS} <= set(FAMILIES)
+  assert {'ae', 'tied_ae', 'dae', 'dropout_ae', 'vae', 'iwae', 'aae', *GANS} <= set(FAMILIES)
   with pytest.raises(ValueError, match="unknown model 'nope'"):
     models.get('nope')
 
@@ -65,7 +66,7 @@ def test_bind_fails_loudly_on_a_hyperparameter_that_is_not_a_config_key():
 
 
 @pytest.mark.parametrize('preset,base', [('dae', 'ae'), ('tied_ae', 'ae'), ('dropout_ae', 'ae'), ('dcgan', 'gan'),
-                                         ('wgan_gp', 'gan')])
+                                         ('wgan_gp', 'gan'), ('iwae', 'vae')])
 def test_presets_re_export_exactly_the_family_contract(preset, base):
   preset, base = models.get(preset), models.get(base)
   assert base.__all__ and all(getattr(preset, n) is getattr(base, n) for n in base.__all__ if n != 'defaults')
@@ -222,11 +223,28 @@ def test_vae_loss_is_rec_plus_beta_kl_and_reparameterization_uses_the_key():
 def test_iwae_nll_is_below_the_negative_elbo_and_tightens_with_k():
   model, config, state, batch = make('vae')
   x = batch['image']
-  nelbo = model.eval_step(state, {'image': x}, jax.random.key(0), likelihood='bernoulli', beta=1.0)['nelbo'] / 6
+  nelbo = model.eval_step(state, {'image': x}, jax.random.key(0), likelihood='bernoulli', beta=1.0,
+                          iwae_samples=1)['nelbo'] / 6
   nll = {k: float(model.importance_weighted_nll(state, x, jax.random.key(1), k, likelihood='bernoulli').mean())
          for k in (1, 64)}
   assert nll[64] < nll[1]
   assert nll[64] < float(nelbo) + 0.5
+
+
+def test_iwae_objective_is_the_k_sample_bound_and_k_1_is_the_single_sample_elbo():
+  model, config, state, batch = make('iwae')
+  x, key = batch['image'], jax.random.key(4)
+  log_w = model.log_weights(state.params, state.apply_fn, x, key, 5, 'bernoulli')
+  loss, _ = model.loss_fn(state.params, state.apply_fn, batch, key, likelihood='bernoulli', beta=1.0, iwae_samples=5)
+  np.testing.assert_allclose(loss, -np.mean(jax.nn.logsumexp(log_w, axis=0) - np.log(5)), rtol=1e-6)
+  # K = 1: the mean of log w over z ~ q is the ELBO, which the VAE loss computes with an analytic KL
+  mc = -model.log_weights(state.params, state.apply_fn, x, key, 4000, 'bernoulli').mean(axis=0)
+  analytic = np.mean([model.negative_elbo(state, x, jax.random.key(k), likelihood='bernoulli') for k in range(300)],
+                     axis=0)
+  np.testing.assert_allclose(mc, analytic, rtol=0.01)
+  for bad, match in (({'iwae_samples': 0}, 'iwae_samples must be positive'), ({'beta': 0.5}, 'has no beta')):
+    with pytest.raises(UserError, match=match):
+      config_lib.resolve({'model': 'iwae', **bad})
 
 
 @pytest.mark.parametrize('name', ['vae', 'tied_ae', 'ae'])

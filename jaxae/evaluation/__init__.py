@@ -1,10 +1,13 @@
 """Evaluation suites over a loaded run, found by module name like the model families.
 
-A suite module exports `check(model) -> None` (a `UserError` when the suite does
-not fit the family, e.g. reconstructions of a GAN) and
-`run(loaded, key, **options) -> (metrics: dict, figures: {name: Figure})`.
-Helper modules (no `run`) hold the measures themselves: `classifier`, and the
-pure functions of each suite.
+A suite module exports `check(loaded) -> None` (a `UserError` when the suite
+does not fit the run, e.g. reconstructions of a GAN, anomaly detection of a run
+trained on every class) and
+`run(loaded, key, **options) -> (metrics: dict, figures: {name: Figure})`,
+`loaded` being `jaxae.load(workdir)`. Options: `num_samples` (samples),
+`iwae_samples` (likelihood), `progress`; a suite ignores those it does not use.
+Helper modules (no `run`) hold shared pieces: `classifier`, `common`; each
+suite's pure measures (AUROC, Fréchet distance, probes...) live in the suite.
 """
 
 import importlib

@@ -17,6 +17,7 @@ import optax
 
 from jaxae import losses
 from jaxae.epochs import batch_indices
+from jaxae.evaluation import common
 
 
 class MLPClassifier(nn.Module):
@@ -80,16 +81,12 @@ def train(key, x, y, x_eval, y_eval, *, epochs: int = 20, batch_size: int = 128,
   return Classifier(net, params, accuracy)
 
 
-def _batched(fn, x, batch_size: int = 1000):
-  return np.concatenate([np.asarray(fn(jnp.asarray(x[i:i + batch_size]))) for i in range(0, len(x), batch_size)])
-
-
 def predict(classifier: Classifier, x) -> np.ndarray:
   """Predicted classes `[N]` int."""
   apply = jax.jit(lambda v: jnp.argmax(classifier.net.apply({'params': classifier.params}, v)[0], axis=-1))
-  return _batched(apply, x)
+  return common.batched(apply, x)
 
 
 def features(classifier: Classifier, x) -> np.ndarray:
   """Penultimate-layer features `[N, hidden[-1]]` float32."""
-  return _batched(jax.jit(lambda v: classifier.net.apply({'params': classifier.params}, v)[1]), x)
+  return common.batched(jax.jit(lambda v: classifier.net.apply({'params': classifier.params}, v)[1]), x)

@@ -24,7 +24,7 @@ import numpy as np
 
 from jaxae import plotting, steps
 from jaxae.errors import require
-from jaxae.evaluation import classifier
+from jaxae.evaluation import classifier, common
 
 SIGMAS = tuple(np.round(np.logspace(np.log10(0.05), np.log10(1.0), 14), 4))
 
@@ -101,9 +101,9 @@ def parzen(samples, x_valid, x_test, sigmas=SIGMAS) -> dict:
           'parzen_sigma': sigma, 'parzen_valid_scores': scores}
 
 
-def check(model) -> None:
-  require(hasattr(model, 'sample'), f"the samples suite needs a generative family; {model.__name__.rsplit('.')[-1]} "
-          'has no sample(): use a vae, aae or GAN run')
+def check(loaded) -> None:
+  require(hasattr(loaded.model, 'sample'), f'the samples suite needs a generative family; '
+          f'{common.family(loaded.model)} has no sample(): use a vae, aae or GAN run')
 
 
 def generate(loaded, key, n: int, batch_size: int = 1000) -> np.ndarray:
@@ -113,7 +113,7 @@ def generate(loaded, key, n: int, batch_size: int = 1000) -> np.ndarray:
                          for b, i in enumerate(range(0, n, batch_size))])
 
 
-def run(loaded, key, *, num_samples: int = 10_000, classifier_epochs: int = 20, num_valid: int = 1000):
+def run(loaded, key, *, num_samples: int = 10_000, classifier_epochs: int = 20, num_valid: int = 1000, **_):
   """Sample quality of a loaded run against its held-out images.
 
   Returns `(metrics, figures)`: the classifier's held-out accuracy, the classifier
@@ -123,7 +123,7 @@ def run(loaded, key, *, num_samples: int = 10_000, classifier_epochs: int = 20, 
   chosen on `num_valid` training images, as the GAN paper chose it on a
   validation split, never on the test images).
   """
-  check(loaded.model)
+  check(loaded)
   k_clf, k_sample, k_valid = jax.random.split(key, 3)
   train, test = loaded.splits
   x = generate(loaded, k_sample, num_samples)

@@ -141,7 +141,7 @@ def train_step(state, batch, key, *, loss, latent_dim, n_critic, gp_weight):
     z, eps, k_drop = draws(k, x, latent_dim)
     return steps.phase_step(state, 'discriminator', discriminator_loss, x, mask, z, eps, loss, gp_weight, k_drop)
 
-  state, d_metrics = jax.lax.scan(critic_update, state, keys[:n_critic], unroll=n_critic == 1)
+  state, d_metrics = jax.lax.scan(critic_update, state, keys[:n_critic], unroll=True)  # XLA counts all FLOPs
   z, _, k_drop = draws(keys[n_critic], x, latent_dim)
   state, g_metrics = steps.phase_step(state, 'generator', generator_loss, z, loss, k_drop)
   return state.replace(step=state.step + 1), {**{k: v[-1] for k, v in d_metrics.items()}, **g_metrics}

@@ -4,13 +4,17 @@ Encoder q(z|x) = N(mean, diag(exp(logvar))); prior p(z) = N(0, I); decoder
 p(x|z) Bernoulli (logits) or unit Gaussian. Training minimises the negative
 beta-ELBO, `rec + beta * KL`, with z = mean + exp(logvar / 2) * eps drawn from
 the 'latent' stream. With beta = 1, `rec + kl` is the negative ELBO, an upper
-bound on -log p(x); `importance_weighted_nll` tightens it with K samples.
+bound on -log p(x); `importance_weighted_nll` tightens it with K samples (any
+K: the samples are drawn in chunks, memory bounded). With `iwae_samples = K > 1`
+training minimises the K-sample IWAE bound instead (the `iwae` preset, K = 5).
 
 References:
   Kingma & Welling, Auto-Encoding Variational Bayes, ICLR 2014.
   Higgins et al., beta-VAE, ICLR 2017.
   Burda, Grosse & Salakhutdinov, Importance Weighted Autoencoders, ICLR 2016.
 """
+
+import functools
 
 import flax.linen as nn
 import jax
@@ -20,19 +24,27 @@ from jaxae import config as config_lib
 from jaxae import losses, steps
 from jaxae import nn as jnn
 
+__all__ = ['HEADLINE', 'VAE', 'create_state', 'decode', 'defaults', 'encode', 'eval_images', 'eval_step',
+           'importance_weighted_nll', 'log_weights', 'loss_fn', 'make_network', 'negative_elbo',
+           'negative_elbo_terms', 'sample', 'train_step', 'validate']
+
 HEADLINE = ('loss',)  # rec + beta * KL; with beta = 1 the negative ELBO
 
 
 def defaults() -> dict:
   return dict(
       arch='mlp', hidden=(512, 256), conv_features=(32, 64), latent_dim=16,
-      likelihood='bernoulli', beta=1.0,
+      likelihood='bernoulli', beta=1.0, iwae_samples=1,
   )
 
 
 def validate(config) -> None:
   config_lib.check_network(config)
-  config_lib.check(config, choices={'likelihood': losses.LIKELIHOODS}, non_negative=('beta',))
+  config_lib.check(config, choices={'likelihood': losses.LIKELIHOODS}, non_negative=('beta',),
+                   positive=('iwae_samples',))
+  config_lib.require(config['iwae_samples'] == 1 or config['beta'] == 1,
+                     f"the IWAE bound (iwae_samples={config['iwae_samples']}) has no beta: "
+                     'set beta=1 or iwae_samples=1')
 
 
 class VAE(nn.Module):
@@ -81,27 +93,61 @@ def negative_elbo_terms(params, apply_fn, x, key, likelihood):
   return losses.reconstruction_nll(out, x, likelihood), losses.gaussian_kl(mean, logvar)
 
 
-def loss_fn(params, apply_fn, batch, key, *, likelihood, beta):
-  """Negative beta-ELBO averaged over the batch; metrics also hold rec, kl and -ELBO."""
-  rec, kl = negative_elbo_terms(params, apply_fn, batch['image'], key, likelihood)
+def log_weights(params, apply_fn, x, key, num_samples: int, likelihood: str) -> jax.Array:
+  """`log p(x, z_k) - log q(z_k | x)` for K = `num_samples` draws z_k ~ q(z|x) from `key`: `[K, B]`.
+
+  The K * B decoder passes run as one batch (memory: K * B images).
+  """
+  mean, logvar = apply_fn({'params': params}, x, method='encode')
+  eps = jax.random.normal(key, (num_samples, *mean.shape), mean.dtype)
+  mean, logvar = mean[None], logvar[None]
+  z = mean + jnp.exp(0.5 * logvar) * eps  # [K, B, latent]
+  out = apply_fn({'params': params}, z.reshape(-1, z.shape[-1]), method='decode')
+  x_k = jnp.broadcast_to(x, (num_samples, *x.shape)).reshape(out.shape)
+  log_px_z = -losses.reconstruction_nll(out, x_k, likelihood).reshape(z.shape[:2])
+  return log_px_z + losses.gaussian_log_density(z, 0.0, jnp.zeros_like(z)) - losses.gaussian_log_density(
+      z, mean, logvar)
+
+
+def loss_fn(params, apply_fn, batch, key, *, likelihood, beta, iwae_samples):
+  """Negative beta-ELBO (or, for `iwae_samples` > 1, the negative IWAE bound) averaged over the batch.
+
+  Metrics: 'loss'; for the ELBO also rec, kl and -ELBO ('nelbo').
+  """
   mask = batch.get('mask')
+  if iwae_samples > 1:
+    nll = -losses.iwae_bound(log_weights(params, apply_fn, batch['image'], key, iwae_samples, likelihood))
+    loss = losses.masked_mean(nll, mask)
+    return loss, {'loss': loss}
+  rec, kl = negative_elbo_terms(params, apply_fn, batch['image'], key, likelihood)
   rec, kl = losses.masked_mean(rec, mask), losses.masked_mean(kl, mask)
   loss = rec + beta * kl
   return loss, {'loss': loss, 'rec': rec, 'kl': kl, 'nelbo': rec + kl}
 
 
-def train_step(state, batch, key, *, likelihood, beta):
-  """`(state, batch, key) -> (state, {'loss', 'rec', 'kl', 'nelbo'})`; key feeds z."""
-  return steps.gradient_step(state, loss_fn, batch, key, likelihood=likelihood, beta=beta)
+def train_step(state, batch, key, *, likelihood, beta, iwae_samples):
+  """`(state, batch, key) -> (state, metrics of loss_fn)`; key feeds z."""
+  return steps.gradient_step(state, loss_fn, batch, key, likelihood=likelihood, beta=beta,
+                             iwae_samples=iwae_samples)
 
 
-def eval_step(state, batch, key, *, likelihood, beta):
-  """Sums of loss, rec, kl and -ELBO (nats) over the batch, and `count`."""
-  rec, kl = negative_elbo_terms(state.params, state.apply_fn, batch['image'], key, likelihood)
-  mask = batch.get('mask')
-  rec, kl = losses.masked_sum(rec, mask), losses.masked_sum(kl, mask)
-  return {'loss': rec + beta * kl, 'rec': rec, 'kl': kl, 'nelbo': rec + kl,
+def eval_step(state, batch, key, *, likelihood, beta, iwae_samples):
+  """Sums of loss (the training objective), rec, kl and -ELBO (nats) over the batch, and `count`."""
+  x, mask = batch['image'], batch.get('mask')
+  rec, kl = negative_elbo_terms(state.params, state.apply_fn, x, key, likelihood)
+  loss = rec + beta * kl
+  if iwae_samples > 1:
+    loss = -losses.iwae_bound(log_weights(state.params, state.apply_fn, x, jax.random.fold_in(key, 1),
+                                          iwae_samples, likelihood))
+  return {'loss': losses.masked_sum(loss, mask), 'rec': losses.masked_sum(rec, mask),
+          'kl': losses.masked_sum(kl, mask), 'nelbo': losses.masked_sum(rec + kl, mask),
           'count': losses.masked_count(batch)}
+
+
+def negative_elbo(state, x: jax.Array, key: jax.Array, *, likelihood) -> jax.Array:
+  """Per-example -ELBO `[B]` nats (one z draw, analytic KL): the VAE's anomaly score."""
+  rec, kl = negative_elbo_terms(state.params, state.apply_fn, x, key, likelihood)
+  return rec + kl
 
 
 def encode(state, x: jax.Array) -> jax.Array:
@@ -131,20 +177,14 @@ def eval_images(state, batch, key, *, likelihood, latent_dim):
   }
 
 
-def importance_weighted_nll(state, x: jax.Array, key: jax.Array, num_samples: int, *, likelihood):
-  """-log p(x) estimated with the K-sample IWAE bound: `[B]` nats (an upper bound on the NLL).
+def importance_weighted_nll(state, x: jax.Array, key: jax.Array, num_samples: int, chunk: int = 500, *,
+                            likelihood) -> jax.Array:
+  """-log p(x) estimated with the K-sample IWAE bound: `[B]` nats (an upper bound on the NLL, in expectation
+  decreasing in K). Samples are drawn `chunk` at a time (memory: chunk * B decoded images, whatever K).
 
   For the Gaussian likelihood the decoder NLL omits `D/2 log 2pi`, so the
   value is the NLL up to that constant.
   """
-  mean, logvar = state.apply_fn({'params': state.params}, x, method='encode')
-  eps = jax.random.normal(key, (num_samples, *mean.shape), mean.dtype)
-  z = mean[None] + jnp.exp(0.5 * logvar)[None] * eps  # [K, B, latent]
-
-  def log_weight(z_k):
-    out = state.apply_fn({'params': state.params}, z_k, method='decode')
-    log_px_z = -losses.reconstruction_nll(out, x, likelihood)
-    log_pz = losses.gaussian_log_density(z_k, 0.0, jnp.zeros_like(z_k))
-    return log_px_z + log_pz - losses.gaussian_log_density(z_k, mean, logvar)
-
-  return -losses.iwae_bound(jax.lax.map(log_weight, z))
+  fn = functools.partial(log_weights, state.params, state.apply_fn, x, num_samples=min(chunk, num_samples),
+                         likelihood=likelihood)
+  return -losses.iwae_bound_chunked(fn, key, num_samples, chunk)

@@ -1,0 +1,59 @@
+"""Shared helpers of the evaluation suites: batched application, codes and reconstructions of a loaded run."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxae import steps
+from jaxae.errors import require
+
+
+def family(model) -> str:
+  """The family's name, e.g. 'vae'."""
+  return model.__name__.rsplit('.', 1)[-1]
+
+
+def require_encoder(model, suite: str) -> None:
+  """`UserError` unless the family has an encoder and a decoder (a GAN only generates)."""
+  require(hasattr(model, 'encode') and hasattr(model, 'decode'),
+          f'the {suite} suite needs an encoder; {family(model)} has none (a GAN only generates): '
+          'use the samples suite')
+
+
+def batched(fn, x, batch_size: int = 1000) -> np.ndarray:
+  """`fn` over `x: [N, ...]` in batches of `batch_size` (the last one padded, so `fn` compiles once): NumPy."""
+  n = len(x)
+  out = []
+  for i in range(0, n, batch_size):
+    b = np.asarray(x[i:i + batch_size])
+    pad = batch_size - len(b) if n > batch_size else 0
+    b = np.concatenate([b, np.repeat(b[-1:], pad, axis=0)]) if pad else b
+    out.append(np.asarray(fn(jnp.asarray(b)))[:len(b) - pad])
+  return np.concatenate(out)
+
+
+def encode(loaded, x, batch_size: int = 1000) -> np.ndarray:
+  """Codes `[N, latent_dim]` of `x: [N, H, W, C]` (a VAE's posterior means)."""
+  enc = steps.bind(loaded.model.encode, loaded.config)
+  return batched(jax.jit(lambda v: enc(loaded.state, v)), x, batch_size)
+
+
+def decode(loaded, z, batch_size: int = 1000) -> np.ndarray:
+  """Images `[N, H, W, C]` in [0, 1] (decoder means) of codes `z: [N, latent_dim]`."""
+  dec = steps.bind(loaded.model.decode, loaded.config)
+  return batched(jax.jit(lambda v: dec(loaded.state, v)), np.asarray(z, np.float32), batch_size)
+
+
+def reconstruct(loaded, x, batch_size: int = 1000) -> np.ndarray:
+  """Decoder means of the codes of `x: [N, H, W, C]`: `[N, H, W, C]`."""
+  enc, dec = steps.bind(loaded.model.encode, loaded.config), steps.bind(loaded.model.decode, loaded.config)
+  return batched(jax.jit(lambda v: dec(loaded.state, enc(loaded.state, v))), x, batch_size)
+
+
+def mse_per_pixel(x_hat, x) -> float:
+  return float(np.mean((np.asarray(x_hat, np.float64) - np.asarray(x, np.float64)) ** 2))
+
+
+def psnr_db(mse: float) -> float:
+  """Peak signal-to-noise ratio of images in [0, 1]: `10 log10(1 / MSE)`."""
+  return float(10 * np.log10(1.0 / mse))
