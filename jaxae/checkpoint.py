@@ -12,6 +12,7 @@ import jax
 import orbax.checkpoint as ocp
 
 from jaxae import config as config_lib
+from jaxae import models
 from jaxae.errors import UserError
 
 
@@ -82,11 +83,18 @@ def write_config(workdir: Path, config: dict) -> None:
 
 
 def read_config(workdir: Path) -> dict | None:
-  """The config saved in `workdir`, or None; `UserError` if it is not valid JSON."""
+  """The config saved in `workdir`, or None; `UserError` if it is not valid JSON.
+
+  Keys added to jaxae after the run was written take their defaults (a new key's
+  default keeps the old behaviour), so older runs still load and resume.
+  """
   path = Path(workdir) / 'config.json'
   if not path.exists():
     return None
   try:
-    return config_lib.from_json(path.read_text())
+    saved = config_lib.from_json(path.read_text())
   except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
     raise UserError(f'{path} is not a valid config; restore it or use a new workdir') from None
+  if saved.get('model') not in models.names():
+    return saved
+  return {**config_lib.defaults(saved['model']), **saved}

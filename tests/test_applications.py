@@ -2,6 +2,7 @@
 
 import json
 import runpy
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -205,3 +206,12 @@ def test_suites_refuse_runs_they_do_not_fit(runs, args, message, capsys):
 def test_load_refuses_a_missing_checkpoint_step(runs):
   with pytest.raises(UserError, match='has no checkpoint 999'):
     load(runs / 'vae', step=999)
+
+
+def test_runs_written_before_a_config_key_existed_still_load(runs, tmp_path):
+  shutil.copytree(runs / 'vae', tmp_path / 'old')
+  saved = json.loads((tmp_path / 'old' / 'config.json').read_text())
+  del saved['train_classes'], saved['iwae_samples']  # keys newer than the run
+  (tmp_path / 'old' / 'config.json').write_text(json.dumps(saved))
+  loaded = load(tmp_path / 'old')
+  assert loaded.config['iwae_samples'] == 1 and loaded.config['train_classes'] == ()
