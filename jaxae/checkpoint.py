@@ -5,7 +5,12 @@ nothing is loaded with pickle or eval: arrays come back through orbax into a
 target built by `create_state`, the config through `json`.
 """
 
+import contextlib
 import json
+import os
+import sys
+import tempfile
+import time
 from pathlib import Path
 
 import jax
@@ -20,6 +25,7 @@ class Checkpointer:
   """Saves pytrees under increasing integer steps, keeping the last `keep`; a context manager that closes."""
 
   def __init__(self, directory: str | Path, keep: int = 3):
+    self.keep = keep
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, cleanup_tmp_directories=True)
     self.manager = ocp.CheckpointManager(Path(directory).absolute(), options=options,
                                          item_handlers=ocp.StandardCheckpointHandler())
@@ -55,23 +61,80 @@ class Checkpointer:
     return self._restore(step, ocp.args.StandardRestore(target))
 
   def _restore(self, step: int, args):
-    try:
-      return self.manager.restore(step, args=args)
-    except Exception as e:  # orbax raises many types for unreadable files
-      raise self._unreadable(step, e) from None
+    """`manager.restore`, with the process's stderr (fd 2) held in a temporary file meanwhile: re-emitted after
+    a good restore, dropped after a failed one (see `_quiet_until_drained`)."""
+    with tempfile.TemporaryFile() as sink, _fd2_into(sink):
+      try:
+        restored, error = self.manager.restore(step, args=args), None
+      except Exception as e:  # orbax raises many types for unreadable files
+        restored, error = None, e
+        _quiet_until_drained(sink)
+    if error is not None:
+      raise self._unreadable(step, error) from None
+    return restored
 
   def _unreadable(self, step: int, e: Exception) -> UserError:
     return UserError(f'checkpoint {step} in {self.manager.directory} cannot be read ({type(e).__name__}); '
                      'delete that step folder to resume from the one before, or use a new workdir')
 
   def close(self) -> None:
-    self.manager.close()
+    """Waits for pending saves, then deletes checkpoints beyond the newest `keep` (an interrupted save can
+    leave one more)."""
+    try:
+      self.manager.wait_until_finished()
+      self.manager.reload()  # a save cut short by Ctrl-C may have committed without the manager knowing
+      for step in sorted(self.manager.all_steps(read=True))[:-self.keep]:
+        self.manager.delete(step)
+    finally:
+      self.manager.close()
 
   def __enter__(self) -> 'Checkpointer':
     return self
 
   def __exit__(self, *exc) -> None:
     self.close()
+
+
+@contextlib.contextmanager
+def _fd2_into(sink):
+  """Points file descriptor 2 (stderr, Python's and C++'s) at `sink` for the block; re-emits what was
+  written unless `sink.dropped` is set."""
+  sys.stderr.flush()
+  saved = os.dup(2)
+  os.dup2(sink.fileno(), 2)
+  try:
+    yield
+  finally:
+    sys.stderr.flush()
+    os.dup2(saved, 2)
+    os.close(saved)
+    if not getattr(sink, 'dropped', False):
+      sink.seek(0)
+      os.write(2, sink.read())
+
+
+def _quiet_until_drained(sink, quiet: float = 1.0, limit: float = 10.0) -> None:
+  """After a failed restore, waits until `sink` has been quiet for `quiet` seconds, then marks it dropped.
+
+  When orbax's restore fails on one file it closes its event loop while
+  tensorstore still reads the others; each of those reads then completes
+  against the closed loop and prints an 'Event loop is closed' traceback from
+  tensorstore's threads, which would bury the one-line error.
+  """
+  size, since, start = -1, time.monotonic(), time.monotonic()
+  while time.monotonic() - since < quiet and time.monotonic() - start < limit:
+    time.sleep(0.05)
+    now = os.fstat(sink.fileno()).st_size
+    if now != size:
+      size, since = now, time.monotonic()
+  sink.dropped = True
+
+
+def latest_step(directory: str | Path) -> int | None:
+  """The newest checkpoint step in `directory` (its numbered folders), without opening it; None if none."""
+  directory = Path(directory)
+  found = [int(p.name) for p in directory.iterdir() if p.name.isdigit()] if directory.is_dir() else []
+  return max(found, default=None)
 
 
 def write_config(workdir: Path, config: dict) -> None:

@@ -68,11 +68,16 @@ def guarded_step(train_step, state, guard: Guard, batch, key, *, skip_nonfinite:
   return state, guard, {k: jnp.where(apply, v, 0.0) for k, v in metrics.items()}, apply
 
 
-def check(guard: Guard, metric_names, applied_count: float, epoch: int, mode: str) -> None:
-  """Raises `UserError` at a non-finite step, unless `mode` is 'skip' and some steps were good."""
+def check(guard: Guard, metric_names, applied_count: float, epoch: int, mode: str,
+          last_saved: int | None = None) -> None:
+  """Raises `UserError` at a non-finite step, unless `mode` is 'skip' and some steps were good.
+
+  The message says what the workdir keeps: the checkpoint at step `last_saved`, or none yet.
+  """
   if int(guard.bad_step) < 0 or (mode == 'skip' and applied_count > 0):
     return
   term = terms(metric_names)[int(guard.bad_term)]
-  raise UserError(f'non-finite {term} at step {int(guard.bad_step)} (epoch {epoch}); nothing after the last '
-                  'good checkpoint was saved and it is kept: lower learning_rate, set grad_clip, '
-                  'check the data, or set nonfinite=skip to drop such updates')
+  kept = (f'the checkpoint at step {last_saved} is the last good state and is kept' if last_saved is not None
+          else 'no checkpoint had been saved yet, so nothing was')
+  raise UserError(f'non-finite {term} at step {int(guard.bad_step)} (epoch {epoch}); {kept}: lower '
+                  'learning_rate, set grad_clip, check the data, or set nonfinite=skip to drop such updates')

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from jaxae import checkpoint, data, guard, metrics, models, parallel, plotting, steps
 from jaxae import config as config_lib
 from jaxae.epochs import Keys, chunk_size, compile_fns, make_keys, zero_sums
-from jaxae.errors import UserError
+from jaxae.errors import UserError, require
 
 RESUMABLE_CHANGES = ('epochs', 'num_figure_images', 'keep_checkpoints', 'data_dir', 'nonfinite', 'data_mode')
 
@@ -45,6 +45,24 @@ def check_workdir(workdir: Path, config: dict) -> None:
     more = f' and {len(diff) - 3} more' if len(diff) > 3 else ''
     raise UserError(f'{workdir} holds a run with another config ({len(diff)} setting(s) differ: {what}{more}); '
                     'use a new workdir or the same settings')
+
+
+def check_workdir_path(workdir: Path) -> None:
+  """`UserError` if `workdir`, or the nearest of its parents that exists, is not a folder."""
+  for p in (workdir, *workdir.parents):
+    if p.exists():
+      require(p.is_dir(), f'--workdir {workdir}: {p} is a file, not a folder; give a folder path')
+      return
+
+
+def check_trained_steps(workdir: Path, config: dict, steps_per_epoch: int) -> None:
+  """`UserError` if `workdir`'s newest checkpoint is past `epochs` (a lower --epochs than the run has)."""
+  done = checkpoint.latest_step(workdir / 'checkpoints')
+  total = config['epochs'] * steps_per_epoch
+  if done is not None and done > total:
+    raise UserError(f'{workdir} holds a run trained for {done} steps ({done / steps_per_epoch:g} epochs); --epochs '
+                    f"{config['epochs']} ({total} steps) is fewer: raise --epochs to continue it, or evaluate it as "
+                    f'it is with scripts/evaluate.py {workdir}')
 
 
 def resolve_schedule(config: dict, steps_per_epoch: int) -> dict:
@@ -109,12 +127,16 @@ class _Run(NamedTuple):
 
 
 def _setup(overrides: dict, workdir: Path) -> tuple[_Run, Any]:
-  """Validates everything, then writes config.json; returns the run and its fresh, replicated state."""
+  """Validates everything that can be without reading checkpoints, and makes the workdir; returns the run and
+  its fresh, replicated state."""
+  check_workdir_path(workdir)
   config = config_lib.resolve(overrides)
   model = models.get(config['model'])
   splits = data.prepare(config)
-  config = resolve_schedule(config, -(-len(splits.train['image']) // config['batch_size']))
+  steps_per_epoch = -(-len(splits.train['image']) // config['batch_size'])
+  config = resolve_schedule(config, steps_per_epoch)
   check_workdir(workdir, config)
+  check_trained_steps(workdir, config, steps_per_epoch)
   keys = make_keys(config['seed'])
   try:
     state = model.create_state(keys.init, config, {'image': splits.train['image'][:1]})
@@ -125,8 +147,6 @@ def _setup(overrides: dict, workdir: Path) -> tuple[_Run, Any]:
     parallel.check_batch_size(key, config[key], mesh)
 
   workdir.mkdir(parents=True, exist_ok=True)
-  if parallel.is_primary():
-    checkpoint.write_config(workdir, config)
   resident = config['data_mode'] == 'resident' or (
       config['data_mode'] == 'auto' and parallel.fits_on_device(splits.train['image'].nbytes))
   train_x, eval_x = splits.train['image'], splits.eval['image']
@@ -156,19 +176,36 @@ def train_and_evaluate(overrides: dict, workdir: str | Path, progress: bool = Tr
   return Result(state, run.config, records)
 
 
+def _position(done: int, steps_per_epoch: int, chunk: int, per_epoch: int, state_step: int) -> int:
+  """Chunks done, from the number of steps done (checkpoints are numbered by steps, as metrics.jsonl counts)."""
+  epochs_done, within = divmod(done, steps_per_epoch)
+  require(within % chunk == 0 and int(state_step) <= done,
+          f'the checkpoint at {done} does not fall on a chunk boundary of this run ({chunk} steps per chunk, '
+          f'its state at step {int(state_step)}): it was written by another checkpoint_every or an older jaxae; '
+          'use a new workdir')
+  return epochs_done * per_epoch + within // chunk
+
+
 def _train(run: _Run, state, ckpt: checkpoint.Checkpointer, workdir: Path, progress: bool):
-  """Resumes from `ckpt` and trains to `config['epochs']`; returns `(state, metric records)`."""
+  """Resumes from `ckpt` and trains to `config['epochs']`; returns `(state, metric records)`.
+
+  config.json is written only after the restore worked, so a failed resume leaves the workdir as it was.
+  """
   config, keys, n_train = run.config, run.keys, len(run.splits.train['image'])
   chunk_fn, eval_fn = compile_fns(run.model, config, n_train, run.mesh, run.zero, run.resident)
   chunk, per_epoch = chunk_size(config, n_train)
-  restored, position = ckpt.restore({'state': state, 'sums': run.zero})
+  steps_per_epoch = -(-n_train // config['batch_size'])
+  restored, done = ckpt.restore({'state': state, 'sums': run.zero})
   state, sums = restored['state'], restored['sums']
+  position = _position(done, steps_per_epoch, chunk, per_epoch, state.step)
+  if parallel.is_primary():
+    checkpoint.write_config(workdir, config)
   log = metrics.MetricsLog(workdir / 'metrics.jsonl' if parallel.is_primary() else None,
                            position // per_epoch if position else -1)
   if position == 0:
     _log_epoch(log, 0, state, 'eval', jax.device_get(eval_fn(state, run.eval_x, keys.eval)))
 
-  bar = tqdm(total=config['epochs'] * per_epoch * chunk, initial=position * chunk,
+  bar = tqdm(total=config['epochs'] * steps_per_epoch, initial=done,
              disable=not (progress and parallel.is_primary()), unit='step', desc=config['model'])
   seconds = 0.0
   with bar:
@@ -180,7 +217,7 @@ def _train(run: _Run, state, ckpt: checkpoint.Checkpointer, workdir: Path, progr
       chunk_sums, g = jax.device_get((chunk_sums, g))  # the one host sync per chunk; state stays on device
       seconds = (0.0 if c == 0 else seconds) + time.perf_counter() - t0
       guard.check(g, [k for k in chunk_sums if k not in ('count', 'skipped_steps')], float(chunk_sums['count']),
-                  epoch, config['nonfinite'])
+                  epoch, config['nonfinite'], last_saved=done or None)
       sums = jax.tree.map(np.add, run.zero if c == 0 else sums, chunk_sums)
       position += 1
       if position % per_epoch == 0:
@@ -189,6 +226,8 @@ def _train(run: _Run, state, ckpt: checkpoint.Checkpointer, workdir: Path, progr
         test = _log_epoch(log, epoch, state, 'eval', jax.device_get(eval_fn(state, run.eval_x, keys.eval)))
         bar.set_postfix({f'{split} {k}': f'{r[k]:.3f}' for split, r in (('train', train), ('eval', test))
                          for k in run.model.HEADLINE})
-      ckpt.save(position, {'state': state, 'sums': sums})
-      bar.update(chunk)
+      now = (epoch - 1) * steps_per_epoch + min((c + 1) * chunk, steps_per_epoch)
+      ckpt.save(now, {'state': state, 'sums': sums})
+      bar.update(now - done)
+      done = now
   return state, log.records

@@ -39,7 +39,7 @@ def test_outputs_in_the_workdir(tmp_path):
   assert train_rec['step'] == 26  # ceil(1617 / 64) steps per epoch
   for name in ('reconstructions', 'samples', 'loss'):
     assert (tmp_path / 'figures' / f'{name}.png').stat().st_size > 1000
-  assert sorted(p.name for p in (tmp_path / 'checkpoints').iterdir()) == ['1', '2']  # one chunk per epoch
+  assert sorted(int(p.name) for p in (tmp_path / 'checkpoints').iterdir()) == [26, 52]  # numbered by steps done
 
 
 def test_resume_continues_the_step_count_and_matches_an_uninterrupted_run(tmp_path):
@@ -113,7 +113,7 @@ def test_dynamic_binarization_feeds_binary_batches(dynamic):
 
 
 def test_divergence_stops_with_a_clear_error_and_saves_no_bad_checkpoint(tmp_path):
-  with pytest.raises(UserError, match=r'non-finite .* at step \d+ \(epoch 1\).*lower learning_rate'):
+  with pytest.raises(UserError, match=r'non-finite .* at step \d+ \(epoch 1\); no checkpoint had been saved yet'):
     train.train_and_evaluate(tiny(epochs=3, learning_rate=1e12), tmp_path, progress=False)
   assert list((tmp_path / 'checkpoints').iterdir()) == []
   assert [r['epoch'] for r in metrics.read(tmp_path / 'metrics.jsonl')] == [0]
@@ -209,12 +209,13 @@ def test_mid_epoch_checkpoints_resume_bitwise_with_exact_epoch_metrics(tmp_path)
   assert int(reference.state.step) == 2 * 26
   for a, b in zip(jax.tree.leaves(plain.state.params), jax.tree.leaves(reference.state.params), strict=True):
     np.testing.assert_array_equal(a, b)  # chunking changes nothing
-  assert sorted(int(p.name) for p in (tmp_path / 'ref' / 'checkpoints').iterdir()) == list(range(1, 13))
+  assert sorted(int(p.name) for p in (tmp_path / 'ref' / 'checkpoints').iterdir()) == [5, 10, 15, 20, 25, 26, 31, 36,
+                                                                                     41, 46, 51, 52]  # steps done
 
   import shutil
   shutil.copytree(tmp_path / 'ref', tmp_path / 'cut')
-  for position in (10, 11, 12):  # as if killed right after the checkpoint of chunk 3 of epoch 2
-    shutil.rmtree(tmp_path / 'cut' / 'checkpoints' / str(position))
+  for done in (46, 51, 52):  # as if killed right after the checkpoint of chunk 3 of epoch 2 (41 steps)
+    shutil.rmtree(tmp_path / 'cut' / 'checkpoints' / str(done))
   resumed = train.train_and_evaluate(chunked, tmp_path / 'cut', progress=False)
   for a, b in zip(jax.tree.leaves(reference.state.params), jax.tree.leaves(resumed.state.params), strict=True):
     np.testing.assert_array_equal(a, b)
@@ -234,21 +235,22 @@ def test_a_corrupt_config_json_is_a_user_error_and_is_kept(tmp_path):
 def test_a_corrupt_checkpoint_is_a_user_error_naming_it(tmp_path):
   result = train.train_and_evaluate(tiny(epochs=1), tmp_path, progress=False)
   with checkpoint.Checkpointer(tmp_path / 'checkpoints') as ckpt:
-    read = ckpt.read(1)['state']['params']  # without a template
+    read = ckpt.read(26)['state']['params']  # without a template
   for a, b in zip(jax.tree.leaves(read), jax.tree.leaves(result.state.params), strict=True):
     np.testing.assert_array_equal(a, b)
-  for f in (tmp_path / 'checkpoints' / '1').rglob('*'):
+  for f in (tmp_path / 'checkpoints' / '26').rglob('*'):
     if f.is_file() and f.stat().st_size > 0 and 'ocdbt' in str(f):
       f.write_bytes(b'\x00garbage' * 8)
-  with pytest.raises(UserError, match='checkpoint 1 in .* cannot be read.*delete that step folder'):
+  with pytest.raises(UserError, match='checkpoint 26 in .* cannot be read.*delete that step folder'):
     train.train_and_evaluate(tiny(epochs=2), tmp_path, progress=False)
+  assert json.loads((tmp_path / 'config.json').read_text())['epochs'] == 1  # the failed resume wrote nothing
   with checkpoint.Checkpointer(tmp_path / 'checkpoints') as ckpt:
-    with pytest.raises(UserError, match='checkpoint 1 in .* cannot be read'):
-      ckpt.read(1)
-    for f in (tmp_path / 'checkpoints' / '1').rglob('_METADATA'):
+    with pytest.raises(UserError, match='checkpoint 26 in .* cannot be read'):
+      ckpt.read(26)
+    for f in (tmp_path / 'checkpoints' / '26').rglob('_METADATA'):
       f.write_text('{not json')
-    with pytest.raises(UserError, match='checkpoint 1 in .* cannot be read'):
-      ckpt.read(1)
+    with pytest.raises(UserError, match='checkpoint 26 in .* cannot be read'):
+      ckpt.read(26)
 
 
 def test_inf_in_the_data_is_refused():
