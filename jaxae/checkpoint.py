@@ -83,7 +83,7 @@ class Checkpointer:
     try:
       self.manager.wait_until_finished()
       self.manager.reload()  # a save cut short by Ctrl-C may have committed without the manager knowing
-      for step in sorted(self.manager.all_steps(read=True))[:-self.keep]:
+      for step in sorted(self.manager.all_steps())[:-self.keep]:
         self.manager.delete(step)
     finally:
       self.manager.close()

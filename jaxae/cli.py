@@ -25,20 +25,27 @@ def parser() -> argparse.ArgumentParser:
       epilog=(f"models: {', '.join(models.names())}\n"
               f"datasets: digits (embedded, offline), idx (IDX files in --data-dir), or a prepared TFDS "
               f"dataset: {', '.join(KNOWN_TFDS)}, ...\n"
-              'config keys for --set: see jaxae/config.py and each model\'s defaults()'),
+              'every config key, its default and meaning: jaxae-train --list-config MODEL'),
       formatter_class=argparse.RawDescriptionHelpFormatter,
   )
+  from jaxae.config import BASE
+
+  latent = ', '.join(f"{m} {models.get(m).defaults()['latent_dim']}" for m in ('ae', 'vae', 'aae', 'gan'))
   p.add_argument('--model', default='vae', help='model family (default: vae)')
-  p.add_argument('--workdir', required=True, help='output folder (config, metrics, checkpoints, figures)')
-  p.add_argument('--dataset', help='dataset (default: digits)')
+  p.add_argument('--workdir', help='output folder (config, metrics, checkpoints, figures); required to train')
+  p.add_argument('--list-config', metavar='MODEL', help='print every config key of MODEL with its default and '
+                 'meaning, and exit')
+  p.add_argument('--dataset', help=f"dataset (default: {BASE['dataset']})")
   p.add_argument('--data-dir', help='IDX folder, or TFDS data dir (default: $TFDS_DATA_DIR)')
-  p.add_argument('--epochs', type=int)
-  p.add_argument('--batch-size', type=int)
-  p.add_argument('--latent-dim', type=int)
-  p.add_argument('--learning-rate', type=float)
-  p.add_argument('--seed', type=int)
+  p.add_argument('--epochs', type=int, help=f"passes over the training set (default: {BASE['epochs']})")
+  p.add_argument('--batch-size', type=int, help=f"examples per step (default: {BASE['batch_size']})")
+  p.add_argument('--latent-dim', type=int, help=f"code size (default: the model's: {latent}, ...)")
+  p.add_argument('--learning-rate', type=float,
+                 help=f"Adam step size (default: {BASE['learning_rate']:g}; GANs 2e-4, wgan_gp 1e-4)")
+  p.add_argument('--seed', type=int, help=f"seed of every random draw (default: {BASE['seed']})")
   p.add_argument('--set', action='append', default=[], metavar='KEY=VALUE',
-                 help='any other config value, e.g. --set beta=0.5 --set arch=conv (repeatable)')
+                 help='any other config value, e.g. --set beta=0.5 --set arch=conv (repeatable; '
+                 'the keys: --list-config MODEL)')
   p.add_argument('--no-progress', action='store_true', help='no progress bar')
   group = p.add_argument_group('several hosts (one process per host, the same command on each)')
   group.add_argument('--distributed', action='store_true',
@@ -59,9 +66,25 @@ def overrides_from(args) -> dict:
   return out
 
 
+def list_config(model: str) -> str:
+  """One line per config key of `model`: name, default, meaning."""
+  from jaxae import config as config_lib
+
+  rows = config_lib.describe(model)
+  width = max(len(k) for k, _, _ in rows)
+  return '\n'.join(f'{k:<{width}}  {str(v):<14}  {meaning}' for k, v, meaning in rows)
+
+
 def main(argv=None) -> int:
-  args = parser().parse_args(argv)
+  p = parser()
+  args = p.parse_args(argv)
+  if args.list_config is None and args.workdir is None:
+    p.error('the following arguments are required: --workdir')
   try:
+    if args.list_config is not None:
+      models.get(args.list_config)
+      print(list_config(args.list_config))
+      return 0
     from jaxae import parallel
     from jaxae.train import train_and_evaluate
 

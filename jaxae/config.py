@@ -16,8 +16,8 @@ from typing import Any
 from jaxae import models
 from jaxae.errors import UserError, require
 
-__all__ = ['ARCHS', 'BASE', 'check', 'check_network', 'defaults', 'from_json', 'parse_overrides', 'parse_value',
-           'require', 'resolve', 'to_json', 'validate']
+__all__ = ['ARCHS', 'BASE', 'DESCRIPTIONS', 'check', 'check_network', 'defaults', 'describe', 'from_json',
+           'parse_overrides', 'parse_value', 'require', 'resolve', 'to_json', 'validate']
 
 BASE = dict(
     model='vae', dataset='digits', data_dir=None, epochs=30, batch_size=128,
@@ -25,6 +25,29 @@ BASE = dict(
     warmup_steps=0, decay_steps=0, grad_clip=0.0, seed=0, binarize='none', holdout=0.1,
     holdout_order='seeded', keep_checkpoints=3, num_figure_images=32, nonfinite='stop',
     checkpoint_every=0, precision='f32', data_mode='auto', train_classes=(),
+)
+
+DESCRIPTIONS = dict(  # the base keys and the network keys every family shares; a family describes its own in KEYS
+    model='model family (see --help)', dataset='digits, idx, or a prepared TFDS image dataset',
+    data_dir='folder of the IDX files, or the TFDS data dir (default: $TFDS_DATA_DIR)',
+    epochs='passes over the training set', batch_size='examples per training step',
+    eval_batch_size='examples per evaluation batch', learning_rate='Adam step size (peak, for a schedule)',
+    adam_b1='Adam beta_1', adam_b2='Adam beta_2', weight_decay='AdamW decoupled weight decay (0: Adam)',
+    schedule='learning-rate schedule: constant, cosine, warmup_cosine', warmup_steps='linear warm-up steps',
+    decay_steps='cosine decay length in steps (0: the whole run, fixed when it starts)',
+    grad_clip='global gradient-norm clip (0: none)', seed='seed of every random draw of the run',
+    binarize='none, threshold, sample (one fixed draw) or dynamic (a fresh draw per step)',
+    holdout='held-out fraction (< 1) or count, when the dataset has no test split',
+    holdout_order='seeded (a random subset) or tail (the last examples)',
+    keep_checkpoints='checkpoints kept in the workdir', num_figure_images='images per figure',
+    nonfinite='on a NaN/Inf step: stop (keep the last good checkpoint) or skip the update',
+    checkpoint_every='also checkpoint every N steps within an epoch (0: at epoch ends)',
+    precision='f32, or bf16 matmul inputs with float32 accumulation and parameters',
+    data_mode='auto, resident (data on the device) or streaming (batches from host memory)',
+    train_classes='labels kept in the training set, e.g. 0 or 3,5 (empty: all); evaluation keeps all',
+    arch='mlp or conv (stride-2 4x4 convs)', hidden='MLP hidden widths, encoder order, e.g. 512,256 (empty: linear)',
+    conv_features='conv channels per stride-2 layer, encoder order', latent_dim='code / latent size',
+    likelihood='decoder likelihood: bernoulli (logits, binary cross-entropy) or gaussian (unit variance, 0.5 SSE)',
 )
 
 CHOICES = dict(
@@ -38,6 +61,12 @@ NON_NEGATIVE = ('checkpoint_every', 'weight_decay', 'warmup_steps', 'decay_steps
 PROBABILITIES = ('adam_b1', 'adam_b2')
 ARCHS = ('mlp', 'conv')
 LABEL_TUPLES = ('train_classes',)  # tuples of labels (>= 0); other tuples are layer sizes (> 0)
+
+
+def describe(model: str) -> list[tuple[str, Any, str]]:
+  """`(key, default, meaning)` for every config key of `model`, sorted by key."""
+  meanings = {**DESCRIPTIONS, **getattr(models.get(model), 'KEYS', {})}
+  return [(k, v, meanings.get(k, '')) for k, v in sorted(defaults(model).items())]
 
 
 def defaults(model: str) -> dict:

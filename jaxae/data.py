@@ -147,6 +147,52 @@ def load_digits() -> dict:
                     'label': d.target.astype(np.int32)}, 'test': None}
 
 
+def as_set(images, labels=None, name: str = 'images') -> dict:
+  """`{'image': float32 [N, H, W, C], 'label': int32 [N]}` from NumPy or JAX `images` ([N, H, W] or
+  [N, H, W, C]; uint8 scaled by 1/255) and optional integer `labels` (else -1).
+
+  Raises:
+    UserError: not image-shaped, empty, or labels that do not match.
+  """
+  images = np.asarray(images)
+  require(images.ndim in (3, 4) and len(images) > 0,
+          f'{name}: expected images [N, H, W] or [N, H, W, C], got shape {images.shape}')
+  require(np.issubdtype(images.dtype, np.number), f'{name}: expected numbers, got dtype {images.dtype}')
+  if labels is None:
+    labels = np.full(len(images), -1)
+  labels = np.asarray(labels)
+  require(labels.shape == (len(images),) and np.issubdtype(labels.dtype, np.integer),
+          f'{name}: expected {len(images)} integer labels, got {labels.dtype} of shape {labels.shape}')
+  return {'image': to_images(images), 'label': labels.astype(np.int32)}
+
+
+def from_arrays(train_images, train_labels=None, test_images=None, test_labels=None) -> dict:
+  """Your own arrays as a dataset for `train_and_evaluate(..., data=...)` and `jaxae.load(..., data=...)`.
+
+  Without a test set, the run holds out `holdout` of the training images (as for
+  a dataset with one split). The loop then checks them as any dataset: NaN/Inf,
+  the [0, 1] range a Bernoulli likelihood needs, the shape the architecture needs.
+
+  Returns:
+    `{'train': set, 'test': set or None}`, as `load` returns.
+  """
+  test = None if test_images is None else as_set(test_images, test_labels, 'test images')
+  return {'train': as_set(train_images, train_labels, 'train images'), 'test': test}
+
+
+def from_source(source, name: str = 'source') -> dict:
+  """One set from a random-access source (`len(source)` and `source[i] -> {'image': ..., 'label': ...}`,
+  as `tfds.data_source` gives), read into memory."""
+  try:
+    examples = [source[i] for i in range(len(source))]
+    images = np.stack([np.asarray(ex['image']) for ex in examples]) if examples else np.zeros((0,))
+    labels = np.array([ex.get('label', -1) for ex in examples]) if examples else None
+  except (TypeError, KeyError, ValueError) as e:
+    raise UserError(f'{name}: expected len() and items with an "image" of one shape ({type(e).__name__}: {e})'
+                    ) from None
+  return as_set(images, labels, name)
+
+
 def _tfds_split(name: str, split: str, data_dir: str | None) -> dict:
   import tensorflow_datasets as tfds
 
@@ -160,10 +206,7 @@ def _tfds_split(name: str, split: str, data_dir: str | None) -> dict:
         f"tfds.builder('{name}').download_and_prepare(file_format='array_record'), "
         'then set data_dir or TFDS_DATA_DIR to that folder'
     ) from None
-  examples = [source[i] for i in range(len(source))]
-  images = np.stack([np.asarray(ex['image']) for ex in examples])
-  labels = np.array([ex.get('label', -1) for ex in examples], np.int32)
-  return {'image': to_images(images), 'label': labels}
+  return from_source(source, f'{name} {split}')
 
 
 def load_tfds(name: str, data_dir: str | None = None) -> dict:
@@ -183,6 +226,8 @@ def load_tfds(name: str, data_dir: str | None = None) -> dict:
 
 def load(name: str, data_dir: str | None = None) -> dict:
   """`{'train': set or None, 'test': set or None}` for dataset `name`."""
+  require(name != 'arrays', "dataset=arrays is a run on your own arrays: pass them again, "
+          "data=jaxae.data.from_arrays(...), to train_and_evaluate or jaxae.load")
   if name == 'digits':
     return load_digits()
   if name == 'idx':
@@ -243,9 +288,9 @@ def check_images(data: dict, likelihood: str, name: str) -> None:
             'Bernoulli likelihood needs; rescale the data or set likelihood=gaussian')
 
 
-def prepare(config) -> Splits:
-  """Loads, splits, binarizes and checks the data a config asks for."""
-  sets = load(config['dataset'], config['data_dir'])
+def prepare(config, sets: dict | None = None) -> Splits:
+  """Loads (or takes `sets`, e.g. `from_arrays(...)`), splits, binarizes and checks the data a config asks for."""
+  sets = load(config['dataset'], config['data_dir']) if sets is None else sets
   if sets['train'] is not None and sets['test'] is not None:
     splits = Splits(sets['train'], sets['test'])
   else:

@@ -52,13 +52,27 @@ def samples(images: np.ndarray, cols: int = 8, title: str = 'samples from p(z)')
 
 
 def loss_curves(records: list[dict], keys: tuple[str, ...] = ('loss',)) -> Figure:
-  """Each metric in `keys` against epoch, one panel per metric, a line per split (metrics.jsonl records)."""
+  """Each metric in `keys` against epoch, one panel per metric, a line per split (metrics.jsonl records).
+
+  The y-axis fits the epochs after 0, so the untrained epoch-0 evaluation does
+  not squash the curve; when it lies outside, its value is written at the edge.
+  """
   fig = Figure(figsize=(5 * len(keys), 3.5))
   for ax, key in zip(np.atleast_1d(fig.subplots(1, len(keys))), keys, strict=True):
+    later = [r[key] for r in records if key in r and r['epoch'] > 0]
+    lo, hi = (min(later), max(later)) if later else (None, None)
+    pad = 0.1 * (hi - lo) or 0.05 * abs(hi) or 1.0 if later else 0.0
     for split in sorted({r['split'] for r in records}):
       points = [(r['epoch'], r[key]) for r in records if r['split'] == split and key in r]
       if points:
         ax.plot(*zip(*points, strict=True), marker='.', label=split)
+      start = [v for e, v in points if e == 0]
+      if later and start and not lo - pad <= start[0] <= hi + pad:
+        edge = hi + pad if start[0] > hi else lo - pad
+        ax.annotate(f'epoch 0: {start[0]:.4g}', (0, edge), xytext=(4, -12 if start[0] > hi else 4),
+                    textcoords='offset points', fontsize=8)
+    if later:
+      ax.set_ylim(lo - pad, hi + pad)
     ax.set_xlabel('epoch')
     ax.set_ylabel(f'{key} (per example)')
     ax.legend()

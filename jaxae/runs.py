@@ -7,7 +7,8 @@ this process's default device, whatever number of devices wrote the checkpoint.
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from jaxae import checkpoint, data, models, steps
+from jaxae import checkpoint, models, steps
+from jaxae import data as data_lib
 from jaxae.epochs import Keys, make_keys, zero_sums
 from jaxae.errors import require
 
@@ -18,13 +19,16 @@ class Loaded(NamedTuple):
   model: Any
   state: Any
   config: dict
-  splits: data.Splits
+  splits: data_lib.Splits
   keys: Keys
   step: int
 
 
-def load(workdir: str | Path, step: int | None = None) -> Loaded:
+def load(workdir: str | Path, step: int | None = None, data: dict | None = None) -> Loaded:
   """The run in `workdir` at checkpoint `step` (default: the latest). Reads, never writes.
+
+  `data`: for a run trained on your own arrays (dataset 'arrays'), the same
+  `jaxae.data.from_arrays(...)` again.
 
   Raises:
     UserError: no run or no checkpoint in `workdir`, a corrupt config or
@@ -37,7 +41,7 @@ def load(workdir: str | Path, step: int | None = None) -> Loaded:
   require((workdir / 'checkpoints').is_dir() and any((workdir / 'checkpoints').iterdir()),
           f'{workdir} has no checkpoint yet: let its training finish an epoch (re-run the same command to resume)')
   model = models.get(config['model'])
-  splits = data.prepare(config)
+  splits = data_lib.prepare(config, data)
   keys = make_keys(config['seed'])
   state = model.create_state(keys.init, config, {'image': splits.train['image'][:1]})
   zero = zero_sums(steps.bind(model.train_step, config), state, splits.train['image'][: config['batch_size']], keys)

@@ -126,13 +126,19 @@ class _Run(NamedTuple):
   zero: dict
 
 
-def _setup(overrides: dict, workdir: Path) -> tuple[_Run, Any]:
+def _setup(overrides: dict, workdir: Path, sets: dict | None = None) -> tuple[_Run, Any]:
   """Validates everything that can be without reading checkpoints, and makes the workdir; returns the run and
   its fresh, replicated state."""
   check_workdir_path(workdir)
+  if sets is not None:
+    require(overrides.get('dataset', 'arrays') == 'arrays', f"data= is given, so the dataset is your arrays; "
+            f"drop dataset={overrides.get('dataset')!r} from the config")
+    overrides = {**overrides, 'dataset': 'arrays'}
   config = config_lib.resolve(overrides)
+  if config['data_dir'] and Path(config['data_dir']).exists():  # saved absolute: the run loads from any folder
+    config['data_dir'] = str(Path(config['data_dir']).resolve())
   model = models.get(config['model'])
-  splits = data.prepare(config)
+  splits = data.prepare(config, sets)
   steps_per_epoch = -(-len(splits.train['image']) // config['batch_size'])
   config = resolve_schedule(config, steps_per_epoch)
   check_workdir(workdir, config)
@@ -157,8 +163,13 @@ def _setup(overrides: dict, workdir: Path) -> tuple[_Run, Any]:
   return _Run(config, model, splits, keys, mesh, resident, train_x, eval_x, zero), state
 
 
-def train_and_evaluate(overrides: dict, workdir: str | Path, progress: bool = True) -> Result:
-  """Trains `config['model']` on `config['dataset']`, resuming from `workdir` if it holds a run.
+def train_and_evaluate(overrides: dict, workdir: str | Path, progress: bool = True, data: dict | None = None
+                       ) -> Result:
+  """Trains `config['model']` on `config['dataset']`, or on `data`, resuming from `workdir` if it holds a run.
+
+  `data`: your own images, `jaxae.data.from_arrays(train_images, train_labels, test_images, test_labels)`
+  or `{'train': jaxae.data.from_source(source), 'test': ...}`; the config's dataset is then 'arrays'
+  (pass the same data again to resume, or to `jaxae.load`).
 
   Writes `config.json`, `metrics.jsonl`, `checkpoints/` and `figures/` in `workdir`
   (process 0 writes the files; every process runs the same loop).
@@ -169,7 +180,7 @@ def train_and_evaluate(overrides: dict, workdir: str | Path, progress: bool = Tr
       good checkpoint is kept).
   """
   workdir = Path(workdir)
-  run, state = _setup(overrides, workdir)
+  run, state = _setup(overrides, workdir, data)
   with checkpoint.Checkpointer(workdir / 'checkpoints', run.config['keep_checkpoints']) as ckpt:
     state, records = _train(run, state, ckpt, workdir, progress)
   write_figures(run.model, state, run.splits.eval, run.keys, run.config, workdir, records, run.mesh)

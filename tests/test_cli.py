@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from jaxae import cli
+from jaxae import cli, models
+from jaxae import config as config_lib
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -22,9 +23,31 @@ def test_help_lists_models_and_datasets(capsys):
     cli.main(['--help'])
   assert e.value.code == 0
   text = capsys.readouterr().out
-  for word in ('ae', 'tied_ae', 'dae', 'dropout_ae', 'vae', 'aae', 'gan', 'dcgan', 'wgan_gp', 'digits', 'idx', 'mnist',
-               'cifar10', '--set'):
+  for word in ('ae', 'tied_ae', 'dae', 'dropout_ae', 'vae', 'iwae', 'aae', 'gan', 'dcgan', 'wgan_gp', 'digits', 'idx',
+               'mnist', 'cifar10', '--set', '--list-config'):
     assert word in text
+  flat = ' '.join(text.split())
+  for default in ('(default: 30)', '(default: 128)', 'vae 16', '(default: digits)', '(default: 0.001'):
+    assert default in flat
+
+
+@pytest.mark.parametrize('model', models.names())
+def test_list_config_describes_every_key_with_its_default(model, capsys):
+  assert cli.main(['--list-config', model]) == 0
+  lines = capsys.readouterr().out.strip().splitlines()
+  defaults = config_lib.defaults(model)
+  assert [line.split()[0] for line in lines] == sorted(defaults)
+  for key, default, meaning in config_lib.describe(model):
+    assert meaning, f'{model}: config key {key!r} has no description (add it to its family KEYS)'
+    assert str(default) in next(line for line in lines if line.split()[0] == key)
+
+
+def test_list_config_of_an_unknown_model_and_no_workdir(capsys):
+  assert cli.main(['--list-config', 'nope']) == 2
+  assert capsys.readouterr().err.startswith("jaxae-train: error: unknown model 'nope'")
+  with pytest.raises(SystemExit) as e:
+    cli.main([])
+  assert e.value.code == 2 and '--workdir' in capsys.readouterr().err
 
 
 def test_a_run_with_overrides(tmp_path, capsys):

@@ -210,7 +210,8 @@ def test_vae_eval_reconstructions_are_deterministic_and_samples_fixed_by_key():
 
 def test_vae_loss_is_rec_plus_beta_kl_and_reparameterization_uses_the_key():
   model, config, state, batch = make('vae', beta=4.0)
-  _, m = model.loss_fn(state.params, state.apply_fn, batch, jax.random.key(1), likelihood='bernoulli', beta=4.0)
+  _, m = model.loss_fn(state.params, state.apply_fn, batch, jax.random.key(1), likelihood='bernoulli', beta=4.0,
+                       iwae_samples=1)
   np.testing.assert_allclose(m['loss'], m['rec'] + 4.0 * m['kl'], rtol=1e-6)
   np.testing.assert_allclose(m['nelbo'], m['rec'] + m['kl'], rtol=1e-6)
   out1, mean, logvar = state.apply_fn({'params': state.params}, batch['image'], rngs={'latent': jax.random.key(1)})

@@ -69,3 +69,19 @@ def test_ctrl_c_keeps_at_most_keep_checkpoints(tmp_path):
       'jaxae-train: interrupted; re-run the same command to resume')
   kept = [p.name for p in (tmp_path / 'checkpoints').iterdir() if p.name.isdigit()]
   assert len(kept) <= 2, kept
+
+
+def test_a_relative_data_dir_is_saved_absolute_so_the_run_loads_from_anywhere(tmp_path, monkeypatch):
+  import numpy as np
+  from test_data import write_idx
+
+  from jaxae.runs import load
+
+  (tmp_path / 'idx').mkdir()
+  write_idx(tmp_path / 'idx' / 't10k-images-idx3-ubyte', np.random.default_rng(0).integers(0, 255, (64, 8, 8),
+                                                                                          np.uint8))
+  monkeypatch.chdir(tmp_path)
+  train.train_and_evaluate(tiny(epochs=1, dataset='idx', data_dir='idx', holdout=16), tmp_path / 'run',
+                           progress=False)
+  monkeypatch.chdir(ROOT)
+  assert load(tmp_path / 'run').config['data_dir'] == str(tmp_path / 'idx')

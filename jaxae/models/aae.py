@@ -26,6 +26,12 @@ HEADLINE = ('rec', 'd_loss')  # reconstruction NLL (nats per example) and the co
 PHASES = {'reconstruction': ('encoder', 'decoder'), 'discriminator': ('discriminator',), 'generator': ('encoder',)}
 
 
+KEYS = dict(  # what this family's own config keys mean (jaxae-train --list-config)
+    prior='p(z): gaussian, mixture (10 2-D Gaussians on a circle) or uniform on [-1, 1]^d',
+    disc_hidden='code discriminator hidden widths', adv_weight='weight of the encoder adversarial loss',
+)
+
+
 def defaults() -> dict:
   return dict(
       arch='mlp', hidden=(512, 256), conv_features=(32, 64), latent_dim=8, likelihood='bernoulli',

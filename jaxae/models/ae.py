@@ -25,10 +25,18 @@ from jaxae import config as config_lib
 from jaxae import corruption, losses, steps
 from jaxae import nn as jnn
 
-__all__ = ['HEADLINE', 'create_state', 'decode', 'defaults', 'encode', 'eval_images', 'eval_step', 'loss_fn',
+__all__ = ['HEADLINE', 'KEYS', 'create_state', 'decode', 'defaults', 'encode', 'eval_images', 'eval_step', 'loss_fn',
            'make_network', 'train_step', 'validate']
 
 HEADLINE = ('loss',)  # the metric the loop shows: reconstruction NLL, nats per example
+
+
+KEYS = dict(  # what this family's own config keys mean (jaxae-train --list-config)
+    tied='decoder uses the encoder kernels transposed',
+    noise='input corruption: none, gaussian, masking, salt_and_pepper',
+    noise_level='corruption std (gaussian) or probability (masking, salt_and_pepper)',
+    input_dropout='dropout rate on the input', dropout_rate='dropout rate after each hidden layer',
+)
 
 
 def defaults() -> dict:

@@ -36,12 +36,18 @@ from jaxae import config as config_lib
 from jaxae import losses, steps
 from jaxae import nn as jnn
 
-__all__ = ['HEADLINE', 'LOSSES', 'create_state', 'critic', 'defaults', 'discriminator_loss', 'discriminator_terms',
-           'draws', 'eval_images', 'eval_step', 'generate', 'generator_loss', 'generator_terms', 'sample', 'train_step',
-           'validate']
+__all__ = ['HEADLINE', 'KEYS', 'LOSSES', 'create_state', 'critic', 'defaults', 'discriminator_loss',
+           'discriminator_terms', 'draws', 'eval_images', 'eval_step', 'generate', 'generator_loss', 'generator_terms',
+           'sample', 'train_step', 'validate']
 
 HEADLINE = ('d_loss', 'g_loss')
 LOSSES = ('nonsaturating', 'wasserstein')
+
+
+KEYS = dict(  # what this family's own config keys mean (jaxae-train --list-config)
+    loss='nonsaturating (logits) or wasserstein (critic)', n_critic='critic updates per generator update',
+    gp_weight='gradient penalty weight lambda (0: none)', d_dropout='dropout rate in the discriminator',
+)
 
 
 def defaults() -> dict:

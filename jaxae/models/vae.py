@@ -24,11 +24,17 @@ from jaxae import config as config_lib
 from jaxae import losses, steps
 from jaxae import nn as jnn
 
-__all__ = ['HEADLINE', 'VAE', 'create_state', 'decode', 'defaults', 'encode', 'eval_images', 'eval_step',
+__all__ = ['HEADLINE', 'KEYS', 'VAE', 'create_state', 'decode', 'defaults', 'encode', 'eval_images', 'eval_step',
            'importance_weighted_nll', 'log_weights', 'loss_fn', 'make_network', 'negative_elbo',
            'negative_elbo_terms', 'sample', 'train_step', 'validate']
 
 HEADLINE = ('loss',)  # rec + beta * KL; with beta = 1 the negative ELBO
+
+
+KEYS = dict(  # what this family's own config keys mean (jaxae-train --list-config)
+    beta='weight of the KL term (1: the ELBO)',
+    iwae_samples='importance samples K of the training bound (1: the ELBO; > 1: the IWAE bound, beta = 1)',
+)
 
 
 def defaults() -> dict:
