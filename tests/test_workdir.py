@@ -85,3 +85,13 @@ def test_a_relative_data_dir_is_saved_absolute_so_the_run_loads_from_anywhere(tm
                            progress=False)
   monkeypatch.chdir(ROOT)
   assert load(tmp_path / 'run').config['data_dir'] == str(tmp_path / 'idx')
+
+
+def test_switching_the_model_names_the_model_first_and_counts_the_differences(tmp_path, capsys):
+  train.train_and_evaluate(tiny(epochs=1), tmp_path, progress=False)
+  before = snapshot(tmp_path)
+  code, _, err = run_cli(capsys, '--workdir', str(tmp_path), '--model', 'ae', '--epochs', '1', *TINY)
+  assert code == 2 and err.count('\n') == 1
+  # model; beta, iwae_samples (vae only); tied, noise, noise_level, input_dropout, dropout_rate (ae only)
+  assert "another config (8 setting(s) differ: model: 'vae' there, 'ae' now, " in err, err
+  assert snapshot(tmp_path) == before
