@@ -8,6 +8,7 @@ target built by `create_state`, the config through `json`.
 import contextlib
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -78,15 +79,13 @@ class Checkpointer:
                      'delete that step folder to resume from the one before, or use a new workdir')
 
   def close(self) -> None:
-    """Waits for pending saves, then deletes checkpoints beyond the newest `keep` (an interrupted save can
-    leave one more)."""
-    try:
-      self.manager.wait_until_finished()
-      self.manager.reload()  # a save cut short by Ctrl-C may have committed without the manager knowing
-      for step in sorted(self.manager.all_steps())[:-self.keep]:
-        self.manager.delete(step)
-    finally:
-      self.manager.close()
+    """Closes the manager, then deletes checkpoint folders beyond the newest `keep` (a save cut short by
+    Ctrl-C can commit one more without the manager pruning it)."""
+    self.manager.close()
+    directory = Path(self.manager.directory)
+    steps = sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit()) if directory.is_dir() else []
+    for step in steps[:-self.keep]:
+      shutil.rmtree(directory / str(step), ignore_errors=True)
 
   def __enter__(self) -> 'Checkpointer':
     return self

@@ -107,5 +107,16 @@ def main(argv=None) -> int:
   return 0
 
 
+def run() -> None:
+  """The process entry point: `main()`'s status; after Ctrl-C it exits at once (the workdir is already
+  consistent), so no late tracebacks of orbax's background threads follow the one line."""
+  code = main()
+  if code == 130:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(130)
+  sys.exit(code)
+
+
 if __name__ == '__main__':
-  sys.exit(main())
+  run()

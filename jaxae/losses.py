@@ -14,7 +14,13 @@ def _sum_event(x: jax.Array) -> jax.Array:
   return x.reshape(x.shape[0], -1).sum(axis=-1)
 
 
-def squared_error(x_hat: jax.Array, x: jax.Array) -> jax.Array:
+def _flat(a: jax.Array, batch_ndim: int) -> jax.Array:
+  """`[*batch, H, W, C] -> [*batch, H*W*C]`. Elementwise work on images runs on this layout: XLA's CPU
+  loops vectorize over a long last axis, not over C = 1 (3-4x faster for the likelihoods)."""
+  return a.reshape(*a.shape[:batch_ndim], -1)
+
+
+def squared_error(x_hat: jax.Array, x: jax.Array, batch_ndim: int = 1) -> jax.Array:
   """Half the squared Euclidean error, `0.5 * ||x_hat - x||^2`.
 
   This is the negative log-likelihood of a unit-variance Gaussian decoder,
@@ -23,14 +29,15 @@ def squared_error(x_hat: jax.Array, x: jax.Array) -> jax.Array:
   Args:
     x_hat: `[B, ...]` reconstruction (the Gaussian mean).
     x: `[B, ...]` target, same shape.
+    batch_ndim: leading axes that are not summed (2 for `[K, B, ...]`; `x` may broadcast).
 
   Returns:
     `[B]` float32.
   """
-  return 0.5 * _sum_event(jnp.square(x_hat - x))
+  return 0.5 * jnp.sum(jnp.square(_flat(x_hat, batch_ndim) - _flat(x, batch_ndim)), axis=-1)
 
 
-def bernoulli_nll(logits: jax.Array, x: jax.Array) -> jax.Array:
+def bernoulli_nll(logits: jax.Array, x: jax.Array, batch_ndim: int = 1) -> jax.Array:
   """Bernoulli negative log-likelihood from logits, summed over pixels.
 
   `-[x log sigmoid(l) + (1-x) log(1 - sigmoid(l))] = softplus(l) - x*l`,
@@ -40,11 +47,13 @@ def bernoulli_nll(logits: jax.Array, x: jax.Array) -> jax.Array:
   Args:
     logits: `[B, ...]` decoder logits.
     x: `[B, ...]` targets in [0, 1].
+    batch_ndim: leading axes that are not summed (2 for `[K, B, ...]`; `x` may broadcast).
 
   Returns:
     `[B]` float32.
   """
-  return _sum_event(jax.nn.softplus(logits) - x * logits)
+  logits, x = _flat(logits, batch_ndim), _flat(x, batch_ndim)
+  return jnp.sum(jax.nn.softplus(logits) - x * logits, axis=-1)
 
 
 def gaussian_kl(mean: jax.Array, logvar: jax.Array) -> jax.Array:
@@ -160,11 +169,15 @@ def masked_count(batch) -> jax.Array:
 LIKELIHOODS = ('bernoulli', 'gaussian')
 
 
-def reconstruction_nll(out: jax.Array, x: jax.Array, likelihood: str) -> jax.Array:
-  """Per-example NLL of `x` under the decoder output `out` (logits or means): `[B]`."""
+def reconstruction_nll(out: jax.Array, x: jax.Array, likelihood: str, batch_ndim: int = 1) -> jax.Array:
+  """Per-example NLL of `x` under the decoder output `out` (logits or means): `[B]`.
+
+  With `batch_ndim=2`, `out: [K, B, ...]` against `x: [1, B, ...]` (broadcast
+  inside the fused loop, never materialised) gives `[K, B]`.
+  """
   if likelihood == 'bernoulli':
-    return bernoulli_nll(out, x)
-  return squared_error(out, x)
+    return bernoulli_nll(out, x, batch_ndim)
+  return squared_error(out, x, batch_ndim)
 
 
 def decoder_mean(out: jax.Array, likelihood: str) -> jax.Array:

@@ -1,8 +1,6 @@
 """Train a jaxae model: `python scripts/train.py --model vae --workdir runs/vae` (see --help)."""
 
-import sys
-
-from jaxae.cli import main
+from jaxae.cli import run
 
 if __name__ == '__main__':
-  sys.exit(main())
+  run()

@@ -65,7 +65,8 @@ def test_class_histogram_and_a_classifier_that_learns_digits():
 def test_load_returns_the_trained_state_and_refuses_missing_runs(tmp_path):
   result = train.train_and_evaluate(tiny(model='gan', epochs=1, latent_dim=4), tmp_path / 'run', progress=False)
   loaded = load(tmp_path / 'run')
-  assert loaded.model.__name__ == 'jaxae.models.gan' and loaded.config == result.config and loaded.step == 1
+  assert loaded.model.__name__ == 'jaxae.models.gan' and loaded.config == result.config
+  assert loaded.step == 26  # steps done
   for a, b in zip(jax.tree.leaves(loaded.state), jax.tree.leaves(result.state), strict=True):
     np.testing.assert_array_equal(a, b)
   with pytest.raises(UserError, match='holds no run'):

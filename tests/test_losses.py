@@ -90,3 +90,11 @@ def test_decoder_mean_and_reconstruction_dispatch():
   x = jnp.array([[0.0, 1.0]])
   np.testing.assert_allclose(losses.reconstruction_nll(out, x, 'gaussian'), losses.squared_error(out, x))
   np.testing.assert_allclose(losses.reconstruction_nll(out, x, 'bernoulli'), losses.bernoulli_nll(out, x))
+
+
+@pytest.mark.parametrize('likelihood', ['bernoulli', 'gaussian'])
+def test_reconstruction_nll_over_k_samples_broadcasts_the_target(likelihood):
+  out = jax.random.normal(jax.random.key(0), (3, 5, 4, 4, 1))
+  x = jax.random.uniform(jax.random.key(1), (5, 4, 4, 1))
+  per_k = jnp.stack([losses.reconstruction_nll(o, x, likelihood) for o in out])
+  np.testing.assert_allclose(losses.reconstruction_nll(out, x[None], likelihood, batch_ndim=2), per_k, rtol=1e-6)

@@ -109,8 +109,7 @@ def log_weights(params, apply_fn, x, key, num_samples: int, likelihood: str) -> 
   mean, logvar = mean[None], logvar[None]
   z = mean + jnp.exp(0.5 * logvar) * eps  # [K, B, latent]
   out = apply_fn({'params': params}, z.reshape(-1, z.shape[-1]), method='decode')
-  x_k = jnp.broadcast_to(x, (num_samples, *x.shape)).reshape(out.shape)
-  log_px_z = -losses.reconstruction_nll(out, x_k, likelihood).reshape(z.shape[:2])
+  log_px_z = -losses.reconstruction_nll(out.reshape(num_samples, *x.shape), x[None], likelihood, batch_ndim=2)
   return log_px_z + losses.gaussian_log_density(z, 0.0, jnp.zeros_like(z)) - losses.gaussian_log_density(
       z, mean, logvar)
 
