@@ -5,7 +5,9 @@ the fix; nothing already in the workdir is removed.
 """
 
 import argparse
+import contextlib
 import os
+import signal
 import sys
 
 from jaxae import models
@@ -66,6 +68,26 @@ def overrides_from(args) -> dict:
   return out
 
 
+@contextlib.contextmanager
+def stop_on_first_ctrl_c():
+  """The first Ctrl-C asks the loop to stop after its current chunk is saved (an interrupt inside orbax's or
+  XLA's threads could hang); a second one interrupts at once."""
+  from jaxae import train
+
+  def handler(signum, frame):
+    if train.STOP.is_set():
+      signal.default_int_handler(signum, frame)
+    train.STOP.set()
+
+  train.STOP.clear()
+  previous = signal.signal(signal.SIGINT, handler)
+  try:
+    yield
+  finally:
+    signal.signal(signal.SIGINT, previous)
+    train.STOP.clear()
+
+
 def list_config(model: str) -> str:
   """One line per config key of `model`: name, default, meaning."""
   from jaxae import config as config_lib
@@ -90,7 +112,8 @@ def main(argv=None) -> int:
 
     if args.distributed or any(v is not None for v in (args.coordinator, args.num_processes, args.process_id)):
       parallel.initialize_distributed(args.coordinator, args.num_processes, args.process_id)
-    result = train_and_evaluate(overrides_from(args), args.workdir, progress=not args.no_progress)
+    with stop_on_first_ctrl_c():
+      result = train_and_evaluate(overrides_from(args), args.workdir, progress=not args.no_progress)
   except UserError as e:
     print(f'jaxae-train: error: {e}', file=sys.stderr)
     return 2

@@ -9,6 +9,7 @@ sums and non-finite guard. Randomness: one seed is split into named keys; step
 uninterrupted one would.
 """
 
+import threading
 import time
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -22,6 +23,7 @@ from jaxae import config as config_lib
 from jaxae.epochs import Keys, chunk_size, compile_fns, make_keys, zero_sums
 from jaxae.errors import UserError, require
 
+STOP = threading.Event()  # set by the CLI's first Ctrl-C: the loop stops after the chunk it is in, once saved
 RESUMABLE_CHANGES = ('epochs', 'num_figure_images', 'keep_checkpoints', 'data_dir', 'nonfinite', 'data_mode')
 
 
@@ -241,4 +243,6 @@ def _train(run: _Run, state, ckpt: checkpoint.Checkpointer, workdir: Path, progr
       ckpt.save(now, {'state': state, 'sums': sums})
       bar.update(now - done)
       done = now
+      if STOP.is_set():  # Ctrl-C in the CLI: stop on a saved chunk boundary
+        raise KeyboardInterrupt
   return state, log.records
