@@ -83,8 +83,7 @@ class Checkpointer:
     Ctrl-C can commit one more without the manager pruning it)."""
     self.manager.close()
     directory = Path(self.manager.directory)
-    steps = sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit()) if directory.is_dir() else []
-    for step in steps[:-self.keep]:
+    for step in step_folders(directory)[:-self.keep]:
       shutil.rmtree(directory / str(step), ignore_errors=True)
 
   def __enter__(self) -> 'Checkpointer':
@@ -129,11 +128,15 @@ def _quiet_until_drained(sink, quiet: float = 1.0, limit: float = 10.0) -> None:
   sink.dropped = True
 
 
-def latest_step(directory: str | Path) -> int | None:
-  """The newest checkpoint step in `directory` (its numbered folders), without opening it; None if none."""
+def step_folders(directory: str | Path) -> list[int]:
+  """The steps of the numbered checkpoint folders in `directory`, oldest first, without opening them."""
   directory = Path(directory)
-  found = [int(p.name) for p in directory.iterdir() if p.name.isdigit()] if directory.is_dir() else []
-  return max(found, default=None)
+  return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit()) if directory.is_dir() else []
+
+
+def latest_step(directory: str | Path) -> int | None:
+  """The newest checkpoint step in `directory`; None if none."""
+  return max(step_folders(directory), default=None)
 
 
 def write_config(workdir: Path, config: dict) -> None:
