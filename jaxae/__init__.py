@@ -1,6 +1,6 @@
 """jaxae: the autoencoder family in JAX/Flax: pure losses, linen models, jitted steps, one loop."""
 
-from jaxae import corruption, data, evaluation, losses, metrics, models, nn, plotting, priors, steps
+from jaxae import corruption, data, evaluation, losses, metrics, models, nn, pca, plotting, priors, steps, tour
 from jaxae.config import resolve as resolve_config
 from jaxae.errors import UserError
 from jaxae.runs import Loaded, load
@@ -8,5 +8,5 @@ from jaxae.train import Result, train_and_evaluate
 
 __all__ = [
     'Loaded', 'Result', 'UserError', 'corruption', 'data', 'evaluation', 'load', 'losses', 'metrics', 'models', 'nn',
-    'plotting', 'priors', 'resolve_config', 'steps', 'train_and_evaluate',
+    'pca', 'plotting', 'priors', 'resolve_config', 'steps', 'tour', 'train_and_evaluate',
 ]

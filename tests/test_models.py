@@ -265,3 +265,22 @@ def test_bf16_matmuls_match_f32_with_float32_params_and_loss(name, arch):
   assert 'bf16' in step16.lower(state16, batch, jax.random.key(1)).as_text()
   _, metrics = step16(state16, batch, jax.random.key(1))
   assert metrics['loss'].dtype == jnp.float32 and np.isfinite(float(metrics['loss']))
+
+
+def test_reparameterize_is_a_pure_differentiable_draw():
+  vae = models.get('vae')
+  mean, logvar = jnp.array([[0.5, -1.0]]), jnp.array([[0.0, -2.0]])
+  key = jax.random.key(3)
+  z = vae.reparameterize(key, mean, logvar)
+  np.testing.assert_array_equal(z, vae.reparameterize(key, mean, logvar))
+  assert not np.allclose(z, vae.reparameterize(jax.random.key(4), mean, logvar))
+  eps = jax.random.normal(key, mean.shape)
+  np.testing.assert_allclose(z, mean + jnp.exp(0.5 * logvar) * eps, rtol=1e-6)
+  dz_dmean = jax.jacobian(lambda m: vae.reparameterize(key, m, logvar))(mean)[0, :, 0, :]
+  np.testing.assert_allclose(dz_dmean, np.eye(2), atol=1e-7)
+  dz_dlogvar = jax.grad(lambda v: vae.reparameterize(key, mean, v)[0, 1])(logvar)[0, 1]
+  np.testing.assert_allclose(dz_dlogvar, 0.5 * jnp.exp(-1.0) * eps[0, 1], rtol=1e-5)
+  draws = vae.reparameterize(key, mean, logvar, num_samples=200_000)
+  assert draws.shape == (200_000, 1, 2)
+  np.testing.assert_allclose(draws.mean(0)[0], mean[0], atol=0.01)
+  np.testing.assert_allclose(draws.std(0)[0], jnp.exp(0.5 * logvar[0]), rtol=0.01)

@@ -24,3 +24,18 @@ def test_image_rows_and_roc_curves():
   assert [ax.get_title() for ax in fig.axes] == ['a', 'b', 'c']
   roc = plotting.roc_curves({'class 1': (np.array([0, 0.5, 1]), np.array([0, 1, 1]), 0.75)})
   assert roc.axes[0].get_legend().get_texts()[0].get_text() == 'class 1 (0.750)'
+
+
+def test_code_panels_lines_and_heatmap():
+  rng = np.random.default_rng(0)
+  z, labels = rng.normal(size=(50, 2)), rng.integers(0, 10, 50)
+  fig = plotting.code_panels({'a': (z, labels, None), 'b': (z, labels, lambda v: -np.sum(v**2, -1)),
+                              'c': (z, labels, None)}, cols=2)
+  panels = [ax for ax in fig.axes if ax.get_title()]
+  assert [ax.get_title() for ax in panels] == ['a', 'b', 'c']
+  assert len(panels[1].collections) > len(panels[0].collections)  # the density's contours under the points
+  line = plotting.lines([1, 2, 4], {'x': [3.0, 2.0, 1.0], 'y': [1.0, 1.0, 1.0]}, 'k', 'mse', logx=True).axes[0]
+  assert [t.get_text() for t in line.get_legend().get_texts()] == ['x', 'y'] and line.get_xscale() == 'log'
+  table = np.array([[np.nan, 0.9], [0.7, np.nan]])
+  heat = plotting.heatmap(table, [0, 1], ['a', 'b'], 'col', 'row').axes[0]
+  assert sorted(t.get_text() for t in heat.texts) == ['0.70', '0.90']  # NaN cells left blank

@@ -1,7 +1,8 @@
 """Denoising: PSNR and MSE of corrupted held-out images and of the run's reconstructions of them.
 
 For each corruption in `NOISES` (Gaussian sigma 0.1, 0.3, 0.5 unclipped, as the
-denoising autoencoder trains, and masking noise zeroing 25% of the pixels) the
+denoising autoencoder trains, masking noise zeroing 25% of the pixels, and
+salt-and-pepper noise setting 10% of them to 0 or 1) the
 held-out images are corrupted with a fixed key, encoded and decoded; PSNR and
 MSE are measured against the clean images. Compare a plain autoencoder with a
 denoising one (`--model dae`) on the same data.
@@ -17,7 +18,7 @@ import numpy as np
 from jaxae import corruption, plotting
 from jaxae.evaluation import common
 
-NOISES = (('gaussian', 0.1), ('gaussian', 0.3), ('gaussian', 0.5), ('masking', 0.25))
+NOISES = (('gaussian', 0.1), ('gaussian', 0.3), ('gaussian', 0.5), ('masking', 0.25), ('salt_and_pepper', 0.1))
 
 
 def check(loaded) -> None:

@@ -26,7 +26,7 @@ from jaxae import nn as jnn
 
 __all__ = ['HEADLINE', 'KEYS', 'VAE', 'create_state', 'decode', 'defaults', 'encode', 'eval_images', 'eval_step',
            'importance_weighted_nll', 'log_weights', 'loss_fn', 'make_network', 'negative_elbo',
-           'negative_elbo_terms', 'sample', 'train_step', 'validate']
+           'negative_elbo_terms', 'reparameterize', 'sample', 'train_step', 'validate']
 
 HEADLINE = ('loss',)  # rec + beta * KL; with beta = 1 the negative ELBO
 
@@ -53,6 +53,19 @@ def validate(config) -> None:
                      'set beta=1 or iwae_samples=1')
 
 
+def reparameterize(key: jax.Array, mean: jax.Array, logvar: jax.Array, num_samples: int | None = None) -> jax.Array:
+  """z = mean + exp(logvar / 2) * eps, eps ~ N(0, I) drawn from `key` (Kingma & Welling 2014, Sec. 2.4).
+
+  z is a differentiable function of (mean, logvar); all randomness is in `key`.
+  Shapes: `mean, logvar: [B, d]` -> z `[B, d]`, or `[num_samples, B, d]` when given.
+  """
+  if num_samples is not None:
+    mean, logvar = mean[None], logvar[None]
+  shape = mean.shape if num_samples is None else (num_samples, *mean.shape[1:])
+  eps = jax.random.normal(key, shape, mean.dtype)
+  return mean + jnp.exp(0.5 * logvar) * eps
+
+
 class VAE(nn.Module):
   """Gaussian encoder and a decoder; `__call__` samples z with the 'latent' stream."""
 
@@ -71,8 +84,7 @@ class VAE(nn.Module):
   def __call__(self, x: jax.Array, train: bool = False):
     """Returns `(out, mean, logvar)` with out decoded from one reparameterized z."""
     mean, logvar = self.encode(x, train)
-    eps = jax.random.normal(self.make_rng('latent'), mean.shape, mean.dtype)
-    z = mean + jnp.exp(0.5 * logvar) * eps
+    z = reparameterize(self.make_rng('latent'), mean, logvar)
     return self.decode(z, train), mean, logvar
 
 
@@ -105,9 +117,8 @@ def log_weights(params, apply_fn, x, key, num_samples: int, likelihood: str) -> 
   The K * B decoder passes run as one batch (memory: K * B images).
   """
   mean, logvar = apply_fn({'params': params}, x, method='encode')
-  eps = jax.random.normal(key, (num_samples, *mean.shape), mean.dtype)
+  z = reparameterize(key, mean, logvar, num_samples)  # [K, B, latent]
   mean, logvar = mean[None], logvar[None]
-  z = mean + jnp.exp(0.5 * logvar) * eps  # [K, B, latent]
   out = apply_fn({'params': params}, z.reshape(-1, z.shape[-1]), method='decode')
   log_px_z = -losses.reconstruction_nll(out.reshape(num_samples, *x.shape), x[None], likelihood, batch_ndim=2)
   return log_px_z + losses.gaussian_log_density(z, 0.0, jnp.zeros_like(z)) - losses.gaussian_log_density(
