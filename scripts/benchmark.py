@@ -14,10 +14,16 @@ once and fed batch by batch from host memory). Reported per family: compile time
 FLOPs of one train step times the steps per epoch, achieved GFLOP/s and its
 fraction of a matmul peak measured in the same run on the same device, and
 peak memory (device peak where the backend reports it, else host max RSS).
+
+The reference: for each family, a bare `lax.scan` over the same epoch (same model,
+optimizer, shuffled batches and per-step keys; no non-finite guard, no mask,
+no metric sums but the headline), its epochs timed interleaved with jaxae's.
+`overhead` is jaxae's median epoch over the bare one, minus 1.
 On a GPU machine the same command measures the GPU (JAX picks it).
 """
 
 import argparse
+import functools
 import json
 import platform
 import statistics
@@ -54,6 +60,26 @@ def compiled_epoch(model, config, state, images, keys, data_mode: str):
   return time.perf_counter() - t0, lambda state, epoch: chunk_fn(state, host, epoch, 0, keys)[:2]
 
 
+def bare_scan_epoch(model, config, images, keys):
+  """The reference epoch `(state, epoch) -> (state, headline sum)`: a bare scan of `train_step` over the epoch's
+  whole shuffled batches (the last partial one dropped), keys `fold_in(keys.step, step)`, state donated."""
+  train_step = steps.bind(model.train_step, config)
+  n_batches = images.shape[0] // BATCH
+
+  @functools.partial(jax.jit, donate_argnums=0)
+  def epoch_fn(state, epoch):
+    order = jax.random.permutation(jax.random.fold_in(keys.shuffle, epoch), images.shape[0])
+
+    def body(state, i):
+      state, metrics = train_step(state, {'image': images[i]}, jax.random.fold_in(keys.step, state.step))
+      return state, metrics[model.HEADLINE[0]]
+
+    state, headline = jax.lax.scan(body, state, order[: n_batches * BATCH].reshape(n_batches, BATCH))
+    return state, jnp.sum(headline)
+
+  return epoch_fn
+
+
 def bench_family(name: str, precision: str, n_epochs: int, images, data_mode: str = 'resident') -> dict:
   n = images.shape[0]
   config = config_lib.resolve({'model': name, 'hidden': (400,), 'latent_dim': 20, 'batch_size': BATCH,
@@ -64,18 +90,44 @@ def bench_family(name: str, precision: str, n_epochs: int, images, data_mode: st
   step_flops = roofline.flops(jax.jit(steps.bind(model.train_step, config)).lower(
       state, {'image': images[:BATCH], 'mask': jnp.ones(BATCH)}, keys.step).compile())
   compile_s, epoch_fn = compiled_epoch(model, config, state, images, keys, data_mode)
-  times = []
-  for epoch in range(n_epochs + 1):  # the first is a warm-up
+  bare_fn, bare_state = bare_scan_epoch(model, config, images, keys), jax.tree.map(jnp.copy, state)
+  times, bare_times = [], []
+  for epoch in range(n_epochs + 1):  # the first is a warm-up; jaxae and the bare scan interleaved
     t0 = time.perf_counter()
     state, sums = epoch_fn(state, epoch + 1)
     float(sums['count'])  # waits for the epoch
     times.append(time.perf_counter() - t0)
-  epoch_s = statistics.median(times[1:])
+    t0 = time.perf_counter()
+    bare_state, headline = bare_fn(bare_state, epoch + 1)
+    float(headline)
+    bare_times.append(time.perf_counter() - t0)
+  epoch_s, bare_s = statistics.median(times[1:]), statistics.median(bare_times[1:])
   flops = step_flops * -(-n // BATCH)
   return {'model': name, 'precision': precision, 'data_mode': data_mode, 'compile_s': compile_s,
-          'epoch_s_median': epoch_s, 'epoch_s_all': times[1:], 'examples_per_s': n / epoch_s,
+          'epoch_s_median': epoch_s, 'epoch_s_all': times[1:], 'bare_scan_epoch_s_median': bare_s,
+          'bare_scan_epoch_s_all': bare_times[1:], 'overhead': epoch_s / bare_s - 1, 'examples_per_s': n / epoch_s,
           'gflop_per_epoch': flops / 1e9, 'gflop_per_s': flops / epoch_s / 1e9,
-          'final_train': {k: float(sums[k]) / float(sums['count']) for k in model.HEADLINE}}
+          'final_train': {k: float(sums[k]) / float(sums['count']) for k in model.HEADLINE},
+          'bare_scan_final_train': float(headline) / (n // BATCH)}
+
+
+def cpu_model() -> str:
+  """The CPU's model name (Linux /proc/cpuinfo), else what `platform` knows."""
+  try:
+    with open('/proc/cpuinfo') as f:
+      return next(line.split(':', 1)[1].strip() for line in f if line.startswith('model name'))
+  except (OSError, StopIteration):
+    return platform.processor() or platform.machine()
+
+
+def cpu_features() -> list[str]:
+  """The matmul-relevant features the CPU reports: AVX-512 (F, BF16, FP16) and AMX, from /proc/cpuinfo."""
+  try:
+    with open('/proc/cpuinfo') as f:
+      flags = set(next(line for line in f if line.startswith('flags')).split(':', 1)[1].split())
+  except (OSError, StopIteration):
+    return []
+  return [f for f in ('avx2', 'avx512f', 'avx512_bf16', 'avx512_fp16', 'amx_bf16', 'amx_tile') if f in flags]
 
 
 def main(argv=None) -> int:
@@ -103,17 +155,19 @@ def main(argv=None) -> int:
   for row in rows:
     row['roofline_fraction'] = row['gflop_per_s'] / peak
   memory, memory_kind = roofline.peak_memory_bytes()
-  report = {'device': str(jax.devices()[0]), 'backend': jax.default_backend(), 'cpu': platform.processor(),
+  report = {'device': str(jax.devices()[0]), 'backend': jax.default_backend(), 'cpu': cpu_model(),
+            'cpu_flags': cpu_features(),
             'jax': jax.__version__, 'matmul_peak_gflop_per_s': peak, 'peak_memory_bytes': memory,
             'peak_memory_kind': memory_kind, 'rows': rows}
-  print(f"| model | precision | data | compile (s) | epoch (s, median of {args.epochs}) | examples/s | GFLOP/epoch | "
-        f"GFLOP/s | of {args.precision} matmul peak ({peak:.0f} GFLOP/s) |")
-  print('|---|---|---|---|---|---|---|---|---|')
+  print(f"| model | precision | data | compile (s) | epoch (s, median of {args.epochs}) | bare scan (s) | overhead | "
+        f"examples/s | GFLOP/epoch | GFLOP/s | of {args.precision} matmul peak ({peak:.0f} GFLOP/s) |")
+  print('|---|---|---|---|---|---|---|---|---|---|---|')
   for r in rows:
     print(f"| {r['model']} | {r['precision']} | {r['data_mode']} | {r['compile_s']:.2f} | {r['epoch_s_median']:.2f} | "
-          f"{r['examples_per_s']:,.0f} | {r['gflop_per_epoch']:.0f} | {r['gflop_per_s']:.0f} | "
-          f"{r['roofline_fraction']:.0%} |")
-  print(f'peak memory: {memory / 2**20:.0f} MiB ({memory_kind}); device: {report["device"]}')
+          f"{r['bare_scan_epoch_s_median']:.2f} | {r['overhead']:+.0%} | {r['examples_per_s']:,.0f} | "
+          f"{r['gflop_per_epoch']:.0f} | {r['gflop_per_s']:.0f} | {r['roofline_fraction']:.0%} |")
+  print(f'peak memory: {memory / 2**20:.0f} MiB ({memory_kind}); device: {report["device"]}; CPU: {report["cpu"]} '
+        f'({", ".join(report["cpu_flags"]) or "no AVX-512"})')
   if args.out:
     with open(args.out, 'w') as f:
       json.dump(report, f, indent=2)

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / 'notebooks'
-MAX_BYTES = 500_000
+MAX_BYTES = 600_000
 
 
 PARAMETER = re.compile(r"^RUN = '[a-z]+'", re.M)

@@ -19,7 +19,12 @@ def test_benchmark_small_run_writes_a_report(tmp_path):
   for row in report['rows']:
     assert row['precision'] == 'bf16' and row['epoch_s_median'] > 0 and row['gflop_per_epoch'] > 0
     assert 0 < row['roofline_fraction'] and row['examples_per_s'] > 0
-  assert report['matmul_peak_gflop_per_s'] > 0 and '| vae | bf16 |' in proc.stdout
+    assert row['bare_scan_epoch_s_median'] > 0 and row['overhead'] == row['epoch_s_median'] / row[
+        'bare_scan_epoch_s_median'] - 1
+    # the reference trains the same model on the same batches and keys (512 = 4 whole batches)
+    headline = row['final_train'][next(iter(row['final_train']))]
+    assert abs(row['bare_scan_final_train'] - headline) <= 1e-3 * max(1.0, abs(headline)), row
+  assert report['matmul_peak_gflop_per_s'] > 0 and '| vae | bf16 |' in proc.stdout and report['cpu']
 
 
 def test_streaming_and_resident_epochs_train_the_same(tmp_path):
