@@ -16,6 +16,8 @@ import numpy as np
 
 from jaxae import guard, parallel, steps
 
+REPLAY = -2  # Guard.bad_step of an unguarded chunk that met a non-finite value: rerun it guarded
+
 
 class Keys(NamedTuple):
   """The run's named keys, all split once from the seed."""
@@ -56,26 +58,44 @@ def chunk_indices(key, n: int, batch_size: int, chunk: int, start):
   return tuple(jax.lax.dynamic_slice_in_dim(a, start, chunk) for a in (index, mask))
 
 
-def _step(train_step, state, g, x, m, keys: Keys, dynamic_binarize: bool, skip_nonfinite: bool, mesh):
-  """One guarded step on batch `x` with mask `m`: `(state, guard, count-weighted metrics with 'count')`."""
+def _inputs(state, x, m, keys: Keys, dynamic_binarize: bool, mesh):
+  """Step `state.step`'s batch (sharded, dynamically binarized if asked) and its key `fold_in(keys.step, step)`."""
   x, m = parallel.shard_batch(x, mesh), parallel.shard_batch(m, mesh)
   if dynamic_binarize:
     x = jax.random.bernoulli(jax.random.fold_in(keys.binarize, state.step), x).astype(x.dtype)
-  key = jax.random.fold_in(keys.step, state.step)
+  return x, m, jax.random.fold_in(keys.step, state.step)
+
+
+def _step(train_step, state, g, x, m, keys: Keys, dynamic_binarize: bool, skip_nonfinite: bool, mesh):
+  """One guarded step on batch `x` with mask `m`: `(state, guard, count-weighted metrics with 'count')`."""
+  x, m, key = _inputs(state, x, m, keys, dynamic_binarize, mesh)
   state, g, step_metrics, applied = guard.guarded_step(
       train_step, state, g, {'image': x, 'mask': m}, key, skip_nonfinite=skip_nonfinite)
   count = jnp.sum(m) * applied
   return state, g, {**{k: v * count for k, v in step_metrics.items()}, 'count': count}
 
 
+def _unguarded_step(train_step, state, x, m, keys: Keys, dynamic_binarize: bool, mesh):
+  """`_step` without the guard: the same update and count-weighted metrics when every value is finite."""
+  x, m, key = _inputs(state, x, m, keys, dynamic_binarize, mesh)
+  state, step_metrics = train_step(state, {'image': x, 'mask': m}, key)
+  count = jnp.sum(m)
+  return state, {**{k: v * count for k, v in step_metrics.items()}, 'count': count}
+
+
 def train_chunk(train_step, state, images, epoch, start, keys: Keys, *, batch_size: int, chunk: int,
-                dynamic_binarize: bool = False, skip_nonfinite: bool = False, mesh=None):
+                dynamic_binarize: bool = False, skip_nonfinite: bool = False, mesh=None, guarded: bool = True):
   """Batches `[start, start + chunk)` of epoch `epoch` over `images` ([N, H, W, C], on device).
 
   The epoch's batch order comes from `fold_in(keys.shuffle, epoch)`; batches
   past its end are all-masked no-ops, so one compiled chunk size serves every
   chunk. With `chunk` = batches per epoch and `start` = 0 this is a whole epoch.
   With a `mesh`, each batch is split over its 'data' axis (data parallelism).
+
+  `guarded=False` (only for chunks without all-masked padding batches) runs the
+  steps without the per-step guard; a non-finite metric or final parameter then
+  sets `Guard.bad_step` to `REPLAY`, and the caller reruns the chunk guarded
+  from the same state (`compile_fns` does), which gives the guarded result.
 
   Returns:
     `(state, metric sums with 'count' and 'skipped_steps', Guard)`.
@@ -85,12 +105,33 @@ def train_chunk(train_step, state, images, epoch, start, keys: Keys, *, batch_si
   def body(carry, batch_index):
     state, g = carry
     i, m = batch_index
-    state, g, weighted = _step(train_step, state, g, images[i], m, keys, dynamic_binarize, skip_nonfinite, mesh)
+    if guarded:
+      state, g, weighted = _step(train_step, state, g, images[i], m, keys, dynamic_binarize, skip_nonfinite, mesh)
+    else:
+      state, weighted = _unguarded_step(train_step, state, images[i], m, keys, dynamic_binarize, mesh)
     return (state, g), weighted
 
   (state, g), per_step = jax.lax.scan(body, (state, guard.init()), (index, mask))
   sums = jax.tree.map(lambda v: jnp.sum(v, axis=0), per_step)
+  if not guarded:
+    finite = guard.all_finite(sums) & guard.all_finite(state.params)
+    g = g._replace(bad_step=jnp.where(finite, g.bad_step, REPLAY))
   return state, {**sums, 'skipped_steps': g.skipped.astype(jnp.float32)}, g
+
+
+def replayed(fast_fn, guarded_fn):
+  """`chunk_fn` that runs `fast_fn` (unguarded, state not donated) and, when it reports a non-finite value
+  (`REPLAY`), reruns the chunk with `guarded_fn` from the same input state: the guard's exact result
+  (the first bad step, the state frozen before it or the bad updates skipped) at the bare step's speed."""
+
+  def chunk_fn(state, images, epoch, start, keys):
+    new, sums, g = fast_fn(state, images, epoch, start, keys)
+    if int(g.bad_step) == REPLAY:  # the loop syncs once per chunk anyway
+      return guarded_fn(state, images, epoch, start, keys)
+    return new, sums, g
+
+  chunk_fn._cache_size = lambda: fast_fn._cache_size() + guarded_fn._cache_size()  # programs compiled, as jit's
+  return chunk_fn
 
 
 def make_stream_step(train_step, *, dynamic_binarize: bool = False, skip_nonfinite: bool = False, mesh=None):
@@ -171,7 +212,9 @@ def compile_fns(model, config, n_train: int, mesh=None, zero: dict | None = None
   """The chunk and evaluation functions, hyperparameters bound, compiled once, state donated.
 
   Resident: `chunk_fn(state, images, epoch, start, keys)` is one compiled scan
-  over device-resident images. Streaming (`resident=False`, `zero` from
+  over device-resident images, unguarded and replayed guarded only if it meets
+  a non-finite value (`replayed`); with padding batches (`checkpoint_every` not
+  dividing the epoch), guarded throughout. Streaming (`resident=False`, `zero` from
   `zero_sums`): the same signature over host images, one compiled step per batch.
   """
   train_step, eval_step = steps.bind(model.train_step, config), steps.bind(model.eval_step, config)
@@ -179,10 +222,12 @@ def compile_fns(model, config, n_train: int, mesh=None, zero: dict | None = None
   options = dict(dynamic_binarize=config['binarize'] == 'dynamic', skip_nonfinite=config['nonfinite'] == 'skip',
                  mesh=mesh)
   if resident:
-    chunk_fn = jax.jit(functools.partial(train_chunk, train_step, batch_size=config['batch_size'], chunk=chunk,
-                                         **options), donate_argnums=0)
+    chunk_fn = functools.partial(train_chunk, train_step, batch_size=config['batch_size'], chunk=chunk, **options)
     eval_fn = jax.jit(functools.partial(evaluate, eval_step, batch_size=config['eval_batch_size'], mesh=mesh))
-    return chunk_fn, eval_fn
+    guarded_fn = jax.jit(chunk_fn, donate_argnums=0)
+    if -(-n_train // config['batch_size']) % chunk:  # padding batches: every chunk guarded
+      return guarded_fn, eval_fn
+    return replayed(jax.jit(functools.partial(chunk_fn, guarded=False)), guarded_fn), eval_fn
   chunk_fn = functools.partial(stream_chunk, make_stream_step(train_step, **options), zero,
                                batch_size=config['batch_size'], chunk=chunk, mesh=mesh)
   batch_fn = jax.jit(functools.partial(_eval_batch, eval_step, mesh=mesh))

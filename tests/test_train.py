@@ -144,6 +144,34 @@ def test_an_injected_nan_batch_is_caught_in_the_compiled_step_and_stops_at_the_l
     jaxae_guard.check(jax.device_get(guard), ['kl', 'loss', 'nelbo', 'rec'], float(sums['count']), 1, 'stop')
 
 
+@pytest.mark.parametrize('skip', [False, True])
+def test_the_unguarded_chunk_is_replayed_guarded_when_it_meets_a_nan(skip):
+  """compile_fns runs whole-epoch chunks without the per-step guard; a NaN makes it rerun the chunk guarded from
+  the same state, so the result is the guard's, bit for bit. Without a NaN it equals the guarded chunk too."""
+  (expected, expected_sums, expected_guard), _ = _nan_epoch(skip=skip)
+  config = {**config_lib.resolve(tiny()), 'batch_size': 16, 'nonfinite': 'skip' if skip else 'stop'}
+  model, keys = models.get('vae'), epochs.make_keys(0)
+  index, _ = epochs.batch_indices(jax.random.fold_in(keys.shuffle, 1), 100, 16)
+  x = np.random.default_rng(0).random((100, 8, 8, 1), np.float32)
+  clean = jnp.asarray(x)
+  x[int(np.asarray(index).reshape(-1)[50]), 3, 3, 0] = np.nan
+  chunk_fn, _ = epochs.compile_fns(model, config, 100)  # 7 batches, one chunk: no padding, the unguarded path
+  initial = model.create_state(keys.init, config, {'image': x[:1]})
+  fresh = lambda: jax.tree.map(jnp.copy, initial)  # noqa: E731  (the same static fields: no retrace)
+  state, sums, g = chunk_fn(fresh(), jnp.asarray(x), 1, 0, keys)
+  assert (int(g.bad_step), int(g.bad_term), int(g.skipped)) == (
+      int(expected_guard.bad_step), int(expected_guard.bad_term), int(expected_guard.skipped))
+  for a, b in zip(jax.tree.leaves((state, sums)), jax.tree.leaves((expected, expected_sums)), strict=True):
+    np.testing.assert_array_equal(a, b)
+  assert chunk_fn._cache_size() == 2  # the unguarded program, then the guarded one for the replay
+  state, sums, g = chunk_fn(fresh(), clean, 1, 0, keys)
+  guarded = jax.jit(functools.partial(epochs.train_chunk, steps.bind(model.train_step, config), batch_size=16,
+                                      chunk=7, skip_nonfinite=skip))(fresh(), clean, 1, 0, keys)
+  assert int(g.bad_step) == -1 and chunk_fn._cache_size() == 2  # no replay: nothing compiled again
+  for a, b in zip(jax.tree.leaves((state, sums)), jax.tree.leaves(guarded[:2]), strict=True):
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
 def test_skip_mode_drops_only_the_bad_update():
   (state, sums, guard), _ = _nan_epoch(skip=True)
   assert int(guard.skipped) == 1 and int(state.step) == 7 - 1  # 7 batches, one skipped
