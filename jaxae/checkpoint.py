@@ -6,6 +6,7 @@ target built by `create_state`, the config through `json`.
 """
 
 import contextlib
+import gc
 import json
 import os
 import shutil
@@ -58,7 +59,7 @@ class Checkpointer:
       target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
                             self.manager.item_metadata(step))
     except Exception as e:  # orbax raises many types for unreadable files
-      raise self._unreadable(step, e) from None
+      raise self._unreadable(step, type(e).__name__) from None
     return self._restore(step, ocp.args.StandardRestore(target))
 
   def _restore(self, step: int, args):
@@ -68,14 +69,16 @@ class Checkpointer:
       try:
         restored, error = self.manager.restore(step, args=args), None
       except Exception as e:  # orbax raises many types for unreadable files
-        restored, error = None, e
+        restored, error = None, type(e).__name__
+      if error is not None:
+        gc.collect()  # orbax's failed asyncio tasks report "exception never retrieved" when collected: here, not later
         _quiet_until_drained(sink)
     if error is not None:
       raise self._unreadable(step, error) from None
     return restored
 
-  def _unreadable(self, step: int, e: Exception) -> UserError:
-    return UserError(f'checkpoint {step} in {self.manager.directory} cannot be read ({type(e).__name__}); '
+  def _unreadable(self, step: int, error: str) -> UserError:
+    return UserError(f'checkpoint {step} in {self.manager.directory} cannot be read ({error}); '
                      'delete that step folder to resume from the one before, or use a new workdir')
 
   def close(self) -> None:
