@@ -1,4 +1,10 @@
-"""Datasets as dicts of NumPy arrays: `{'image': float32 [N, H, W, C] in [0, 1], 'label': int32 [N]}`.
+"""Datasets as dicts of NumPy arrays: `{'image': [N, H, W, C], 'label': int32 [N]}`.
+
+Images are uint8 pixels (meaning x / 255) when the source stores them so
+(IDX, TFDS, your uint8 arrays), else float32 in [0, 1]; `to_float` converts,
+on the host or inside a compiled step. The training loop keeps uint8 images
+as uint8 on the host and the device (4x less memory than float32) and
+converts each batch in the compiled step; `prepare(config)` gives float32.
 
 Sources:
 - `digits`: scikit-learn's bundled 8x8 handwritten digits (1,797 images);
@@ -93,12 +99,24 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
 
 
 def to_images(raw: np.ndarray) -> np.ndarray:
-  """`[N, H, W]` or `[N, H, W, C]` raw pixels -> float32 `[N, H, W, C]`; uint8 is scaled by 1/255.
-
-  Other dtypes are kept as they are (and range-checked later).
-  """
+  """`[N, H, W]` or `[N, H, W, C]` raw pixels -> `[N, H, W, C]`: uint8 kept as uint8, anything else float32
+  (range-checked later)."""
   x = raw[..., None] if raw.ndim == 3 else raw
-  return x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32)
+  return x if x.dtype == np.uint8 else x.astype(np.float32)
+
+
+PIXEL_SCALE = np.float32(1 / 255)  # XLA compiles x / 255 to x * (1/255): multiplying gives the same bits anywhere
+
+
+def to_float(x):
+  """Images as float32 in [0, 1]: uint8 pixels times float32(1/255) (255 -> 1.0 exactly), float32 as is.
+
+  NumPy or JAX (also inside jit): the same bits either way, so a batch converted on the device equals the
+  host's conversion.
+  """
+  if x.dtype == np.uint8:
+    return x.astype(np.float32) * PIXEL_SCALE
+  return x
 
 
 def _find(directory: Path, prefix: str, kind: str) -> Path | None:
@@ -148,8 +166,8 @@ def load_digits() -> dict:
 
 
 def as_set(images, labels=None, name: str = 'images') -> dict:
-  """`{'image': float32 [N, H, W, C], 'label': int32 [N]}` from NumPy or JAX `images` ([N, H, W] or
-  [N, H, W, C]; uint8 scaled by 1/255) and optional integer `labels` (else -1).
+  """`{'image': [N, H, W, C], 'label': int32 [N]}` from NumPy or JAX `images` ([N, H, W] or [N, H, W, C];
+  uint8 pixels kept as uint8, others as float32) and optional integer `labels` (else -1).
 
   Raises:
     UserError: not image-shaped, empty, or labels that do not match.
@@ -266,21 +284,25 @@ def keep_classes(data: dict, classes, dataset: str) -> dict:
 
 
 def binarize(images: np.ndarray, mode: str, seed: int) -> np.ndarray:
-  """Static binarization: 'threshold' (> 0.5) or 'sample'/'dynamic' (one Bernoulli draw with `seed`).
+  """Static binarization of images (uint8 or float): 'threshold' (> 0.5) or 'sample'/'dynamic' (one Bernoulli
+  draw with `seed`); float32 {0, 1}. 'none' returns `images` as they are.
 
   ('dynamic' redraws training images in the loop; evaluation sets use one fixed draw.)
   """
   if mode == 'none':
     return images
+  images = to_float(images)
   if mode == 'threshold':
     return (images > 0.5).astype(np.float32)
   return (np.random.default_rng(seed).random(images.shape) < images).astype(np.float32)
 
 
 def check_images(data: dict, likelihood: str, name: str) -> None:
-  """Raises `UserError` for empty, non-finite, or (Bernoulli) out-of-[0, 1] images."""
+  """Raises `UserError` for empty, non-finite, or (Bernoulli) out-of-[0, 1] images (uint8 pixels always pass)."""
   x = data['image']
   require(x.ndim == 4 and len(x) > 0, f'{name}: expected images [N, H, W, C], got shape {x.shape}')
+  if x.dtype == np.uint8:
+    return
   require(np.isfinite(x).all(), f'{name}: the data contain NaN or Inf; clean or replace the dataset')
   if likelihood == 'bernoulli':
     lo, hi = float(x.min()), float(x.max())
@@ -288,8 +310,12 @@ def check_images(data: dict, likelihood: str, name: str) -> None:
             'Bernoulli likelihood needs; rescale the data or set likelihood=gaussian')
 
 
-def prepare(config, sets: dict | None = None) -> Splits:
-  """Loads (or takes `sets`, e.g. `from_arrays(...)`), splits, binarizes and checks the data a config asks for."""
+def prepare(config, sets: dict | None = None, compact: bool = False) -> Splits:
+  """Loads (or takes `sets`, e.g. `from_arrays(...)`), splits, binarizes and checks the data a config asks for.
+
+  Images come out float32 in [0, 1]; with `compact`, uint8 images that need no static binarization stay uint8
+  (the training loop converts each batch on the device: `to_float`).
+  """
   sets = load(config['dataset'], config['data_dir']) if sets is None else sets
   if sets['train'] is not None and sets['test'] is not None:
     splits = Splits(sets['train'], sets['test'])
@@ -301,6 +327,8 @@ def prepare(config, sets: dict | None = None) -> Splits:
   train = {**splits.train, 'image': binarize(splits.train['image'], 'none' if mode == 'dynamic' else mode,
                                              config['seed'])}
   test = {**splits.eval, 'image': binarize(splits.eval['image'], mode, config['seed'] + 1)}
+  if not compact:
+    train, test = ({**d, 'image': to_float(d['image'])} for d in (train, test))
   for name, d in (('train', train), ('eval', test)):
     check_images(d, config.get('likelihood', 'bernoulli'), f"{config['dataset']} {name} set")
   return Splits(train, test)

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxae import guard, parallel, steps
+from jaxae import data, guard, parallel, steps
 
 REPLAY = -2  # Guard.bad_step of an unguarded chunk that met a non-finite value: rerun it guarded
 
@@ -59,8 +59,9 @@ def chunk_indices(key, n: int, batch_size: int, chunk: int, start):
 
 
 def _inputs(state, x, m, keys: Keys, dynamic_binarize: bool, mesh):
-  """Step `state.step`'s batch (sharded, dynamically binarized if asked) and its key `fold_in(keys.step, step)`."""
-  x, m = parallel.shard_batch(x, mesh), parallel.shard_batch(m, mesh)
+  """Step `state.step`'s batch (sharded, uint8 pixels made float32, dynamically binarized if asked) and its key
+  `fold_in(keys.step, step)`."""
+  x, m = data.to_float(parallel.shard_batch(x, mesh)), parallel.shard_batch(m, mesh)
   if dynamic_binarize:
     x = jax.random.bernoulli(jax.random.fold_in(keys.binarize, state.step), x).astype(x.dtype)
   return x, m, jax.random.fold_in(keys.step, state.step)
@@ -171,8 +172,8 @@ def zero_sums(train_step, state, x, keys: Keys) -> dict:
 
 
 def _eval_batch(eval_step, state, x, m, key, b, mesh):
-  """Eval batch `b` draws from `fold_in(key, b)`."""
-  x, m = parallel.shard_batch(x, mesh), parallel.shard_batch(m, mesh)
+  """Eval batch `b` (uint8 pixels made float32) draws from `fold_in(key, b)`."""
+  x, m = data.to_float(parallel.shard_batch(x, mesh)), parallel.shard_batch(m, mesh)
   return eval_step(state, {'image': x, 'mask': m}, jax.random.fold_in(key, b))
 
 

@@ -78,13 +78,13 @@ def resolve_schedule(config: dict, steps_per_epoch: int) -> dict:
 def write_figures(model, state, eval_set, keys: Keys, config, workdir: Path, records, mesh=None) -> None:
   """figures/: one PNG per grid `model.eval_images` returns (reconstructions under their originals), the
   headline metrics per epoch, and for 2-D codes their scatter by label (written by process 0)."""
-  x = eval_set['image'][: config['num_figure_images']]
+  x = data.to_float(eval_set['image'][: config['num_figure_images']])
   images = jax.device_get(steps.bind(model.eval_images, config)(state, parallel.replicate({'image': x}, mesh),
                                                                 keys.vis))
   codes = None
   if hasattr(model, 'encode') and config.get('latent_dim') == 2:
     n = min(len(eval_set['image']), 2000)
-    codes = jax.device_get(model.encode(state, parallel.replicate(eval_set['image'][:n], mesh)))
+    codes = jax.device_get(model.encode(state, parallel.replicate(data.to_float(eval_set['image'][:n]), mesh)))
   if not parallel.is_primary():
     return
   out = workdir / 'figures'
@@ -140,14 +140,14 @@ def _setup(overrides: dict, workdir: Path, sets: dict | None = None) -> tuple[_R
   if config['data_dir'] and Path(config['data_dir']).exists():  # saved absolute: the run loads from any folder
     config['data_dir'] = str(Path(config['data_dir']).resolve())
   model = models.get(config['model'])
-  splits = data.prepare(config, sets)
+  splits = data.prepare(config, sets, compact=True)  # uint8 images stay uint8, on the device too
   steps_per_epoch = -(-len(splits.train['image']) // config['batch_size'])
   config = resolve_schedule(config, steps_per_epoch)
   check_workdir(workdir, config)
   check_trained_steps(workdir, config, steps_per_epoch)
   keys = make_keys(config['seed'])
   try:
-    state = model.create_state(keys.init, config, {'image': splits.train['image'][:1]})
+    state = model.create_state(keys.init, config, {'image': data.to_float(splits.train['image'][:1])})
   except ValueError as e:
     raise UserError(f'{e}') from None
   mesh = parallel.make_mesh()

@@ -41,7 +41,8 @@ def test_idx_round_trip(tmp_path, gz):
   np.testing.assert_array_equal(data.read_idx(tmp_path / f'train-images-idx3-ubyte{suffix}'), images)
   sets = data.load_idx_dir(tmp_path)
   assert sets['test'] is None
-  np.testing.assert_allclose(sets['train']['image'][..., 0], images / 255.0, rtol=1e-6)
+  np.testing.assert_array_equal(sets['train']['image'][..., 0], images)  # pixels kept as uint8
+  np.testing.assert_allclose(data.to_float(sets['train']['image'])[..., 0], images / 255.0, rtol=1e-6)
   np.testing.assert_array_equal(sets['train']['label'], labels)
 
 
@@ -123,8 +124,8 @@ def test_idx_dir_errors_are_user_errors(tmp_path):
 def test_real_mnist_test_set(mnist_dir):
   sets = data.load('idx', mnist_dir)
   images, labels = sets['test']['image'], sets['test']['label']
-  assert images.shape == (10000, 28, 28, 1) and labels.shape == (10000,)
-  assert images.min() == 0.0 and images.max() == 1.0
+  assert images.shape == (10000, 28, 28, 1) and images.dtype == np.uint8 and labels.shape == (10000,)
+  assert images.min() == 0 and images.max() == 255
   assert np.bincount(labels).min() > 800  # every class present in quantity
   splits = data.holdout_split(sets['test'], 1000, 'tail', 0)
   assert len(splits.train['image']) == 9000
@@ -140,8 +141,7 @@ def test_tfds_under_mock_data(name, shape):
     sets = data.load(name)
   for split in ('train', 'test'):
     images = sets[split]['image']
-    assert images.shape == (6, *shape) and images.dtype == np.float32
-    assert 0 <= images.min() and images.max() <= 1
+    assert images.shape == (6, *shape) and images.dtype == np.uint8
 
 
 def test_unknown_and_unprepared_tfds_datasets_are_user_errors(tmp_path):
@@ -149,6 +149,36 @@ def test_unknown_and_unprepared_tfds_datasets_are_user_errors(tmp_path):
     data.load('no_such_set')
   with pytest.raises(UserError, match='not prepared.*network and TensorFlow'):
     data.load('mnist', str(tmp_path))
+
+
+def test_uint8_pixels_convert_to_the_same_float32_bits_on_host_and_device():
+  import jax
+
+  x = np.arange(256, dtype=np.uint8).reshape(1, 16, 16, 1)
+  host, device = data.to_float(x), np.asarray(jax.jit(data.to_float)(x))
+  assert host.dtype == device.dtype == np.float32
+  np.testing.assert_array_equal(host.view(np.uint32), device.view(np.uint32))
+  assert host.min() == 0 and host.max() == 1 and np.abs(host - x / 255).max() < 1e-7
+  floats = np.linspace(0, 1, 5, dtype=np.float32)
+  assert data.to_float(floats) is floats
+
+
+def test_prepare_keeps_uint8_only_when_compact_and_not_statically_binarized():
+  from jaxae import config as config_lib
+
+  raw = np.random.default_rng(0).integers(0, 256, (50, 4, 4), dtype=np.uint8)
+  sets = data.from_arrays(raw)
+  dtypes = {}
+  for binarize in ('none', 'dynamic', 'threshold'):
+    config = config_lib.resolve({'dataset': 'arrays', 'holdout': 10, 'binarize': binarize})
+    for compact in (False, True):
+      splits = data.prepare(config, sets, compact)
+      dtypes[binarize, compact] = (splits.train['image'].dtype, splits.eval['image'].dtype)
+  u8, f32 = np.dtype(np.uint8), np.dtype(np.float32)
+  assert dtypes == {('none', False): (f32, f32), ('none', True): (u8, u8), ('dynamic', False): (f32, f32),
+                    ('dynamic', True): (u8, f32), ('threshold', False): (f32, f32), ('threshold', True): (f32, f32)}
+  full = data.prepare(config_lib.resolve({'dataset': 'arrays', 'holdout': 10, 'holdout_order': 'tail'}), sets)
+  np.testing.assert_array_equal(full.train['image'], data.to_float(raw[:40, ..., None]))
 
 
 def test_holdout_split_is_seeded_and_disjoint():
@@ -172,6 +202,8 @@ def test_binarization_modes():
   assert set(np.unique(s1)) == {0.0, 1.0}
   assert abs(s1.mean() - x.mean()) < 0.01
   assert data.binarize(x, 'none', 0) is x
+  pixels = (x * 255).astype(np.uint8)
+  np.testing.assert_array_equal(data.binarize(pixels, 'threshold', 0), data.to_float(pixels) > 0.5)
 
 
 def test_check_images_rejects_nan_and_out_of_range_for_bernoulli():

@@ -1,5 +1,6 @@
 """Training on your own arrays and random-access sources, with the checks of the dataset route."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -56,3 +57,18 @@ def test_own_data_gets_the_dataset_checks_before_anything_is_written(tmp_path, i
     train.train_and_evaluate(tiny(**overrides), tmp_path / 'run', progress=False,
                              data=data.from_arrays(images, labels))
   assert not (tmp_path / 'run').exists()
+
+
+@pytest.mark.parametrize('data_mode', ['resident', 'streaming'])
+def test_uint8_images_stay_uint8_in_the_loop_and_train_exactly_as_their_floats(tmp_path, data_mode):
+  pixels = data.from_arrays(RAW, DIGITS['label'])
+  floats = data.from_arrays(data.to_float(RAW), DIGITS['label'])
+  config = tiny(data_mode=data_mode, binarize='dynamic')
+  run, _ = train._setup(config, tmp_path / 'setup', pixels)
+  assert run.train_x.dtype == np.uint8 and run.train_x.nbytes == run.train_x.size == 1617 * 64  # 1 byte a pixel
+  assert isinstance(run.train_x, np.ndarray) == (data_mode == 'streaming')
+  a = train.train_and_evaluate(config, tmp_path / 'u8', progress=False, data=pixels)
+  b = train.train_and_evaluate(config, tmp_path / 'f32', progress=False, data=floats)
+  assert [r['loss'] for r in a.records] == [r['loss'] for r in b.records]
+  for x, y in zip(jax.tree.leaves(a.state.params), jax.tree.leaves(b.state.params), strict=True):
+    np.testing.assert_array_equal(x, y)
