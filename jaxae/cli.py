@@ -38,7 +38,7 @@ def parser() -> argparse.ArgumentParser:
   p.add_argument('--list-config', metavar='MODEL', help='print every config key of MODEL with its default and '
                  'meaning, and exit')
   p.add_argument('--dataset', help=f"dataset (default: {BASE['dataset']})")
-  p.add_argument('--data-dir', help='IDX folder, or TFDS data dir (default: $TFDS_DATA_DIR)')
+  p.add_argument('--data-dir', help='IDX or records folder, or TFDS data dir (default: $TFDS_DATA_DIR)')
   p.add_argument('--epochs', type=int, help=f"passes over the training set (default: {BASE['epochs']})")
   p.add_argument('--batch-size', type=int, help=f"examples per step (default: {BASE['batch_size']})")
   p.add_argument('--latent-dim', type=int, help=f"code size (default: the model's: {latent}, ...)")

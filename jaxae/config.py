@@ -24,12 +24,12 @@ BASE = dict(
     eval_batch_size=500, learning_rate=1e-3, adam_b1=0.9, adam_b2=0.999, weight_decay=0.0, schedule='constant',
     warmup_steps=0, decay_steps=0, grad_clip=0.0, seed=0, binarize='none', holdout=0.1,
     holdout_order='seeded', keep_checkpoints=3, num_figure_images=32, nonfinite='stop',
-    checkpoint_every=0, precision='f32', data_mode='auto', train_classes=(),
+    checkpoint_every=0, precision='f32', data_mode='auto', train_classes=(), stream_steps=16, read_threads=4,
 )
 
 DESCRIPTIONS = dict(  # the base keys and the network keys every family shares; a family describes its own in KEYS
-    model='model family (see --help)', dataset='digits, idx, or a prepared TFDS image dataset',
-    data_dir='folder of the IDX files, or the TFDS data dir (default: $TFDS_DATA_DIR)',
+    model='model family (see --help)', dataset='digits, idx, records, or a prepared TFDS image dataset',
+    data_dir='folder of the IDX files or of the records, or the TFDS data dir (default: $TFDS_DATA_DIR)',
     epochs='passes over the training set', batch_size='examples per training step',
     eval_batch_size='examples per evaluation batch', learning_rate='Adam step size (peak, for a schedule)',
     adam_b1='Adam beta_1', adam_b2='Adam beta_2', weight_decay='AdamW decoupled weight decay (0: Adam)',
@@ -43,7 +43,9 @@ DESCRIPTIONS = dict(  # the base keys and the network keys every family shares; 
     nonfinite='on a NaN/Inf step: stop (keep the last good checkpoint) or skip the update',
     checkpoint_every='also checkpoint every N steps within an epoch (0: at epoch ends)',
     precision='f32, or bf16 matmul inputs with float32 accumulation and parameters',
-    data_mode='auto, resident (data on the device) or streaming (batches from host memory)',
+    data_mode='auto, resident (data on the device) or streaming (batches read from host memory or disk)',
+    stream_steps='streaming: batches sent to the device together and scanned in one call',
+    read_threads='streaming: threads reading and gathering batches ahead of the device (grain)',
     train_classes='labels kept in the training set, e.g. 0 or 3,5 (empty: all); evaluation keeps all',
     arch='mlp or conv (stride-2 4x4 convs)', hidden='MLP hidden widths, encoder order, e.g. 512,256 (empty: linear)',
     conv_features='conv channels per stride-2 layer, encoder order', latent_dim='code / latent size',
@@ -55,7 +57,8 @@ CHOICES = dict(
     binarize=('none', 'threshold', 'sample', 'dynamic'), holdout_order=('seeded', 'tail'),
     nonfinite=('stop', 'skip'), precision=('f32', 'bf16'), data_mode=('auto', 'resident', 'streaming'),
 )
-POSITIVE = ('epochs', 'batch_size', 'eval_batch_size', 'learning_rate', 'keep_checkpoints')
+POSITIVE = ('epochs', 'batch_size', 'eval_batch_size', 'learning_rate', 'keep_checkpoints', 'stream_steps',
+            'read_threads')
 NON_NEGATIVE = ('checkpoint_every', 'weight_decay', 'warmup_steps', 'decay_steps', 'grad_clip', 'num_figure_images',
                 'seed')
 PROBABILITIES = ('adam_b1', 'adam_b2')

@@ -12,6 +12,8 @@ Sources:
 - `idx`: a directory of IDX files (`train-images-idx3-ubyte[.gz]`,
   `t10k-images-idx3-ubyte[.gz]` and their labels), as MNIST and
   Fashion-MNIST ship; set `data_dir`.
+- `records`: a folder of ArrayRecord files (`jaxae.records`; set `data_dir`),
+  read lazily: batches come from disk as the loop asks for them.
 - any TFDS image dataset (mnist, fashion_mnist, binarized_mnist, cifar10, ...)
   read with `tfds.data_source` (no TensorFlow needed to read a prepared
   dataset); honours `data_dir` and TFDS_DATA_DIR.
@@ -29,6 +31,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from jaxae import records
 from jaxae.errors import UserError, require
 
 IDX_DTYPES = {0x08: '>u1', 0x09: '>i1', 0x0B: '>i2', 0x0C: '>i4', 0x0D: '>f4', 0x0E: '>f8'}
@@ -112,8 +115,10 @@ def to_float(x):
   """Images as float32 in [0, 1]: uint8 pixels times float32(1/255) (255 -> 1.0 exactly), float32 as is.
 
   NumPy or JAX (also inside jit): the same bits either way, so a batch converted on the device equals the
-  host's conversion.
+  host's conversion. Lazy images (`jaxae.records.Images`) are read whole.
   """
+  if is_lazy(x):
+    x = np.asarray(x)
   if x.dtype == np.uint8:
     return x.astype(np.float32) * PIXEL_SCALE
   return x
@@ -235,7 +240,7 @@ def load_tfds(name: str, data_dir: str | None = None) -> dict:
     builder = tfds.builder(name, data_dir=data_dir)
   except tfds.core.registered.DatasetNotFoundError:
     raise UserError(
-        f"unknown dataset '{name}': use digits, idx (with data_dir) or a TFDS image dataset "
+        f"unknown dataset '{name}': use digits, idx or records (with data_dir), or a TFDS image dataset "
         f"such as {', '.join(KNOWN_TFDS)}"
     ) from None
   splits = set(builder.info.splits.keys()) if builder.info.splits else {'train', 'test'}
@@ -248,14 +253,23 @@ def load(name: str, data_dir: str | None = None) -> dict:
           "data=jaxae.data.from_arrays(...), to train_and_evaluate or jaxae.load")
   if name == 'digits':
     return load_digits()
+  if name == 'records':
+    require(data_dir is not None, 'dataset=records needs data_dir: the records folder (scripts/make_records.py)')
+    return records.load(data_dir)
   if name == 'idx':
     require(data_dir is not None, 'dataset=idx needs data_dir: the folder holding the IDX files')
     return load_idx_dir(data_dir)
   return load_tfds(name, data_dir)
 
 
+def is_lazy(images) -> bool:
+  """Whether `images` are read from disk on demand (`jaxae.records.Images`) rather than held in memory."""
+  return isinstance(images, records.Images)
+
+
 def take(data: dict, index: np.ndarray) -> dict:
-  return {k: v[index] for k, v in data.items()}
+  """The examples `index` of every array of `data` (a view, not a read, for lazy images)."""
+  return {k: v.subset(index) if is_lazy(v) else v[index] for k, v in data.items()}
 
 
 def holdout_split(data: dict, holdout: float, order: str, seed: int) -> Splits:
@@ -324,6 +338,9 @@ def prepare(config, sets: dict | None = None, compact: bool = False) -> Splits:
     splits = holdout_split(pool, config['holdout'], config['holdout_order'], config['seed'])
   splits = Splits(keep_classes(splits.train, config.get('train_classes', ()), config['dataset']), splits.eval)
   mode = config['binarize']
+  require(not (is_lazy(splits.train['image']) and mode in ('threshold', 'sample')),
+          f'binarize={mode} would read the whole {config["dataset"]} dataset into memory; use binarize=dynamic '
+          '(a fresh draw per batch) or none')
   train = {**splits.train, 'image': binarize(splits.train['image'], 'none' if mode == 'dynamic' else mode,
                                              config['seed'])}
   test = {**splits.eval, 'image': binarize(splits.eval['image'], mode, config['seed'] + 1)}

@@ -1,14 +1,15 @@
 """Compiled training and evaluation passes: one guarded step, scanned (resident) or streamed.
 
 Resident: the data sit on the device and a chunk of steps (by default a whole
-epoch) is one compiled `lax.scan`. Streaming: the data stay on the host and the
-same step is compiled once and fed batch by batch. Both follow the same batch
+epoch) is one compiled `lax.scan`. Streaming: the data stay on the host (or on
+disk, `jaxae.records`); grain threads read groups of batches ahead, and each
+group is sent to the device and scanned by one compiled call. Both follow the same batch
 order (`fold_in(keys.shuffle, epoch)`), draw step `t`'s randomness from
 `fold_in(keys.step, t)`, pad the last batch with a mask, and return metric sums.
 """
 
 import functools
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -84,6 +85,24 @@ def _unguarded_step(train_step, state, x, m, keys: Keys, dynamic_binarize: bool,
   return state, {**{k: v * count for k, v in step_metrics.items()}, 'count': count}
 
 
+def _scan_steps(train_step, state, g, batches, get, keys: Keys, *, guarded: bool, dynamic_binarize: bool,
+                skip_nonfinite: bool, mesh):
+  """A `lax.scan` of steps over `batches` `(a [steps, ...], mask [steps, B])`, step `t`'s images `get(a[t])`,
+  guard `g` carried in. Returns `(state, guard, metric sums with 'count')`."""
+
+  def body(carry, batch):
+    state, g = carry
+    x, m = get(batch[0]), batch[1]
+    if guarded:
+      state, g, weighted = _step(train_step, state, g, x, m, keys, dynamic_binarize, skip_nonfinite, mesh)
+    else:
+      state, weighted = _unguarded_step(train_step, state, x, m, keys, dynamic_binarize, mesh)
+    return (state, g), weighted
+
+  (state, g), per_step = jax.lax.scan(body, (state, g), batches)
+  return state, g, jax.tree.map(lambda v: jnp.sum(v, axis=0), per_step)
+
+
 def train_chunk(train_step, state, images, epoch, start, keys: Keys, *, batch_size: int, chunk: int,
                 dynamic_binarize: bool = False, skip_nonfinite: bool = False, mesh=None, guarded: bool = True):
   """Batches `[start, start + chunk)` of epoch `epoch` over `images` ([N, H, W, C], on device).
@@ -102,18 +121,9 @@ def train_chunk(train_step, state, images, epoch, start, keys: Keys, *, batch_si
     `(state, metric sums with 'count' and 'skipped_steps', Guard)`.
   """
   index, mask = chunk_indices(jax.random.fold_in(keys.shuffle, epoch), images.shape[0], batch_size, chunk, start)
-
-  def body(carry, batch_index):
-    state, g = carry
-    i, m = batch_index
-    if guarded:
-      state, g, weighted = _step(train_step, state, g, images[i], m, keys, dynamic_binarize, skip_nonfinite, mesh)
-    else:
-      state, weighted = _unguarded_step(train_step, state, images[i], m, keys, dynamic_binarize, mesh)
-    return (state, g), weighted
-
-  (state, g), per_step = jax.lax.scan(body, (state, guard.init()), (index, mask))
-  sums = jax.tree.map(lambda v: jnp.sum(v, axis=0), per_step)
+  state, g, sums = _scan_steps(train_step, state, guard.init(), (index, mask), lambda i: images[i], keys,
+                               guarded=guarded, dynamic_binarize=dynamic_binarize, skip_nonfinite=skip_nonfinite,
+                               mesh=mesh)
   if not guarded:
     finite = guard.all_finite(sums) & guard.all_finite(state.params)
     g = g._replace(bad_step=jnp.where(finite, g.bad_step, REPLAY))
@@ -135,32 +145,89 @@ def replayed(fast_fn, guarded_fn):
   return chunk_fn
 
 
-def make_stream_step(train_step, *, dynamic_binarize: bool = False, skip_nonfinite: bool = False, mesh=None):
-  """The jitted streaming step `(state, guard, sums, x, m, keys) -> (state, guard, sums)`, state donated."""
+class StreamFns(NamedTuple):
+  """The compiled group scans of streaming, `(state, guard, sums, xs [k, B, ...], ms [k, B], keys) -> (state,
+  guard, sums + the group's)`: `fast` unguarded (state kept, for a replay), `guarded` (state donated); and
+  `finite(sums, params)`."""
 
-  def stream_step(state, g, sums, x, m, keys):
-    state, g, weighted = _step(train_step, state, g, x, m, keys, dynamic_binarize, skip_nonfinite, mesh)
-    return state, g, jax.tree.map(jnp.add, sums, weighted)
+  fast: Any
+  guarded: Any
+  finite: Any
 
-  return jax.jit(stream_step, donate_argnums=(0, 2))
+  def _cache_size(self) -> int:
+    return self.fast._cache_size() + self.guarded._cache_size()
 
 
-def stream_chunk(step_fn, zero: dict, state, images: np.ndarray, epoch, start, keys: Keys, *, batch_size: int,
-                 chunk: int, mesh=None):
-  """`train_chunk` for data kept on the host: the same batches, sent to the device one at a time.
+def make_stream_fns(train_step, *, dynamic_binarize: bool = False, skip_nonfinite: bool = False,
+                    mesh=None) -> StreamFns:
+  """`StreamFns` for `train_step`, each compiled once (on its first group)."""
 
-  `step_fn` is `make_stream_step(...)`, compiled once (the last batch is padded
-  and masked; all-masked padding batches are skipped). `zero` is `zero_sums(...)`.
-  With a `mesh`, each process sends only the rows of its own devices.
+  def group(guarded, state, g, sums, xs, ms, keys):
+    state, g, group_sums = _scan_steps(train_step, state, g, (xs, ms), lambda x: x, keys, guarded=guarded,
+                                       dynamic_binarize=dynamic_binarize, skip_nonfinite=skip_nonfinite, mesh=mesh)
+    return state, g, jax.tree.map(jnp.add, sums, group_sums)
+
+  return StreamFns(jax.jit(functools.partial(group, False), donate_argnums=2),
+                   jax.jit(functools.partial(group, True), donate_argnums=(0, 2)),
+                   jax.jit(lambda sums, params: guard.all_finite(sums) & guard.all_finite(params)))
+
+
+def read_groups(images, index: np.ndarray, mask: np.ndarray, group: int, threads: int):
+  """Host groups `(xs [group, b, H, W, C], ms [group, b], k)` of batches `images[index[t]]`, `group` at a time
+  (the last padded with all-masked batches; `k` real), read and gathered ahead by `threads` grain threads.
+
+  `images`: a NumPy array or lazy `jaxae.records.Images`; `index`, `mask`: `[steps, b]`, a process's rows.
+  """
+  import grain
+
+  def read(start):
+    i, m = index[start:start + group], mask[start:start + group]
+    xs = np.asarray(images[i.ravel()]).reshape(*i.shape, *images.shape[1:])
+    pad = group - len(i)
+    if pad:
+      xs = np.concatenate([xs, np.zeros((pad, *xs.shape[1:]), xs.dtype)])
+      m = np.concatenate([m, np.zeros((pad, m.shape[1]), m.dtype)])
+    return xs, m, len(i)
+
+  starts = grain.MapDataset.source(range(0, len(index), group)).map(read)
+  return iter(starts.to_iter_dataset(grain.ReadOptions(num_threads=threads, prefetch_buffer_size=2 * threads)))
+
+
+def _stream_pass(fns: StreamFns, guarded: bool, state, zero: dict, images, index, mask, keys: Keys, *,
+                 batch_size: int, group: int, threads: int, mesh):
+  """One pass over a chunk's batches, group by group: unguarded (`fns.fast`, the padded last group guarded) or
+  guarded throughout. Returns `(state, sums, guard)`."""
+  g, sums = parallel.replicate((guard.init(), {k: v for k, v in zero.items() if k != 'skipped_steps'}), mesh)
+  first = state
+  for xs, ms, k in read_groups(images, index, mask, group, threads):
+    fn = fns.fast if k == group and not guarded else fns.guarded
+    if fn is fns.guarded and state is first and not guarded:
+      state = jax.tree.map(jnp.copy, state)  # the guarded scan donates its input: keep the chunk's for a replay
+    xs, ms = (parallel.from_process_rows(a, batch_size, mesh, axis=1) for a in (xs, ms))
+    state, g, sums = fn(state, g, sums, xs, ms, keys)
+  return state, sums, g
+
+
+def stream_chunk(fns: StreamFns, zero: dict, state, images, epoch, start, keys: Keys, *, batch_size: int,
+                 chunk: int, group: int = 16, threads: int = 4, mesh=None):
+  """`train_chunk` for data kept on the host or on disk: the same batches and keys, sent to the device `group`
+  at a time and scanned there.
+
+  `fns` is `make_stream_fns(...)`, `zero` is `zero_sums(...)`. All-masked padding
+  batches are not read. The chunk runs unguarded (as `replayed` does) and is rerun
+  guarded from the same state when it meets a non-finite value. With a `mesh`, each
+  process reads and sends only the rows of its own devices (`parallel.process_rows`).
   """
   index, mask = jax.device_get(chunk_indices(jax.random.fold_in(keys.shuffle, epoch), images.shape[0],
                                              batch_size, chunk, start))
-  g, sums = parallel.replicate((guard.init(), {k: v for k, v in zero.items() if k != 'skipped_steps'}), mesh)
-  for i, m in zip(index, mask, strict=True):
-    if m.any():
-      state, g, sums = step_fn(state, g, sums, parallel.global_batch(images[i], mesh),
-                               parallel.global_batch(m, mesh), keys)
-  return state, {**sums, 'skipped_steps': g.skipped.astype(jnp.float32)}, g
+  real = int(mask.any(axis=1).sum())  # padding batches come last
+  rows = parallel.process_rows(batch_size, mesh)
+  index, mask = index[:real, rows], mask[:real, rows]
+  options = dict(batch_size=batch_size, group=group, threads=threads, mesh=mesh)
+  new, sums, g = _stream_pass(fns, False, state, zero, images, index, mask, keys, **options)
+  if int(g.bad_step) >= 0 or not bool(fns.finite(sums, new.params)):
+    new, sums, g = _stream_pass(fns, True, state, zero, images, index, mask, keys, **options)
+  return new, {**sums, 'skipped_steps': g.skipped.astype(jnp.float32)}, g
 
 
 def zero_sums(train_step, state, x, keys: Keys) -> dict:
@@ -229,7 +296,8 @@ def compile_fns(model, config, n_train: int, mesh=None, zero: dict | None = None
     if -(-n_train // config['batch_size']) % chunk:  # padding batches: every chunk guarded
       return guarded_fn, eval_fn
     return replayed(jax.jit(functools.partial(chunk_fn, guarded=False)), guarded_fn), eval_fn
-  chunk_fn = functools.partial(stream_chunk, make_stream_step(train_step, **options), zero,
-                               batch_size=config['batch_size'], chunk=chunk, mesh=mesh)
+  chunk_fn = functools.partial(stream_chunk, make_stream_fns(train_step, **options), zero,
+                               batch_size=config['batch_size'], chunk=chunk, group=config['stream_steps'],
+                               threads=config['read_threads'], mesh=mesh)
   batch_fn = jax.jit(functools.partial(_eval_batch, eval_step, mesh=mesh))
   return chunk_fn, functools.partial(stream_evaluate, batch_fn, batch_size=config['eval_batch_size'], mesh=mesh)

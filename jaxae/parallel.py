@@ -82,6 +82,27 @@ def global_batch(x: np.ndarray, mesh: Mesh | None):
   return jax.make_array_from_callback(x.shape, NamedSharding(mesh, PartitionSpec('data')), lambda index: x[index])
 
 
+def process_rows(batch_size: int, mesh: Mesh | None) -> slice:
+  """The rows `[start, stop)` of a global batch that this process's devices hold (all rows without a mesh):
+  what a process reads when each reads only its own share."""
+  if mesh is None:
+    return slice(0, batch_size)
+  spans = NamedSharding(mesh, PartitionSpec('data')).addressable_devices_indices_map((batch_size,)).values()
+  start, stop = min(s[0].start or 0 for s in spans), max(s[0].stop or batch_size for s in spans)
+  assert (stop - start) * jax.process_count() == batch_size, 'devices of a process hold contiguous rows'
+  return slice(start, stop)
+
+
+def from_process_rows(x: np.ndarray, batch_size: int, mesh: Mesh | None, axis: int = 0):
+  """The global array whose `axis` (of global size `batch_size`) is split over 'data', from this process's rows
+  `x` (`process_rows`); the other axes are whole. Without a mesh, `x` as is."""
+  if mesh is None:
+    return x
+  spec = PartitionSpec(*([None] * axis), 'data')
+  shape = (*x.shape[:axis], batch_size, *x.shape[axis + 1:])
+  return jax.make_array_from_process_local_data(NamedSharding(mesh, spec), x, shape)
+
+
 def shard_batch(x: jax.Array, mesh: Mesh | None) -> jax.Array:
   """Inside jit: split `x` along its first (batch) axis over the 'data' axis (as is without a mesh)."""
   if mesh is None:

@@ -24,7 +24,8 @@ from jaxae.epochs import Keys, chunk_size, compile_fns, make_keys, zero_sums
 from jaxae.errors import UserError, require
 
 STOP = threading.Event()  # set by the CLI's first Ctrl-C: the loop stops after the chunk it is in, once saved
-RESUMABLE_CHANGES = ('epochs', 'num_figure_images', 'keep_checkpoints', 'data_dir', 'nonfinite', 'data_mode')
+RESUMABLE_CHANGES = ('epochs', 'num_figure_images', 'keep_checkpoints', 'data_dir', 'nonfinite', 'data_mode',
+                     'stream_steps', 'read_threads')  # none changes what is computed
 
 
 def check_workdir(workdir: Path, config: dict) -> None:
@@ -155,10 +156,11 @@ def _setup(overrides: dict, workdir: Path, sets: dict | None = None) -> tuple[_R
     parallel.check_batch_size(key, config[key], mesh)
 
   workdir.mkdir(parents=True, exist_ok=True)
-  resident = config['data_mode'] == 'resident' or (
-      config['data_mode'] == 'auto' and parallel.fits_on_device(splits.train['image'].nbytes))
   train_x, eval_x = splits.train['image'], splits.eval['image']
+  resident = config['data_mode'] == 'resident' or (  # records on disk stream unless resident is asked for
+      config['data_mode'] == 'auto' and not data.is_lazy(train_x) and parallel.fits_on_device(train_x.nbytes))
   if resident:
+    train_x, eval_x = (np.asarray(x) if data.is_lazy(x) else x for x in (train_x, eval_x))
     train_x, eval_x = parallel.replicate((train_x, eval_x), mesh)
   zero = zero_sums(steps.bind(model.train_step, config), state, splits.train['image'][: config['batch_size']], keys)
   keys, state = parallel.replicate((keys, state), mesh)

@@ -24,6 +24,7 @@ import jax
 import numpy as np
 
 from jaxae import checkpoint, metrics, models
+from jaxae import config as config_lib
 from jaxae.errors import UserError
 from jaxae.train import train_and_evaluate
 
@@ -88,12 +89,14 @@ def main(argv=None) -> int:
   p.add_argument('--epochs', type=int, default=TINY['epochs'])
   p.add_argument('--seed', type=int, default=0, help='seed of the kill moments')
   p.add_argument('--checkpoint-every', type=int, default=0, help='also checkpoint every N steps (0: epoch ends)')
+  p.add_argument('--set', action='append', default=[], metavar='KEY=VALUE', help='another config setting')
   args = p.parse_args(argv)
   try:
     if args.cycles < 1 or args.epochs < 1:
       raise UserError('--cycles and --epochs must be positive')
-    config = {**TINY, 'model': args.model, 'epochs': args.epochs, 'checkpoint_every': args.checkpoint_every}
     models.get(args.model)
+    config = {**TINY, 'model': args.model, 'epochs': args.epochs, 'checkpoint_every': args.checkpoint_every,
+              **config_lib.parse_overrides(args.set, args.model)}
     report = soak(config, Path(args.workdir), args.cycles, args.seed)
   except UserError as e:
     print(f'soak: error: {e}', file=sys.stderr)

@@ -299,15 +299,18 @@ def test_streaming_reproduces_the_resident_run(tmp_path, name):
                              rtol=1e-5)
 
 
-def test_the_streaming_step_compiles_once_across_epochs_and_the_partial_batch():
+def test_streaming_groups_compile_once_across_epochs_and_the_partial_batch():
   config = config_lib.resolve(tiny())
   model = models.get('vae')
   x = np.random.default_rng(0).random((100, 8, 8, 1), np.float32)  # 2 batches of 64, the last partial
   keys = epochs.make_keys(0)
   state = model.create_state(keys.init, config, {'image': x[:1]})
   zero = epochs.zero_sums(steps.bind(model.train_step, config), state, x[:64], keys)
-  step_fn = epochs.make_stream_step(steps.bind(model.train_step, config))
-  for epoch in (1, 2):
-    state, sums, _ = epochs.stream_chunk(step_fn, zero, state, x, epoch, 0, keys, batch_size=64, chunk=2)
+  fns = epochs.make_stream_fns(steps.bind(model.train_step, config))
+  for epoch in (1, 2):  # groups of one batch: both full, so the unguarded scan alone
+    state, sums, _ = epochs.stream_chunk(fns, zero, state, x, epoch, 0, keys, batch_size=64, chunk=2, group=1)
     assert float(sums['count']) == 100
-  assert step_fn._cache_size() == 1 and int(state.step) == 4
+  assert fns.fast._cache_size() == 1 and fns.guarded._cache_size() == 0 and int(state.step) == 4
+  state, sums, _ = epochs.stream_chunk(fns, zero, state, x, 3, 0, keys, batch_size=64, chunk=4, group=3)
+  assert float(sums['count']) == 100 and int(state.step) == 6  # padded group of 3: guarded, padding a no-op
+  assert fns.guarded._cache_size() == 1
