@@ -175,6 +175,7 @@ def make_stream_fns(train_step, *, dynamic_binarize: bool = False, skip_nonfinit
 def read_groups(images, index: np.ndarray, mask: np.ndarray, group: int, threads: int):
   """Host groups `(xs [group, b, H, W, C], ms [group, b], k)` of batches `images[index[t]]`, `group` at a time
   (the last padded with all-masked batches; `k` real), read and gathered ahead by `threads` grain threads.
+  Rows with mask 0 are zeros, not read: each example is read once an epoch.
 
   `images`: a NumPy array or lazy `jaxae.records.Images`; `index`, `mask`: `[steps, b]`, a process's rows.
   """
@@ -182,15 +183,15 @@ def read_groups(images, index: np.ndarray, mask: np.ndarray, group: int, threads
 
   def read(start):
     i, m = index[start:start + group], mask[start:start + group]
-    xs = np.asarray(images[i.ravel()]).reshape(*i.shape, *images.shape[1:])
-    pad = group - len(i)
-    if pad:
-      xs = np.concatenate([xs, np.zeros((pad, *xs.shape[1:]), xs.dtype)])
-      m = np.concatenate([m, np.zeros((pad, m.shape[1]), m.dtype)])
+    m = np.pad(m, ((0, group - len(m)), (0, 0)))
+    if m.all():
+      return np.asarray(images[i.ravel()]).reshape(*m.shape, *images.shape[1:]), m, group
+    xs = np.zeros((*m.shape, *images.shape[1:]), images.dtype)
+    xs[m > 0] = images[i[m[:len(i)] > 0]]  # masked-out rows (an epoch's padding) are not read: zeros, weight 0
     return xs, m, len(i)
 
   starts = grain.MapDataset.source(range(0, len(index), group)).map(read)
-  return iter(starts.to_iter_dataset(grain.ReadOptions(num_threads=threads, prefetch_buffer_size=2 * threads)))
+  return iter(starts.to_iter_dataset(grain.ReadOptions(num_threads=threads, prefetch_buffer_size=threads)))
 
 
 def _stream_pass(fns: StreamFns, guarded: bool, state, zero: dict, images, index, mask, keys: Keys, *,
@@ -198,13 +199,15 @@ def _stream_pass(fns: StreamFns, guarded: bool, state, zero: dict, images, index
   """One pass over a chunk's batches, group by group: unguarded (`fns.fast`, the padded last group guarded) or
   guarded throughout. Returns `(state, sums, guard)`."""
   g, sums = parallel.replicate((guard.init(), {k: v for k, v in zero.items() if k != 'skipped_steps'}), mesh)
-  first = state
+  first, in_flight = state, g
   for xs, ms, k in read_groups(images, index, mask, group, threads):
     fn = fns.fast if k == group and not guarded else fns.guarded
     if fn is fns.guarded and state is first and not guarded:
       state = jax.tree.map(jnp.copy, state)  # the guarded scan donates its input: keep the chunk's for a replay
     xs, ms = (parallel.from_process_rows(a, batch_size, mesh, axis=1) for a in (xs, ms))
-    state, g, sums = fn(state, g, sums, xs, ms, keys)
+    previous, (state, g, sums) = g, fn(state, g, sums, xs, ms, keys)
+    jax.block_until_ready(in_flight)  # at most two groups queued: dispatch does not run ahead through the epoch
+    in_flight = previous
   return state, sums, g
 
 

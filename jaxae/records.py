@@ -163,7 +163,8 @@ class Images:
     return self._source
 
   def subset(self, index) -> 'Images':
-    index = np.asarray(index, np.int64)
+    """The examples `index` (integers, a boolean mask or a slice) as a view."""
+    index = np.arange(len(self))[index]
     return Images(self.path, self.image_shape, self.count, index if self.index is None else self.index[index])
 
   def __getitem__(self, i) -> np.ndarray:
