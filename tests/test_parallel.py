@@ -80,8 +80,9 @@ def cli_args(overrides: dict) -> list[str]:
   return args
 
 
-def run_two_processes(workdir, overrides):
-  """`scripts/train.py` as 2 processes with 2 CPU devices each (4 in all), joined through --coordinator."""
+def run_two_processes(workdir, overrides, script=ROOT / 'scripts' / 'train.py'):
+  """`script` (default `scripts/train.py`) as 2 processes with 2 CPU devices each (4 in all), joined through
+  --coordinator."""
   env = {**os.environ, 'XLA_FLAGS': '--xla_force_host_platform_device_count=2', 'JAX_PLATFORMS': 'cpu'}
   port = free_port()
   logs = [(workdir.parent / f'{workdir.name}.{rank}.out', workdir.parent / f'{workdir.name}.{rank}.err')
@@ -89,7 +90,7 @@ def run_two_processes(workdir, overrides):
   procs = []
   for rank, (out, err) in enumerate(logs):  # output to files: undrained pipes could fill up and block
     with out.open('w') as stdout, err.open('w') as stderr:
-      procs.append(subprocess.Popen([sys.executable, str(ROOT / 'scripts' / 'train.py'), '--workdir', str(workdir),
+      procs.append(subprocess.Popen([sys.executable, str(script), '--workdir', str(workdir),
                                      '--no-progress', '--coordinator', f'localhost:{port}', '--num-processes', '2',
                                      '--process-id', str(rank), *cli_args(overrides)],
                                     env=env, stdout=stdout, stderr=stderr))
@@ -129,3 +130,47 @@ def test_two_processes_match_one_device_and_resume(tmp_path, data_mode):
   one = train.train_and_evaluate({**overrides, 'epochs': 4}, tmp_path / 'one', progress=False).records
   assert [(r['epoch'], r['step']) for r in resumed] == [(r['epoch'], r['step']) for r in one]
   np.testing.assert_allclose([r['loss'] for r in resumed], [r['loss'] for r in one], rtol=2e-5)
+
+
+COUNTING_TRAIN = """
+import atexit, sys, threading
+import numpy as np
+from jaxae import cli, records
+
+counts, lock, read = np.zeros({n}, np.int64), threading.Lock(), records.Images.__getitem__
+def counted(self, i):
+  if self.path.endswith('train.array_record') and isinstance(i, np.ndarray):  # the loader's reads
+    with lock:
+      np.add.at(counts, self.index[i] if self.index is not None else i, 1)
+  return read(self, i)
+records.Images.__getitem__ = counted
+rank = sys.argv[sys.argv.index('--process-id') + 1]
+atexit.register(lambda: np.save(f'{{sys.argv[sys.argv.index("--workdir") + 1]}}.reads.{{rank}}.npy', counts))
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def test_two_processes_each_stream_only_their_half_of_every_batch_from_records(tmp_path):
+  """Per-process sharding of the input: with records on disk, each of 2 processes (2 devices each) reads only
+  the rows of its own devices, half of each batch; together they read every example once an epoch, and
+  train as one device does."""
+  from jaxae import data, records
+
+  digits = data.load_digits()['train']
+  pixels = (digits['image'] * 255).astype(np.uint8)
+  records.write(tmp_path / 'rec', 'train', [(pixels[:1500], digits['label'][:1500])])
+  records.write(tmp_path / 'rec', 'test', [(pixels[1500:], digits['label'][1500:])])
+  script = tmp_path / 'counting_train.py'
+  script.write_text(COUNTING_TRAIN.format(n=1500))
+  overrides = tiny(model='vae', epochs=2, batch_size=64, eval_batch_size=60, dataset='records',
+                   data_dir=str(tmp_path / 'rec'), stream_steps=4)
+  run_two_processes(tmp_path / 'two', overrides, script)
+  reads = [np.load(tmp_path / f'two.reads.{rank}.npy') for rank in (0, 1)]
+  # rows 0-31 of each batch on process 0, 32-63 on process 1; the last batch (28 of 1,500 = 23 x 64 + 28) is
+  # process 0's alone: 2 epochs x (23 x 32 + 28) and 2 x 23 x 32 reads
+  assert [int(r.sum()) for r in reads] == [2 * (23 * 32 + 28), 2 * 23 * 32]
+  assert (reads[0] + reads[1] == 2).all()  # every example once an epoch, by one process or the other
+  one = train.train_and_evaluate(overrides, tmp_path / 'one', progress=False).records
+  two = metrics.read(tmp_path / 'two' / 'metrics.jsonl')
+  assert [(r['epoch'], r['split'], r['step']) for r in two] == [(r['epoch'], r['split'], r['step']) for r in one]
+  np.testing.assert_allclose([r['loss'] for r in two], [r['loss'] for r in one], rtol=2e-5)
