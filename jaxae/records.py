@@ -12,12 +12,13 @@ and `meta.json`: `{"format": "jaxae-records-1", "shape": [H, W, C], "splits": {"
 `convert` turns any dataset jaxae loads (IDX, a prepared TFDS dataset read with
 `tfds.data_source`, your arrays) into one, decoding every image once instead of
 every epoch. `load` returns lazy `Images`: a uint8 `[N, H, W, C]` array-like
-whose batches are read with grain's `ArrayRecordDataSource` when the loop asks
-for them, so host memory holds a few batches, never the dataset.
+whose batches are read with ArrayRecord's reader, in grain's threads, when the
+loop asks for them, so host memory holds a few batches, never the dataset.
 """
 
 import json
 import os
+import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from jaxae.errors import UserError, require
 
 FORMAT = 'jaxae-records-1'
 OPTIONS = 'group_size:1,uncompressed'
+READ_OPTIONS = 'readahead_buffer_size:0,max_parallelism:1'
 
 
 def _meta_path(folder: Path) -> Path:
@@ -135,7 +137,7 @@ class Images:
   def __init__(self, path: str | os.PathLike, shape: Sequence[int], count: int, index: np.ndarray | None = None):
     self.path, self.image_shape, self.count = str(path), tuple(shape), count
     self.index = index
-    self._source = None
+    self._readers = None
 
   @property
   def shape(self) -> tuple[int, ...]:
@@ -152,15 +154,19 @@ class Images:
   def __len__(self) -> int:
     return self.count if self.index is None else len(self.index)
 
-  def __getstate__(self):  # picklable (grain workers): the reader is reopened where it is used
-    return {**self.__dict__, '_source': None}
+  def __getstate__(self):  # picklable (grain workers): readers are reopened where they are used
+    return {**self.__dict__, '_readers': None}
 
-  def source(self):
-    if self._source is None:
-      import grain
+  def reader(self):
+    """This thread's ArrayRecord reader of the split (random access: no read-ahead; grain's threads give the
+    parallelism)."""
+    if self._readers is None:
+      self._readers = threading.local()
+    if not hasattr(self._readers, 'reader'):
+      from array_record.python.array_record_module import ArrayRecordReader
 
-      self._source = grain.sources.ArrayRecordDataSource([self.path])
-    return self._source
+      self._readers.reader = ArrayRecordReader(self.path, READ_OPTIONS)
+    return self._readers.reader
 
   def subset(self, index) -> 'Images':
     """The examples `index` (integers, a boolean mask or a slice) as a view."""
@@ -173,7 +179,7 @@ class Images:
     keys = np.atleast_1d(keys)
     if self.index is not None:
       keys = self.index[keys]
-    records = self.source().__getitems__(keys.tolist()) if len(keys) else []
+    records = self.reader().read(keys.tolist()) if len(keys) else []
     out = np.frombuffer(b''.join(records), np.uint8).reshape(len(keys), *self.image_shape)
     return out[0] if scalar else out
 

@@ -2,14 +2,16 @@
 
   python scripts/benchmark.py                       # all families, float32, MNIST-shaped data
   python scripts/benchmark.py --precision bf16 --models vae --out bench-bf16.json
-  python scripts/benchmark.py --data-mode streaming  # one compiled step per host batch instead
+  python scripts/benchmark.py --data-mode streaming  # batches from host memory, 16 per device call
+  python scripts/benchmark.py --data-mode records    # the same, read from ArrayRecord files on disk
 
 Data: 59,904 (`--examples`) synthetic 28x28x1 uint8 images (468 batches of 128, as an MNIST epoch
 without the last partial batch), kept uint8 and converted per batch as the loop does.
 Every family uses the classic VAE shapes, 784-400-20(-400-784) (GANs: G 20-400-784 and D 784-400-1; the AAE's code
 discriminator 20-400-1; dcgan its conv nets), Adam, one compiled `lax.scan` per epoch with the data
 resident on the device (or, `--data-mode streaming`, groups of 16 batches
-gathered on the host by grain threads, sent to the device and scanned). Reported per family: compile time (the
+gathered on the host by grain threads, sent to the device and scanned; `--data-mode
+records`, read from a records folder written to a temporary directory). Reported per family: compile time (the
 first epoch's time less the median), the median of `--epochs` timed epochs after that
 warm-up epoch, examples/s, the XLA-counted
 FLOPs of one train step times the steps per epoch, achieved GFLOP/s and its
@@ -29,6 +31,7 @@ import json
 import platform
 import statistics
 import sys
+import tempfile
 import time
 
 import jax
@@ -36,7 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxae import config as config_lib
-from jaxae import data, epochs, models, roofline, steps
+from jaxae import data, epochs, models, records, roofline, steps
 from jaxae.errors import UserError
 
 BATCH = 128
@@ -49,7 +52,11 @@ def compiled_epoch(model, config, state, images, keys, data_mode: str):
     chunk_fn, _ = epochs.compile_fns(model, config, n)
     return lambda state, epoch: chunk_fn(state, images, epoch, 0, keys)[:2]
   host = np.asarray(images)
-  zero = epochs.zero_sums(steps.bind(model.train_step, config), state, host[:BATCH], keys)
+  if data_mode == 'records':  # the same images written to disk and read back as the loop asks for them
+    folder = tempfile.mkdtemp(prefix='jaxae-bench-')
+    records.write(folder, 'train', records.chunks_of(host))
+    host = records.load(folder)['train']['image']
+  zero = epochs.zero_sums(steps.bind(model.train_step, config), state, np.asarray(host[:BATCH]), keys)
   chunk_fn, _ = epochs.compile_fns(model, config, n, zero=zero, resident=False)
   return lambda state, epoch: chunk_fn(state, host, epoch, 0, keys)[:2]
 
@@ -133,8 +140,9 @@ def main(argv=None) -> int:
   p.add_argument('--epochs', type=int, default=3, help='timed epochs after one warm-up (median reported)')
   p.add_argument('--out', help='write the JSON report here too')
   p.add_argument('--examples', type=int, default=59_904, help='synthetic images per epoch')
-  p.add_argument('--data-mode', choices=('resident', 'streaming'), default='resident',
-                 help='resident: one compiled scan per epoch; streaming: one compiled step per host batch')
+  p.add_argument('--data-mode', choices=('resident', 'streaming', 'records'), default='resident',
+                 help='resident: one compiled scan per epoch; streaming: groups of batches from host memory; '
+                      'records: the same from a records folder on disk (jaxae.records)')
   args = p.parse_args(argv)
   try:
     names = args.models.split(',')
