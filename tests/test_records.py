@@ -204,3 +204,19 @@ def test_kills_mid_epoch_while_streaming_records_resume_bitwise(tmp_path):
   report = json.loads(proc.stdout.strip().splitlines()[-1])
   assert report['ok'] and report['kills'] >= 1 and report['params_bitwise_identical']
   assert report['checkpoints_restorable'][-1] == 6 * 47  # 3,000 / 64: 47 steps per epoch, 5 chunks of 10
+
+
+def test_make_records_converts_a_tfds_dataset_a_chunk_at_a_time(tmp_path, monkeypatch):
+  import tensorflow_datasets as tfds
+
+  monkeypatch.syspath_prepend(str(ROOT / 'scripts'))
+  import make_records
+
+  monkeypatch.setattr(records, 'source_chunks', lambda source, size=4096, f=records.source_chunks: f(source, 4))  # 3
+  with tfds.testing.mock_data(num_examples=10, policy=tfds.testing.MockPolicy.USE_CODE):
+    assert make_records.main(['--dataset', 'mnist', '--out', str(tmp_path / 'm')]) == 0
+    expected = data.load('mnist')
+  sets = records.load(tmp_path / 'm')
+  for split in ('train', 'test'):
+    np.testing.assert_array_equal(np.asarray(sets[split]['image']), expected[split]['image'])
+    np.testing.assert_array_equal(sets[split]['label'], expected[split]['label'])

@@ -172,6 +172,29 @@ def test_the_unguarded_chunk_is_replayed_guarded_when_it_meets_a_nan(skip):
     np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.parametrize('skip', [False, True])
+def test_a_streamed_chunk_that_meets_a_nan_is_replayed_guarded(skip):
+  """Streaming runs its groups unguarded too; a NaN reruns the chunk guarded from its input state: the guard's
+  result, bit for bit, as resident."""
+  (expected, expected_sums, expected_guard), _ = _nan_epoch(skip=skip)
+  config = {**config_lib.resolve(tiny()), 'batch_size': 16, 'nonfinite': 'skip' if skip else 'stop',
+            'stream_steps': 3}  # 7 batches: groups of 3, 3 and 1 (padded, guarded)
+  model, keys = models.get('vae'), epochs.make_keys(0)
+  index, _ = epochs.batch_indices(jax.random.fold_in(keys.shuffle, 1), 100, 16)
+  x = np.random.default_rng(0).random((100, 8, 8, 1), np.float32)
+  x[int(np.asarray(index).reshape(-1)[50]), 3, 3, 0] = np.nan
+  state = model.create_state(keys.init, config, {'image': x[:1]})
+  zero = epochs.zero_sums(steps.bind(model.train_step, config), state, x[:16], keys)
+  chunk_fn, _ = epochs.compile_fns(model, config, 100, zero=zero, resident=False)
+  state, sums, g = chunk_fn(state, x, 1, 0, keys)
+  assert (int(g.bad_step), int(g.bad_term), int(g.skipped)) == (
+      int(expected_guard.bad_step), int(expected_guard.bad_term), int(expected_guard.skipped))
+  for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(expected), strict=True):
+    np.testing.assert_array_equal(a, b)
+  for k in expected_sums:
+    np.testing.assert_allclose(sums[k], expected_sums[k], rtol=1e-6)  # summed per group
+
+
 def test_skip_mode_drops_only_the_bad_update():
   (state, sums, guard), _ = _nan_epoch(skip=True)
   assert int(guard.skipped) == 1 and int(state.step) == 7 - 1  # 7 batches, one skipped
