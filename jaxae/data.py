@@ -207,9 +207,9 @@ def from_source(source, name: str = 'source') -> dict:
   """One set from a random-access source (`len(source)` and `source[i] -> {'image': ..., 'label': ...}`,
   as `tfds.data_source` gives), read into memory."""
   try:
-    examples = [source[i] for i in range(len(source))]
-    images = np.stack([np.asarray(ex['image']) for ex in examples]) if examples else np.zeros((0,))
-    labels = np.array([ex.get('label', -1) for ex in examples]) if examples else None
+    chunks = list(records.source_chunks(source))
+    images = np.concatenate([c[0] for c in chunks]) if chunks else np.zeros((0,))
+    labels = np.concatenate([c[1] for c in chunks]) if chunks else None
   except (TypeError, KeyError, ValueError) as e:
     raise UserError(f'{name}: expected len() and items with an "image" of one shape ({type(e).__name__}: {e})'
                     ) from None

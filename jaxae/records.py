@@ -78,12 +78,12 @@ def write(folder: str | os.PathLike, split: str, chunks: Iterable[tuple[np.ndarr
       labels.append(np.full(len(images), -1, np.int32) if chunk_labels is None
                     else np.asarray(chunk_labels, np.int32))
       n += len(images)
+    require(n > 0, f'no images for split {split!r}; give at least one chunk')
   except BaseException:
     writer.close()
     (folder / f'{split}.array_record.tmp').unlink()  # nothing half-written is left; the folder is as it was
     raise
   writer.close()
-  require(n > 0, f'no images for split {split!r}; give at least one chunk')
   os.replace(folder / f'{split}.array_record.tmp', folder / f'{split}.array_record')
   np.save(folder / f'{split}-labels.npy', np.concatenate(labels))
   meta = {'format': FORMAT, 'shape': list(shape), 'splits': {**meta['splits'], split: n}}

@@ -81,6 +81,8 @@ def test_writing_refuses_floats_and_mixed_shapes_and_keeps_what_was_there(tmp_pa
     records.write(tmp_path, 'test', [(DIGITS['image'][:5], None)])
   with pytest.raises(UserError, match=r'images of shape \(4, 4, 1\) in a records folder of shape \(8, 8, 1\)'):
     records.write(tmp_path, 'train', [(RAW[:5], None), (RAW[:5, :4, :4], None)])
+  with pytest.raises(UserError, match="no images for split 'test'"):
+    records.write(tmp_path, 'test', [])
   assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
   np.testing.assert_array_equal(records.load(tmp_path)['train']['label'], -np.ones(20))
 
