@@ -9,6 +9,7 @@ import pytest
 
 from jaxae import config as config_lib
 from jaxae import data, models, steps
+from jaxae import nn as jnn
 from jaxae.errors import UserError
 
 FAMILIES = models.names()
@@ -265,6 +266,35 @@ def test_bf16_matmuls_match_f32_with_float32_params_and_loss(name, arch):
   assert 'bf16' in step16.lower(state16, batch, jax.random.key(1)).as_text()
   _, metrics = step16(state16, batch, jax.random.key(1))
   assert metrics['loss'].dtype == jnp.float32 and np.isfinite(float(metrics['loss']))
+
+
+@pytest.mark.parametrize('case', ['plain', 'transposed_w', 'transposed_x', 'transposed_out', 'one_row'])
+def test_bf16_matmul_and_its_gradients_match_float32_within_bf16_rounding(case):
+  """Values and both gradients of `bf16_matmul` against float32, compiled, also where XLA could fold a transpose
+  into the dot (this XLA runs a bf16 dot it cannot hand to YNNPACK on no kernel at all)."""
+  kx, kw, kv = jax.random.split(jax.random.key(0), 3)
+  x, w = jax.random.normal(kx, (16, 64)), jax.random.normal(kw, (64, 32))
+  v = jax.random.normal(kv, (32, 16) if case == 'transposed_out' else (16, 32))
+  if case == 'one_row':
+    x, v = x[:1], v[:1]
+
+  def loss(matmul, x, w):
+    if case == 'transposed_w':
+      return jnp.sum(matmul(x, w.T.T) * v)
+    if case == 'transposed_x':
+      return jnp.sum(matmul(x.T.T, w) * v)
+    if case == 'transposed_out':
+      return jnp.sum(matmul(x, w).T * v)
+    return jnp.sum(matmul(x, w) * v)
+
+  f32 = functools.partial(jnp.matmul, precision='highest')
+  value16, grads16 = jax.jit(jax.value_and_grad(functools.partial(loss, jnn.bf16_matmul), (0, 1)))(x, w)
+  value32, grads32 = jax.value_and_grad(functools.partial(loss, f32), (0, 1))(x, w)
+  assert value16.dtype == grads16[0].dtype == grads16[1].dtype == jnp.float32
+  np.testing.assert_allclose(value16, value32, rtol=0.02)
+  for g16, g32 in zip(grads16, grads32, strict=True):  # bf16 keeps 8 bits: relative error about 2**-8 per input
+    np.testing.assert_allclose(g16, g32, atol=0.02 * float(jnp.abs(g32).max()))
+  assert not np.array_equal(grads16[1], grads32[1])  # it did multiply in bf16
 
 
 def test_reparameterize_is_a_pure_differentiable_draw():
