@@ -23,10 +23,9 @@ import sys
 import time
 from pathlib import Path
 
-import jax
 from tqdm.auto import tqdm
 
-from jaxae import evaluation
+from jaxae import evaluation, prng
 from jaxae.errors import UserError, require
 from jaxae.runs import load
 
@@ -75,7 +74,7 @@ def main(argv=None) -> int:
     for name, suite in tqdm(jobs, disable=args.no_progress, desc='evaluate'):
       suite_name = suite.__name__.rsplit('.', 1)[1]
       t0 = time.perf_counter()
-      metrics, figures = suite.run(runs[name], jax.random.key(args.seed), num_samples=args.num_samples,
+      metrics, figures = suite.run(runs[name], prng.key(args.seed), num_samples=args.num_samples,
                                  iwae_samples=args.iwae_samples, progress=not args.no_progress)
       results.setdefault(name, {})[suite_name] = {'metrics': metrics, 'seconds': time.perf_counter() - t0}
       (out / 'figures').mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,89 @@
+"""JAX's threefry2x32 keys, with the hash unrolled so that XLA fuses each draw into one loop.
+
+`key(seed)` makes a typed PRNG key for every `jax.random` function (and Flax's
+dropout) that draws exactly the bits the default `jax.random.key(seed)` draws:
+the same seed, split, fold_in and random_bits as JAX's threefry2x32
+(partitionable form, JAX's default since 0.5), only computed differently.
+
+Why: on CPU, JAX lowers the Threefry hash as a rolled 5-iteration while loop, so
+XLA runs every noise draw, dropout mask and reparameterization as a loop of
+small kernels, each reading and writing the whole array. Unrolled (as JAX lowers
+it on GPU/TPU), the 20 rounds fuse into one pass: a 128x784 Gaussian draw takes
+less than half the time on CPU. Elsewhere the compiled code is what JAX's own
+unrolled lowering gives.
+
+Reference: Salmon, Moraes, Dror, Shaw, Parallel Random Numbers: As Easy as
+1, 2, 3, SC 2011 (Threefry-2x32, 20 rounds).
+"""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+_ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
+_PARITY = np.uint32(0x1BD11BDA)  # the key-schedule constant of Threefish
+
+
+def threefry2x32(k1, k2, x1, x2):
+  """The Threefry-2x32 hash of counters `(x1, x2)` under key `(k1, k2)`, 20 rounds, unrolled.
+
+  All uint32; `x1` and `x2` of one shape, `k1` and `k2` scalars. Returns `(y1, y2)` of that shape.
+  """
+  ks = (k1, k2, k1 ^ k2 ^ _PARITY)
+  x1, x2 = x1 + ks[0], x2 + ks[1]
+  for i in range(5):  # 5 blocks of 4 rounds, a key injection after each
+    for r in _ROTATIONS[i % 2]:
+      x1 = x1 + x2
+      x2 = ((x2 << np.uint32(r)) | (x2 >> np.uint32(32 - r))) ^ x1
+    x1 = x1 + ks[(i + 1) % 3]
+    x2 = x2 + ks[(i + 2) % 3] + np.uint32(i + 1)
+  return x1, x2
+
+
+def _counters(shape):
+  """`(hi, lo)` uint32 halves of each element's row-major index in `shape`, as JAX's threefry counts them."""
+  size = math.prod(shape)
+  if size >= 2**32:
+    raise NotImplementedError(f'{size} random values in one draw (at most 2**32 - 1)')
+  lo = lax.iota(np.uint32, size).reshape(shape)
+  return jnp.zeros(shape, np.uint32), lo
+
+
+def _seed(seed):
+  """`[2]` uint32 key data from an integer seed: its high and low 32 bits."""
+  seed = jnp.asarray(seed)
+  hi = lax.shift_right_logical(seed, jnp.asarray(32, seed.dtype)) if seed.dtype.itemsize == 8 else 0
+  return jnp.stack([jnp.asarray(hi, np.uint32), seed.astype(np.uint32)])  # the cast keeps the low 32 bits
+
+
+def _split(key, shape):
+  """`[*shape, 2]` keys: the hash of each new key's index."""
+  y1, y2 = threefry2x32(key[0], key[1], *_counters(shape))
+  return jnp.stack([y1, y2], axis=-1)
+
+
+def _fold_in(key, data):
+  """The key hashed with the uint32 `data` as its counter pair `(0, data)`."""
+  y1, y2 = threefry2x32(key[0], key[1], np.uint32(0), jnp.asarray(data, np.uint32))
+  return jnp.stack([y1, y2])
+
+
+def _random_bits(key, bit_width, shape):
+  """Uniform bits of `bit_width` (8, 16, 32 or 64) and `shape`, from one hash per element."""
+  y1, y2 = threefry2x32(key[0], key[1], *_counters(shape))
+  if bit_width == 64:
+    return (y1.astype(np.uint64) << np.uint64(32)) | y2.astype(np.uint64)
+  return (y1 ^ y2).astype({8: np.uint8, 16: np.uint16, 32: np.uint32}[bit_width])
+
+
+IMPL = jax.extend.random.define_prng_impl(
+    key_shape=(2,), seed=_seed, split=_split, random_bits=_random_bits, fold_in=_fold_in,
+    name='jaxae_threefry2x32', tag='jfry')
+
+
+def key(seed: int) -> jax.Array:
+  """A typed PRNG key with the bits of `jax.random.key(seed)`, drawn faster on CPU."""
+  return jax.random.key(seed, impl=IMPL)
