@@ -2,15 +2,17 @@
 
 `key(seed)` makes a typed PRNG key for every `jax.random` function (and Flax's
 dropout) that draws exactly the bits the default `jax.random.key(seed)` draws:
-the same seed, split, fold_in and random_bits as JAX's threefry2x32
-(partitionable form, JAX's default since 0.5), only computed differently.
+seeding, split and fold_in are JAX's threefry2x32 functions, and random bits are
+JAX's (partitionable scheme, its default) computed with the hash unrolled for
+draws of `UNROLL_FROM` values or more.
 
 Why: on CPU, JAX lowers the Threefry hash as a rolled 5-iteration while loop, so
 XLA runs every noise draw, dropout mask and reparameterization as a loop of
 small kernels, each reading and writing the whole array. Unrolled (as JAX lowers
 it on GPU/TPU), the 20 rounds fuse into one pass: a 128x784 Gaussian draw takes
 less than half the time on CPU. Elsewhere the compiled code is what JAX's own
-unrolled lowering gives.
+unrolled lowering gives. Small draws and key derivations keep the rolled loop,
+which compiles faster.
 
 Reference: Salmon, Moraes, Dror, Shaw, Parallel Random Numbers: As Easy as
 1, 2, 3, SC 2011 (Threefry-2x32, 20 rounds).
@@ -43,45 +45,25 @@ def threefry2x32(k1, k2, x1, x2):
   return x1, x2
 
 
-def _counters(shape):
-  """`(hi, lo)` uint32 halves of each element's row-major index in `shape`, as JAX's threefry counts them."""
-  size = math.prod(shape)
-  if size >= 2**32:
-    raise NotImplementedError(f'{size} random values in one draw (at most 2**32 - 1)')
-  lo = lax.iota(np.uint32, size).reshape(shape)
-  return jnp.zeros(shape, np.uint32), lo
-
-
-def _seed(seed):
-  """`[2]` uint32 key data from an integer seed: its high and low 32 bits."""
-  seed = jnp.asarray(seed)
-  hi = lax.shift_right_logical(seed, jnp.asarray(32, seed.dtype)) if seed.dtype.itemsize == 8 else 0
-  return jnp.stack([jnp.asarray(hi, np.uint32), seed.astype(np.uint32)])  # the cast keeps the low 32 bits
-
-
-def _split(key, shape):
-  """`[*shape, 2]` keys: the hash of each new key's index."""
-  y1, y2 = threefry2x32(key[0], key[1], *_counters(shape))
-  return jnp.stack([y1, y2], axis=-1)
-
-
-def _fold_in(key, data):
-  """The key hashed with the uint32 `data` as its counter pair `(0, data)`."""
-  y1, y2 = threefry2x32(key[0], key[1], np.uint32(0), jnp.asarray(data, np.uint32))
-  return jnp.stack([y1, y2])
-
-
 def _random_bits(key, bit_width, shape):
-  """Uniform bits of `bit_width` (8, 16, 32 or 64) and `shape`, from one hash per element."""
-  y1, y2 = threefry2x32(key[0], key[1], *_counters(shape))
+  """Uniform bits of `bit_width` (8, 16, 32 or 64) and `shape`: JAX's threefry random bits
+  (partitionable form: one hash of each element's row-major index), unrolled for draws of
+  at least `UNROLL_FROM` values."""
+  size = math.prod(shape)
+  if size < UNROLL_FROM or size >= 2**32 or not jax.config.jax_threefry_partitionable:
+    return _THREEFRY.random_bits(key, bit_width, shape)
+  counts = lax.iota(np.uint32, size).reshape(shape)  # the index's high 32 bits are 0
+  y1, y2 = threefry2x32(key[0], key[1], jnp.zeros(shape, np.uint32), counts)
   if bit_width == 64:
     return (y1.astype(np.uint64) << np.uint64(32)) | y2.astype(np.uint64)
   return (y1 ^ y2).astype({8: np.uint8, 16: np.uint16, 32: np.uint32}[bit_width])
 
 
+_THREEFRY = jax.extend.random.threefry_prng_impl
+UNROLL_FROM = 4096  # smaller draws keep JAX's rolled loop: it compiles faster and runs about as fast
 IMPL = jax.extend.random.define_prng_impl(
-    key_shape=(2,), seed=_seed, split=_split, random_bits=_random_bits, fold_in=_fold_in,
-    name='jaxae_threefry2x32', tag='jfry')
+    key_shape=_THREEFRY.key_shape, seed=_THREEFRY.seed, split=_THREEFRY.split, random_bits=_random_bits,
+    fold_in=_THREEFRY.fold_in, name='jaxae_threefry2x32', tag='jfry')
 
 
 def key(seed: int) -> jax.Array:

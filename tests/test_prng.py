@@ -22,14 +22,15 @@ def test_threefry2x32_matches_the_known_answers_of_random123():
 DRAWS = {
     'uniform': lambda k: jax.random.uniform(k, (3, 5)),
     'normal': lambda k: jax.random.normal(k, (128, 20)),
-    'bernoulli': lambda k: jax.random.bernoulli(k, 0.3, (7,)),
-    'bits8': lambda k: jax.random.bits(k, (9,), jnp.uint8),
+    'normal_large': lambda k: jax.random.normal(k, (64, 784)),
+    'bernoulli': lambda k: jax.random.bernoulli(k, 0.3, (7, 1000)),
+    'bits8': lambda k: jax.random.bits(k, (9, 1000), jnp.uint8),
     'bits16': lambda k: jax.random.bits(k, (2, 3), jnp.uint16),
     'scalar': lambda k: jax.random.normal(k, ()),
     'split': lambda k: jax.random.key_data(jax.random.split(k, (2, 3))),
     'fold_in': lambda k: jax.random.key_data(jax.random.fold_in(k, 12345)),
     'permutation': lambda k: jax.random.permutation(k, 100),
-    'dropout': lambda k: nn.Dropout(0.5).apply({}, jnp.ones((4, 6)), deterministic=False, rngs={'dropout': k}),
+    'dropout': lambda k: nn.Dropout(0.5).apply({}, jnp.ones((128, 40)), deterministic=False, rngs={'dropout': k}),
 }
 
 
@@ -42,6 +43,13 @@ def test_keys_draw_exactly_the_bits_of_jax_default_keys(seed, draw):
   np.testing.assert_array_equal(f(ours), f(theirs))
   np.testing.assert_array_equal(jax.jit(f)(ours), f(theirs))
   assert jax.random.key_impl(jax.random.split(ours)[0]) == jax.random.key_impl(ours)  # derived keys stay ours
+
+
+def test_64_bit_draws_match_too():
+  with jax.enable_x64(True):
+    ours, theirs = (jax.random.bits(k, (4096,), jnp.uint64) for k in (prng.key(3), jax.random.key(3)))
+    assert ours.dtype == jnp.uint64
+    np.testing.assert_array_equal(ours, theirs)
 
 
 def test_a_draw_compiles_to_one_pass_without_a_loop():
