@@ -21,6 +21,7 @@ Reference: Salmon, Moraes, Dror, Shaw, Parallel Random Numbers: As Easy as
 import math
 
 import jax
+import jax.extend.random
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
