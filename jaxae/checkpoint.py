@@ -8,6 +8,7 @@ target built by `create_state`, the config through `json`.
 import contextlib
 import gc
 import json
+import logging
 import os
 import shutil
 import sys
@@ -72,6 +73,7 @@ class Checkpointer:
         restored, error = None, type(e).__name__
       if error is not None:
         gc.collect()  # orbax's failed asyncio tasks report "exception never retrieved" when collected: here, not later
+        logging.getLogger('asyncio').addFilter(_drop_unretrieved)  # nor those collected after the drain
         _quiet_until_drained(sink)
     if error is not None:
       raise self._unreadable(step, error) from None
@@ -112,6 +114,12 @@ def _fd2_into(sink):
     if not getattr(sink, 'dropped', False):
       sink.seek(0)
       os.write(2, sink.read())
+
+
+def _drop_unretrieved(record: logging.LogRecord) -> bool:
+  """A logging filter: False for asyncio's "exception was never retrieved" reports, which orbax's abandoned
+  reads of a failed restore emit whenever they are garbage-collected (the failure itself is reported)."""
+  return 'exception was never retrieved' not in record.getMessage()
 
 
 def _quiet_until_drained(sink, quiet: float = 1.0, limit: float = 10.0) -> None:
