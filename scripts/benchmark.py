@@ -166,7 +166,6 @@ def main(argv=None) -> int:
   rows = [bench_family(name, precision, args.epochs, images, args.data_mode)
           for name in names for precision in precisions]  # a family's precisions back to back
   for row in rows:
-    row['matmul_peak_gflop_per_s'] = peaks[row['precision']]
     row['roofline_fraction'] = row['gflop_per_s'] / peaks[row['precision']]
   memory, memory_kind = roofline.peak_memory_bytes()
   report = {'device': str(jax.devices()[0]), 'backend': jax.default_backend(), 'cpu': cpu_model(),
