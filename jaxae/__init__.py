@@ -3,10 +3,10 @@
 from jaxae import corruption, data, evaluation, losses, metrics, models, nn, pca, plotting, priors, steps, tour
 from jaxae.config import resolve as resolve_config
 from jaxae.errors import UserError
+from jaxae.loop import Keys, Result, make_keys, train_and_evaluate
 from jaxae.runs import Loaded, load
-from jaxae.train import Result, train_and_evaluate
 
 __all__ = [
-    'Loaded', 'Result', 'UserError', 'corruption', 'data', 'evaluation', 'load', 'losses', 'metrics', 'models', 'nn',
-    'pca', 'plotting', 'priors', 'resolve_config', 'steps', 'tour', 'train_and_evaluate',
+    'Keys', 'Loaded', 'Result', 'UserError', 'corruption', 'data', 'evaluation', 'load', 'losses', 'make_keys',
+    'metrics', 'models', 'nn', 'pca', 'plotting', 'priors', 'resolve_config', 'steps', 'tour', 'train_and_evaluate',
 ]

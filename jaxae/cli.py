@@ -72,7 +72,7 @@ def overrides_from(args) -> dict:
 def stop_on_first_ctrl_c():
   """The first Ctrl-C asks the loop to stop after its current chunk is saved (an interrupt inside orbax's or
   XLA's threads could hang); a second one interrupts at once."""
-  from jaxae import train
+  from jaxae.loop import train
 
   def handler(signum, frame):
     if train.STOP.is_set():
@@ -107,8 +107,8 @@ def main(argv=None) -> int:
       models.get(args.list_config)
       print(list_config(args.list_config))
       return 0
-    from jaxae import parallel
-    from jaxae.train import train_and_evaluate
+    from jaxae.loop import parallel
+    from jaxae.loop.train import train_and_evaluate
 
     if args.distributed or any(v is not None for v in (args.coordinator, args.num_processes, args.process_id)):
       parallel.initialize_distributed(args.coordinator, args.num_processes, args.process_id)

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from jaxae import models
+from jaxae.checks import ARCHS, check, check_network
 from jaxae.errors import UserError, require
 
 __all__ = ['ARCHS', 'BASE', 'DESCRIPTIONS', 'check', 'check_network', 'defaults', 'describe', 'from_json',
@@ -62,13 +63,13 @@ POSITIVE = ('epochs', 'batch_size', 'eval_batch_size', 'learning_rate', 'keep_ch
 NON_NEGATIVE = ('checkpoint_every', 'weight_decay', 'warmup_steps', 'decay_steps', 'grad_clip', 'num_figure_images',
                 'seed')
 PROBABILITIES = ('adam_b1', 'adam_b2')
-ARCHS = ('mlp', 'conv')
 LABEL_TUPLES = ('train_classes',)  # tuples of labels (>= 0); other tuples are layer sizes (> 0)
+RECORDED = ('input_shape',)  # what a run records in its config.json: `resolve` takes a saved config back without it
 
 
 def describe(model: str) -> list[tuple[str, Any, str]]:
   """`(key, default, meaning)` for every config key of `model`, sorted by key."""
-  meanings = {**DESCRIPTIONS, **getattr(models.get(model), 'KEYS', {})}
+  meanings = {**DESCRIPTIONS, **models.get(model).KEYS}
   return [(k, v, meanings.get(k, '')) for k, v in sorted(defaults(model).items())]
 
 
@@ -126,26 +127,6 @@ def _check_types(config: Mapping[str, Any], base: Mapping[str, Any]) -> None:
     require(ok, f'config {key}={value!r} has the wrong type; expected a value like {default!r}')
 
 
-def check(config: Mapping[str, Any], *, choices: Mapping[str, tuple] | None = None, positive=(),
-          non_negative=(), probabilities=()) -> None:
-  """Raises `UserError` for the first of the named keys whose value is out of range."""
-  for key, allowed in (choices or {}).items():
-    require(config[key] in allowed, f"{key}='{config[key]}' is not one of {', '.join(allowed)}")
-  for key in positive:
-    require(config[key] > 0, f'{key} must be positive, got {config[key]}; set {key} > 0')
-  for key in non_negative:
-    require(config[key] >= 0, f'{key} must be >= 0, got {config[key]}')
-  for key in probabilities:
-    require(0 <= config[key] < 1, f'{key} must be in [0, 1), got {config[key]}')
-
-
-def check_network(config: Mapping[str, Any]) -> None:
-  """The keys of the shared encoder/decoder blocks: `arch`, `latent_dim`, `conv_features`."""
-  check(config, choices={'arch': ARCHS}, positive=('latent_dim',))
-  if config['arch'] == 'conv':
-    require(len(config['conv_features']) > 0, 'arch=conv needs at least one conv_features entry')
-
-
 def validate(config: Mapping[str, Any]) -> None:
   """Raises `UserError` for the first bad value in a resolved config: base keys here, the
   family's own keys in its `validate(config)`."""
@@ -162,7 +143,7 @@ def resolve(overrides: Mapping[str, Any] | None = None) -> dict:
   Raises:
     UserError: unknown model or key, wrong type, or impossible value.
   """
-  overrides = dict(overrides or {})
+  overrides = {k: v for k, v in (overrides or {}).items() if k not in RECORDED}
   base = defaults(overrides.get('model', BASE['model']))
   unknown = sorted(set(overrides) - set(base))
   require(not unknown, f"unknown config key(s) {', '.join(unknown)}: choose from {', '.join(sorted(base))}")

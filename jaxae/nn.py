@@ -11,69 +11,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxae.cpu import bf16_dot_general, bf16_matmul
+
 KERNEL = (4, 4)  # conv kernel; stride 2 halves H and W per layer
 PRECISIONS = ('f32', 'bf16')
-
-
-# How XLA's CPU compiler (jaxlib 0.10) treats bf16 dots, which `bf16_matmul` works around:
-# - it runs them on bf16 kernels (YNNPACK) only when both operands are row-major and the
-#   lhs contracts its last axis; any other bf16 dot is upcast to float32 by a pass that
-#   runs before layout assignment and before the simplifier;
-# - it lays out a transpose (`x.T` in a weight gradient, `k.T` in a tied decoder) as a
-#   column-major bitcast, so that pass upcasts a dot on it, and the simplifier later folds
-#   transposes into dots (`(x @ w).T`), making a dot no kernel takes: "Unsupported element
-#   type for DotThunk". Barriers around the operands and the product keep each dot in the
-#   form that was checked.
-
-
-def _dot(a: jax.Array, b: jax.Array) -> jax.Array:
-  """`[m, k] @ [k, n]` accumulated and returned in float32, kept in that form (see above)."""
-  out = jax.lax.dot_general(a, b, (((1,), (0,)), ((), ())), preferred_element_type=jnp.float32)
-  return jax.lax.optimization_barrier(out)
-
-
-def _bf16(a: jax.Array) -> jax.Array:
-  """`a` as bf16 in row-major layout, also where `a` is a transpose (see above).
-
-  A transpose there and back through a rank-3 view has the same values and the default
-  layout: it costs one copy where `a` is a transpose and nothing elsewhere.
-  """
-  b = a.astype(jnp.bfloat16).T[None]
-  return jax.lax.optimization_barrier(jnp.swapaxes(b, 1, 2)[0])
-
-
-@jax.custom_vjp
-def bf16_matmul(x: jax.Array, w: jax.Array) -> jax.Array:
-  """`x @ w` for x `[B, k]`, w `[k, n]`: bf16 inputs, float32 accumulation and output.
-
-  The backward pass also multiplies in bf16: `dx = g @ w.T` and `dw = x.T @ g`, with
-  the transposes materialised, so all three matmuls of a layer run on bf16 kernels on
-  a CPU with them (plain autodiff leaves the weight gradient as a float32 dot on a
-  transposed operand). Cotangents are float32. On GPU/TPU it is an ordinary bf16 matmul.
-  Reverse mode only (`jax.grad`, `jax.vjp`, `jax.jacrev`), like any `custom_vjp`.
-  """
-  return _dot(_bf16(x), _bf16(w))
-
-
-def _bf16_matmul_fwd(x, w):
-  return bf16_matmul(x, w), (x, w)
-
-
-def _bf16_matmul_bwd(residuals, g):
-  x, w = residuals
-  g = _bf16(g)
-  return _dot(g, _bf16(w.T)), _dot(_bf16(x.T), g)
-
-
-bf16_matmul.defvjp(_bf16_matmul_fwd, _bf16_matmul_bwd)
-
-
-def _bf16_dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None):
-  """`nn.Dense`'s contraction `[..., k] x [k, n] -> [..., n]` through `bf16_matmul`."""
-  del precision, preferred_element_type
-  assert dimension_numbers == (((lhs.ndim - 1,), (0,)), ((), ())), dimension_numbers
-  out = bf16_matmul(lhs.reshape(-1, lhs.shape[-1]), rhs)
-  return out.reshape(*lhs.shape[:-1], rhs.shape[-1])
 
 
 def dense(features: int, precision: str) -> nn.Dense:
@@ -82,7 +23,7 @@ def dense(features: int, precision: str) -> nn.Dense:
   Parameters, bias and output stay float32 either way (so do the optimizer state and the loss).
   """
   if precision == 'bf16':
-    return nn.Dense(features, dot_general=_bf16_dot_general)
+    return nn.Dense(features, dot_general=bf16_dot_general)
   return nn.Dense(features)
 
 
@@ -217,103 +158,3 @@ def make_decoder(arch: str, image_shape, hidden, conv_features, dropout_rate=0.0
   if arch == 'conv':
     return ConvDecoder(tuple(conv_features), tuple(image_shape), dropout_rate, precision, activation)
   return MLPDecoder(tuple(hidden[::-1]), tuple(image_shape), dropout_rate, precision, activation)
-
-
-_DN = ('NHWC', 'HWIO', 'NHWC')
-
-
-def _add_bias(h: jax.Array, b: jax.Array) -> jax.Array:
-  """`h: [..., F] + b: [F]` with the broadcast written out (strict rank promotion)."""
-  return h + b.reshape((1,) * (h.ndim - 1) + (-1,))
-
-
-class TiedAutoencoder(nn.Module):
-  """Autoencoder whose decoder uses the encoder's kernels transposed (W* = W^T).
-
-  The params hold one kernel per tied layer pair, `kernel_i`, with separate
-  `encoder_bias_i` and `decoder_bias_i`. With `conv_features`, the conv layers
-  are tied too: the decoder applies the exact adjoint of each strided conv
-  (`lax.conv_transpose(..., transpose_kernel=True)`).
-
-  References:
-    Vincent et al., Stacked Denoising Autoencoders, JMLR 2010, Sec. 2.3.
-  """
-
-  image_shape: Sequence[int]
-  latent_dim: int
-  hidden: Sequence[int] = ()
-  conv_features: Sequence[int] = ()
-  input_dropout: float = 0.0
-  dropout_rate: float = 0.0
-  precision: str = 'f32'
-
-  def setup(self):
-    height, width, channels = self.image_shape
-    chans = [channels, *self.conv_features]
-    init = nn.initializers.lecun_normal()
-    self.conv_kernels = [
-        self.param(f'kernel_{i}', init, (*KERNEL, chans[i], chans[i + 1]))
-        for i in range(len(self.conv_features))
-    ]
-    s = 2 ** len(self.conv_features)
-    self.conv_shape = (height // s, width // s, chans[-1])
-    flat = self.conv_shape[0] * self.conv_shape[1] * self.conv_shape[2]
-    dims = [flat, *self.hidden, self.latent_dim]
-    n_conv = len(self.conv_kernels)
-    self.dense_kernels = [
-        self.param(f'kernel_{n_conv + i}', init, (dims[i], dims[i + 1]))
-        for i in range(len(dims) - 1)
-    ]
-    n = n_conv + len(self.dense_kernels)
-    out_sizes = [c for c in chans[1:]] + dims[1:]
-    in_sizes = chans[:-1] + dims[:-1]
-    self.encoder_biases = [
-        self.param(f'encoder_bias_{i}', nn.initializers.zeros, (out_sizes[i],)) for i in range(n)
-    ]
-    self.decoder_biases = [
-        self.param(f'decoder_bias_{i}', nn.initializers.zeros, (in_sizes[i],)) for i in range(n)
-    ]
-    self.input_drop = nn.Dropout(self.input_dropout)
-    self.hidden_drop = nn.Dropout(self.dropout_rate)
-
-  def _conv(self, h, k, transpose=False):
-    """Stride-2 'SAME' conv with kernel k, or its exact adjoint; float32 output."""
-    if self.precision == 'bf16':
-      h, k = h.astype(jnp.bfloat16), k.astype(jnp.bfloat16)
-    if transpose:
-      return jax.lax.conv_transpose(h, k, (2, 2), 'SAME', dimension_numbers=_DN, transpose_kernel=True,
-                                    preferred_element_type=jnp.float32)
-    return jax.lax.conv_general_dilated(h, k, (2, 2), 'SAME', dimension_numbers=_DN,
-                                        preferred_element_type=jnp.float32)
-
-  def encode(self, x: jax.Array, train: bool = False) -> jax.Array:
-    """`[B, H, W, C] -> [B, latent_dim]`."""
-    h = self.input_drop(x, deterministic=not train)
-    for k, b in zip(self.conv_kernels, self.encoder_biases[: len(self.conv_kernels)], strict=True):
-      h = _add_bias(self._conv(h, k), b)
-      h = self.hidden_drop(nn.relu(h), deterministic=not train)
-    h = h.reshape(h.shape[0], -1)
-    n_conv, n_dense = len(self.conv_kernels), len(self.dense_kernels)
-    for i, k in enumerate(self.dense_kernels):
-      h = _add_bias(matmul(h, k, self.precision), self.encoder_biases[n_conv + i])
-      if i < n_dense - 1:
-        h = self.hidden_drop(nn.relu(h), deterministic=not train)
-    return h
-
-  def decode(self, z: jax.Array, train: bool = False) -> jax.Array:
-    """`[B, latent_dim] -> [B, H, W, C]` using the transposed encoder kernels."""
-    n_conv = len(self.conv_kernels)
-    h = z
-    for i in reversed(range(len(self.dense_kernels))):
-      h = _add_bias(matmul(h, self.dense_kernels[i].T, self.precision), self.decoder_biases[n_conv + i])
-      if i > 0 or n_conv:
-        h = self.hidden_drop(nn.relu(h), deterministic=not train)
-    h = h.reshape(z.shape[0], *self.conv_shape)
-    for i in reversed(range(n_conv)):
-      h = _add_bias(self._conv(h, self.conv_kernels[i], transpose=True), self.decoder_biases[i])
-      if i > 0:
-        h = self.hidden_drop(nn.relu(h), deterministic=not train)
-    return h.reshape((z.shape[0], *self.image_shape))
-
-  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-    return self.decode(self.encode(x, train), train)

@@ -1,38 +1,52 @@
-"""Load a trained run: `jaxae.load(workdir)` -> the family, the trained state, the config and the data.
+"""Load a trained run: `jaxae.load(workdir)` -> the family, the trained state, the config (and, on demand, the data).
 
-The state is restored into a template built by the family's `create_state`, on
-this process's default device, whatever number of devices wrote the checkpoint.
+Loading needs only the workdir: the family and the input shape come from
+`config.json`, the state from the checkpoint's model item, restored into a
+template that the family's `create_state` builds on this process's default
+device, whatever number of devices wrote it. No dataset is read and no training
+step is traced; `loaded.splits` prepares the run's data the first time it is
+asked for (the evaluation suites do).
 """
 
+import functools
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
-from jaxae import checkpoint, models, steps
+import numpy as np
+
 from jaxae import data as data_lib
-from jaxae.epochs import Keys, make_keys, zero_sums
+from jaxae import models
 from jaxae.errors import require
+from jaxae.loop import checkpoint
+from jaxae.loop.keys import Keys, make_keys
 
 
-class Loaded(NamedTuple):
-  """A trained run: `model` (the family module), `state`, `config`, `splits` (its data), `keys`, `step`."""
+@dataclass(frozen=True)
+class Loaded:
+  """A trained run: `model` (the family module), `state`, `config`, `keys`, `step`, and `splits` (its data,
+  prepared on first access; for a run on your own arrays, pass them to `load`)."""
 
   model: Any
   state: Any
   config: dict
-  splits: data_lib.Splits
   keys: Keys
   step: int
+  data: dict | None = None
+
+  @functools.cached_property
+  def splits(self) -> data_lib.Splits:
+    return data_lib.prepare(self.config, self.data)
 
 
 def load(workdir: str | Path, step: int | None = None, data: dict | None = None) -> Loaded:
   """The run in `workdir` at checkpoint `step` (default: the latest). Reads, never writes.
 
   `data`: for a run trained on your own arrays (dataset 'arrays'), the same
-  `jaxae.data.from_arrays(...)` again.
+  `jaxae.data.from_arrays(...)` again (used only when `splits` is asked for).
 
   Raises:
-    UserError: no run or no checkpoint in `workdir`, a corrupt config or
-      checkpoint, or data that can no longer be loaded.
+    UserError: no run or no checkpoint in `workdir`, or a corrupt config or checkpoint.
   """
   workdir = Path(workdir)
   config = checkpoint.read_config(workdir)
@@ -41,11 +55,11 @@ def load(workdir: str | Path, step: int | None = None, data: dict | None = None)
   require((workdir / 'checkpoints').is_dir() and any((workdir / 'checkpoints').iterdir()),
           f'{workdir} has no checkpoint yet: let its training finish an epoch (re-run the same command to resume)')
   model = models.get(config['model'])
-  splits = data_lib.prepare(config, data)
+  if 'input_shape' not in config:  # runs of rounds 1-2 did not record it: their data tell
+    config['input_shape'] = tuple(data_lib.prepare(config, data).train['image'].shape[1:])
   keys = make_keys(config['seed'])
-  state = model.create_state(keys.init, config, {'image': splits.train['image'][:1]})
-  zero = zero_sums(steps.bind(model.train_step, config), state, splits.train['image'][: config['batch_size']], keys)
+  state = model.create_state(keys.init, config, {'image': np.zeros((1, *config['input_shape']), np.float32)})
   with checkpoint.Checkpointer(workdir / 'checkpoints', config['keep_checkpoints']) as ckpt:
     require(step is None or step in ckpt.steps(), f'{workdir} has no checkpoint {step}; it keeps {ckpt.steps()}')
-    restored, step = ckpt.restore({'state': state, 'sums': zero}, step)
-  return Loaded(model, restored['state'], config, splits, keys, step)
+    state, step = ckpt.restore(state, step)
+  return Loaded(model, state, config, keys, step, data)

@@ -17,8 +17,8 @@ import tempfile
 
 from jaxae import metrics
 from jaxae.errors import require
+from jaxae.loop.train import train_and_evaluate
 from jaxae.runs import Loaded, load
-from jaxae.train import train_and_evaluate
 
 RUNS = ('smoke', 'digits', 'mnist')
 MNIST_DIR = 'JAXAE_MNIST_DIR'

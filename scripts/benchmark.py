@@ -41,26 +41,26 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxae import config as config_lib
-from jaxae import data, epochs, models, nn, records, roofline, steps
+from jaxae import data, models, nn, roofline, steps
+from jaxae.data import records
 from jaxae.errors import UserError
+from jaxae.loop import make_keys
+from jaxae.loop.compile import compile_fns
 
 BATCH = 128
 
 
-def compiled_epoch(model, config, state, images, keys, data_mode: str):
+def compiled_epoch(model, config, images, keys, data_mode: str):
   """`epoch_fn(state, epoch) -> (state, sums)` for resident or streaming data (compiled on its first call)."""
   n = images.shape[0]
-  if data_mode == 'resident':
-    chunk_fn, _ = epochs.compile_fns(model, config, n)
-    return lambda state, epoch: chunk_fn(state, images, epoch, 0, keys)[:2]
-  host = np.asarray(images)
+  if data_mode != 'resident':
+    images = np.asarray(images)
   if data_mode == 'records':  # the same images written to disk and read back as the loop asks for them
     folder = tempfile.mkdtemp(prefix='jaxae-bench-')
-    records.write(folder, 'train', records.chunks_of(host))
-    host = records.load(folder)['train']['image']
-  zero = epochs.zero_sums(steps.bind(model.train_step, config), state, np.asarray(host[:BATCH]), keys)
-  chunk_fn, _ = epochs.compile_fns(model, config, n, zero=zero, resident=False)
-  return lambda state, epoch: chunk_fn(state, host, epoch, 0, keys)[:2]
+    records.write(folder, 'train', records.chunks_of(images))
+    images = records.load(folder)['train']['image']
+  fns = compile_fns(model, config, n, resident=data_mode == 'resident')
+  return lambda state, epoch: (lambda s, g, sums: (s, sums))(*fns.chunk(state, images, epoch, 0, keys))
 
 
 def bare_scan_epoch(model, config, images, keys):
@@ -89,13 +89,13 @@ def bench_family(name: str, precision: str, n_epochs: int, images, data_mode: st
   config = config_lib.resolve({'model': name, 'hidden': (400,), 'latent_dim': 20, 'batch_size': BATCH,
                                'precision': precision, **({'disc_hidden': (400,)} if name == 'aae' else {})})
   model = models.get(name)
-  keys = epochs.make_keys(0)
+  keys = make_keys(0)
   x = data.to_float(images[:BATCH])
   state = model.create_state(keys.init, config, {'image': x[:1]})
   default_key = jax.random.wrap_key_data(jax.random.key_data(keys.step))  # JAX's rolled hash: not counted as FLOPs
   step_flops = roofline.flops(jax.jit(steps.bind(model.train_step, config)).lower(
       state, {'image': x, 'mask': jnp.ones(BATCH)}, default_key).compile())
-  epoch_fn = compiled_epoch(model, config, state, images, keys, data_mode)
+  epoch_fn = compiled_epoch(model, config, images, keys, data_mode)
   bare_fn, bare_state = bare_scan_epoch(model, config, images, keys), jax.tree.map(jnp.copy, state)
   times, bare_times = [], []
   for epoch in range(n_epochs + 1):  # the first is a warm-up; jaxae and the bare scan interleaved

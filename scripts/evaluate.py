@@ -4,15 +4,7 @@
   python scripts/evaluate.py runs/ae runs/vae --suites compression,probe,latent --out runs/eval
   python scripts/evaluate.py runs/vae --suites likelihood --iwae-samples 5000
 
-Suites (`jaxae.evaluation`):
-  samples         classifier Fréchet distance, class histogram, Parzen log-likelihood (generative runs)
-  reconstruction  held-out MSE per pixel and PSNR
-  compression     MSE against PCA with as many components as code units
-  likelihood      held-out -ELBO and the K-sample IWAE NLL, its speed and memory (vae, iwae)
-  latent          codes by label, 2-D manifold, interpolations (figures)
-  denoising       PSNR of Gaussian (0.1, 0.3, 0.5) and masking (25%) noisy inputs and of their reconstructions
-  anomaly         AUROC per unseen class, for a run trained with --set train_classes=...
-  probe           linear-probe and 5-NN accuracy of the codes, and of PCA's
+Suites: every module of `jaxae.evaluation` with a `run` (listed by --help).
 Bad input (no run, a suite that does not fit the model, bad numbers) prints one
 line and exits 2; nothing in the workdirs is changed.
 """
@@ -48,7 +40,9 @@ def report(results: dict) -> str:
 
 
 def main(argv=None) -> int:
-  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  suites = '\n'.join(f'  {n:<15} {evaluation.get(n).__doc__.strip().splitlines()[0]}' for n in evaluation.names())
+  p = argparse.ArgumentParser(description=__doc__, epilog=f'suites:\n{suites}',
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument('workdirs', nargs='+', help='trained runs (jaxae-train workdirs)')
   p.add_argument('--suites', default='samples', help='comma-separated suites (default: samples)')
   p.add_argument('--out', help='output folder (default: WORKDIR/evaluation for one run, else required)')

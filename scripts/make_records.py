@@ -13,7 +13,8 @@ or 2 with one line on bad input.
 import argparse
 import sys
 
-from jaxae import data, records
+from jaxae import data
+from jaxae.data import records
 from jaxae.errors import UserError, require
 
 

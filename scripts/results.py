@@ -16,9 +16,8 @@ import sys
 from pathlib import Path
 
 from jaxae import config as config_lib
-from jaxae import models
+from jaxae import models, train_and_evaluate
 from jaxae.errors import UserError
-from jaxae.train import train_and_evaluate
 
 
 def main(argv=None) -> int:

@@ -23,10 +23,10 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from jaxae import checkpoint, metrics, models
 from jaxae import config as config_lib
+from jaxae import metrics, models, train_and_evaluate
 from jaxae.errors import UserError
-from jaxae.train import train_and_evaluate
+from jaxae.loop import checkpoint
 
 TRAIN = Path(__file__).resolve().parent / 'train.py'
 TINY = {'epochs': 40, 'batch_size': 64, 'latent_dim': 4, 'hidden': (32, 16), 'keep_checkpoints': 2}

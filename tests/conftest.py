@@ -1,11 +1,21 @@
 """Strict JAX settings and shared helpers for every test."""
 
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault('TFDS_DATA_DIR', '/nonexistent-tfds-dir')  # never touch a real TFDS cache
+# One persistent XLA compilation cache for the whole session: set before JAX is imported, in the environment, so
+# the xdist workers and every subprocess a test starts (CLI, soak, multi-process runs) share it. Most of the
+# suite's time is compiling the same small programs again in each of them.
+if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
+  os.environ['JAX_COMPILATION_CACHE_DIR'] = tempfile.mkdtemp(prefix='jaxae-tests-xla-cache-')
+  os.environ['JAXAE_TESTS_OWN_CACHE'] = '1'
+os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
+os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES', '0')
 
-import jax
-import pytest
+import jax  # noqa: E402
+import pytest  # noqa: E402
 
 jax.config.update('jax_numpy_rank_promotion', 'raise')
 
@@ -23,3 +33,9 @@ def mnist_dir():
   if not os.path.exists(os.path.join(MNIST_DIR, 't10k-images-idx3-ubyte.gz')):
     pytest.skip('the MNIST test set is not in ../shared/data/mnist')
   return MNIST_DIR
+
+
+def pytest_unconfigure(config):
+  """The session's compilation cache goes with it (removed by the process that made it)."""
+  if not hasattr(config, 'workerinput') and os.environ.pop('JAXAE_TESTS_OWN_CACHE', None):
+    shutil.rmtree(os.environ['JAX_COMPILATION_CACHE_DIR'], ignore_errors=True)

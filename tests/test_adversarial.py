@@ -7,8 +7,10 @@ import pytest
 from conftest import tiny
 
 from jaxae import config as config_lib
-from jaxae import epochs, losses, models, priors, steps, train
+from jaxae import losses, models, priors, steps
 from jaxae.errors import UserError
+from jaxae.loop import make_keys, train
+from jaxae.loop.compile import compile_fns
 
 
 def make(name, shape=(8, 8, 1), **overrides):
@@ -145,14 +147,14 @@ def test_the_composite_epoch_and_eval_compile_once():
   config = config_lib.resolve(tiny(model='wgan_gp', n_critic=2))
   model = models.get('wgan_gp')
   x = jnp.asarray(np.random.default_rng(0).random((100, 8, 8, 1), np.float32))
-  keys = epochs.make_keys(0)
+  keys = make_keys(0)
   state = model.create_state(keys.init, config, {'image': x[:1]})
-  chunk_fn, eval_fn = epochs.compile_fns(model, {**config, 'checkpoint_every': 1}, 100)  # 2 chunks, the last partial
+  fns = compile_fns(model, {**config, 'checkpoint_every': 1}, 100)  # 2 chunks, the last partial
   for epoch in (1, 2):
     for start in (0, 1):
-      state, _, _ = chunk_fn(state, x, epoch, start, keys)
-    eval_fn(state, x, keys.eval)
-  assert chunk_fn._cache_size() == 1 and eval_fn._cache_size() == 1 and int(state.step) == 4
+      state, _, _ = fns.chunk(state, x, epoch, start, keys)
+    fns.evaluate(state, x, keys.eval)
+  assert fns.chunk._cache_size() == 1 and fns.evaluate._cache_size() == 1 and int(state.step) == 4
 
 
 def test_resuming_with_more_epochs_keeps_the_cosine_schedule_or_refuses(tmp_path):

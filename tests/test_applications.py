@@ -17,9 +17,10 @@ from sklearn.metrics import roc_auc_score
 from sklearn.metrics import roc_curve as sk_roc_curve
 
 from jaxae import config as config_lib
-from jaxae import data, epochs, losses, models, pca, steps, train
+from jaxae import data, losses, models, pca, steps
 from jaxae.errors import UserError
 from jaxae.evaluation import anomaly, compression, probe
+from jaxae.loop import scan, train
 from jaxae.runs import load
 
 SCRIPT = Path(__file__).resolve().parents[1] / 'scripts' / 'evaluate.py'
@@ -141,7 +142,7 @@ def test_evaluate_accepts_numpy_images():
   model = models.get('vae')
   state = model.create_state(jax.random.key(0), config, {'image': DIGITS['image'][:1]})
   x = DIGITS['image'][:100]
-  sums = epochs.evaluate(steps.bind(model.eval_step, config), state, x, jax.random.key(1), batch_size=32)
+  sums = scan.evaluate(steps.bind(model.eval_step, config), state, x, jax.random.key(1), batch_size=32)
   assert float(sums['count']) == 100 and np.isfinite(float(sums['nelbo']))
 
 

@@ -6,14 +6,16 @@ import sys
 from pathlib import Path
 
 import jax
+import matplotlib.figure
 import numpy as np
 import pytest
 import scipy.linalg
 from conftest import tiny
 
-from jaxae import data, train
+from jaxae import data, evaluation
 from jaxae.errors import UserError
 from jaxae.evaluation import classifier, samples
+from jaxae.loop import train
 from jaxae.runs import load
 
 SCRIPT = Path(__file__).resolve().parents[1] / 'scripts' / 'evaluate.py'
@@ -95,3 +97,33 @@ def test_evaluate_script_writes_results_and_refuses_a_suite_that_does_not_fit(tm
   assert sum(metrics['class_histogram']) == pytest.approx(1.0)
   assert (tmp_path / 'eval' / 'figures' / 'gan-samples-samples.png').exists()
   assert '| gan |' in (tmp_path / 'eval' / 'report.md').read_text()
+
+
+@pytest.fixture(scope='module')
+def runs(tmp_path_factory):
+  """Three tiny runs that between them fit every suite: a VAE with 2-D codes, an AE trained on class 0 alone
+  (anomaly detection), a GAN."""
+  root = tmp_path_factory.mktemp('suite-runs')
+  configs = {'vae': tiny(model='vae', latent_dim=2, epochs=2), 'ae0': tiny(model='ae', epochs=2, train_classes=(0,)),
+             'gan': tiny(model='gan', epochs=1, latent_dim=4)}
+  for name, config in configs.items():
+    train.train_and_evaluate(config, root / name, progress=False)
+  return {name: load(root / name) for name in configs}
+
+
+@pytest.mark.parametrize('suite', evaluation.names())
+def test_every_suite_runs_on_the_runs_it_fits_and_refuses_the_others_in_one_line(runs, suite):
+  """Picked up by name: a new suite is tested here with no edit. Each fits at least one of the runs."""
+  module, fitted = evaluation.get(suite), 0
+  for name, loaded in runs.items():
+    try:
+      module.check(loaded)
+    except UserError as e:
+      assert '\n' not in str(e), (name, str(e))
+      continue
+    metrics, figures = module.run(loaded, jax.random.key(0), num_samples=200, iwae_samples=8, progress=False)
+    json.dumps(metrics)  # results.json takes them as they are
+    assert metrics and all(np.isfinite(v) for v in metrics.values() if isinstance(v, float)), (name, metrics)
+    assert all(isinstance(f, matplotlib.figure.Figure) for f in figures.values())
+    fitted += 1
+  assert fitted, f'{suite} fits none of {sorted(runs)}'

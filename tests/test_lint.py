@@ -1,5 +1,6 @@
 """The code, scripts, tests and notebooks pass the linter (ruff, configured in pyproject.toml)."""
 
+import ast
 import subprocess
 import sys
 from pathlib import Path
@@ -11,3 +12,43 @@ def test_ruff_passes_on_code_and_notebooks():
   proc = subprocess.run([sys.executable, '-m', 'ruff', 'check', 'jaxae', 'scripts', 'tests', 'notebooks'], cwd=ROOT,
                         capture_output=True, text=True)
   assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def _jaxae_imports(path: Path, package: str) -> set[str]:
+  """The jaxae modules `path` imports anywhere in it (also inside functions): `from jaxae.x import y` counts
+  as `jaxae.x.y` when that is a module, else as `jaxae.x`."""
+  out = set()
+  for node in ast.walk(ast.parse(path.read_text())):
+    if isinstance(node, ast.Import):
+      out |= {a.name for a in node.names if a.name.startswith('jaxae')}
+    elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith('jaxae'):
+      for a in node.names:
+        full = f'{node.module}.{a.name}'
+        out.add(full if (ROOT / (full.replace('.', '/') + '.py')).exists() or
+                (ROOT / full.replace('.', '/')).is_dir() else node.module)
+  return out - {package}
+
+
+def test_library_files_are_small_and_import_without_cycles():
+  """No library file past 250 lines, and the module import graph (every import, also those inside functions)
+  has no cycle: a reader can follow the layers one way."""
+  graph = {}
+  for path in sorted((ROOT / 'jaxae').rglob('*.py')):
+    assert len(path.read_text().splitlines()) <= 250, f'{path.relative_to(ROOT)} is past 250 lines'
+    name = '.'.join(path.relative_to(ROOT).with_suffix('').parts).removesuffix('.__init__')
+    graph[name] = _jaxae_imports(path, name.rsplit('.', 1)[0] if path.name == '__init__.py' else '')
+  graph = {m: {d for d in deps if d in graph and d != m and not m.startswith(d + '.')} for m, deps in graph.items()}
+  done, path = set(), []
+
+  def visit(m):
+    assert m not in path, f"import cycle: {' -> '.join(path[path.index(m):] + [m])}"
+    if m in done:
+      return
+    path.append(m)
+    for d in sorted(graph[m]):
+      visit(d)
+    path.pop()
+    done.add(m)
+
+  for m in graph:
+    visit(m)

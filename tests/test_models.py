@@ -13,8 +13,6 @@ from jaxae import nn as jnn
 from jaxae.errors import UserError
 
 FAMILIES = models.names()
-STOCHASTIC = {'vae', 'iwae', 'dae', 'dropout_ae', 'aae', 'gan', 'dcgan', 'wgan_gp'}  # train steps that draw randomness
-GANS = ('gan', 'dcgan', 'wgan_gp')
 
 
 def make(name, arch='mlp', shape=(28, 28, 1), **overrides):
@@ -26,9 +24,21 @@ def make(name, arch='mlp', shape=(28, 28, 1), **overrides):
 
 
 def test_every_family_is_found_by_name():
-  assert {'ae', 'tied_ae', 'dae', 'dropout_ae', 'vae', 'iwae', 'aae', *GANS} <= set(FAMILIES)
+  assert {'ae', 'tied_ae', 'dae', 'dropout_ae', 'vae', 'iwae', 'aae', 'gan', 'dcgan', 'wgan_gp'} <= set(FAMILIES)
   with pytest.raises(ValueError, match="unknown model 'nope'"):
     models.get('nope')
+
+
+@pytest.mark.parametrize('name', FAMILIES)
+def test_every_family_exports_the_contract_and_declares_exactly_what_it_has(name):
+  """The loop's names are there; each capability is declared iff its functions are (the only `hasattr` on a
+  family: the check that keeps `CAN` true)."""
+  model = models.get(name)
+  assert all(hasattr(model, n) for n in models.REQUIRED), [n for n in models.REQUIRED if not hasattr(model, n)]
+  assert isinstance(model.CAN, frozenset) and model.CAN <= set(models.CAPABILITIES)
+  for capability, functions in models.FUNCTIONS.items():
+    assert models.can(model, capability) == all(callable(getattr(model, f, None)) for f in functions), capability
+  assert set(model.KEYS) <= set(model.defaults()) and model.HEADLINE
 
 
 @pytest.mark.parametrize('name', FAMILIES)
@@ -36,10 +46,10 @@ def test_every_family_is_found_by_name():
                                         ('mlp', (8, 8, 1))])
 def test_shapes_of_codes_images_and_metrics(name, arch, shape):
   model, config, state, batch = make(name, arch, shape)
-  if hasattr(model, 'encode'):
+  if models.can(model, 'encode'):
     assert model.encode(state, batch['image']).shape == (6, 8)
   images = jax.jit(steps.bind(model.eval_images, config))(state, batch, jax.random.key(1))
-  assert images and ('reconstructions' in images) == hasattr(model, 'encode')
+  assert images and ('reconstructions' in images) == models.can(model, 'encode')
   for value in images.values():
     assert value.shape == (6, *shape)
     assert float(value.min()) >= 0 and float(value.max()) <= 1
@@ -70,7 +80,8 @@ def test_bind_fails_loudly_on_a_hyperparameter_that_is_not_a_config_key():
                                          ('wgan_gp', 'gan'), ('iwae', 'vae')])
 def test_presets_re_export_exactly_the_family_contract(preset, base):
   preset, base = models.get(preset), models.get(base)
-  assert base.__all__ and all(getattr(preset, n) is getattr(base, n) for n in base.__all__ if n != 'defaults')
+  same = [n for n in base.__all__ if n not in ('defaults', 'CAN')]  # a preset may declare other capabilities
+  assert base.__all__ and all(getattr(preset, n) is getattr(base, n) for n in same)
   assert not hasattr(preset, 'losses') and not hasattr(preset, 'jnn')  # `import *` brought no module names
 
 
@@ -157,10 +168,10 @@ def test_same_key_same_step_other_key_other_randomness(name):
   _, m3 = step(state, batch, jax.random.key(2))
   as_floats = lambda m: {k: float(v) for k, v in m.items()}
   assert as_floats(m1) == as_floats(m2)
-  assert (as_floats(m1) != as_floats(m3)) == (name in STOCHASTIC)
+  assert (as_floats(m1) != as_floats(m3)) == models.can(name, 'stochastic')
 
 
-@pytest.mark.parametrize('name', [f for f in FAMILIES if f not in GANS])
+@pytest.mark.parametrize('name', models.with_capability('encode'))
 def test_steps_on_real_digits_lower_the_loss(name):
   digits = data.load_digits()['train']['image'][:128]
   model, config, state, _ = make(name, shape=(8, 8, 1), learning_rate=3e-3)

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from conftest import tiny
 
-from jaxae import data, train
+from jaxae import data
 from jaxae.errors import UserError
+from jaxae.loop import train
 from jaxae.runs import load
 
 DIGITS = data.load_digits()['train']
@@ -34,8 +35,10 @@ def test_train_and_load_a_run_on_your_own_arrays(tmp_path):
   assert result.config['dataset'] == 'arrays' and evals[-1] < 0.8 * evals[0]
   loaded = load(tmp_path, data=own)
   assert len(loaded.splits.eval['image']) == 297 and loaded.splits.train['image'].max() <= 1.0
+  without = load(tmp_path)  # the model loads without its data; the data are asked for only when needed
+  np.testing.assert_array_equal(jax.tree.leaves(without.state.params)[0], jax.tree.leaves(loaded.state.params)[0])
   with pytest.raises(UserError, match='dataset=arrays is a run on your own arrays: pass them again'):
-    load(tmp_path)
+    _ = without.splits
 
 
 def test_a_random_access_source_and_a_holdout(tmp_path):

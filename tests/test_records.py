@@ -12,8 +12,10 @@ import pytest
 from conftest import tiny
 
 from jaxae import config as config_lib
-from jaxae import data, records, train
+from jaxae import data
+from jaxae.data import records
 from jaxae.errors import UserError
+from jaxae.loop import train
 
 ROOT = Path(__file__).resolve().parents[1]
 DIGITS = data.load_digits()['train']
@@ -136,7 +138,8 @@ def test_make_records_writes_a_synthetic_dataset_and_refuses_bad_input(tmp_path)
 MEMORY_PROBE = r'''
 import json, sys, threading, time
 import numpy as np
-from jaxae import records, train
+from jaxae.data import records
+from jaxae.loop import train
 
 def rss():  # the process's own (anonymous) memory: file pages (libraries, the page cache) are not held by it
   status = dict(line.split(':', 1) for line in open('/proc/self/status'))

@@ -9,7 +9,8 @@ from pathlib import Path
 from conftest import tiny
 from test_cli import run_cli
 
-from jaxae import checkpoint, metrics, train
+from jaxae import metrics
+from jaxae.loop import checkpoint, train
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ['--set', 'hidden=16', '--set', 'latent_dim=2', '--no-progress']

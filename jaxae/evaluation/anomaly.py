@@ -18,7 +18,7 @@ import jax
 import numpy as np
 from scipy.stats import rankdata
 
-from jaxae import plotting, steps
+from jaxae import models, plotting, steps
 from jaxae.errors import require
 from jaxae.evaluation import common
 
@@ -46,7 +46,7 @@ def roc_curve(positive, negative) -> tuple[np.ndarray, np.ndarray]:
 
 def scores(loaded, x, key) -> tuple[np.ndarray, str]:
   """`(per-image anomaly scores [N], what they are)`: -ELBO for a VAE, else reconstruction MSE."""
-  if hasattr(loaded.model, 'negative_elbo'):
+  if models.can(loaded.model, 'elbo'):
     fn = steps.bind(loaded.model.negative_elbo, loaded.config)
     return common.batched(jax.jit(lambda v: fn(loaded.state, v, key)), x), '-ELBO (nats)'
   x_hat = common.reconstruct(loaded, x)

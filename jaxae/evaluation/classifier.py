@@ -16,7 +16,7 @@ import numpy as np
 import optax
 
 from jaxae import losses
-from jaxae.epochs import batch_indices
+from jaxae.data import batch_indices
 from jaxae.evaluation import common
 
 

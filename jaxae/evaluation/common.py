@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxae import steps
+from jaxae import models, steps
 from jaxae.errors import require
 
 
@@ -15,7 +15,7 @@ def family(model) -> str:
 
 def require_encoder(model, suite: str) -> None:
   """`UserError` unless the family has an encoder and a decoder (a GAN only generates)."""
-  require(hasattr(model, 'encode') and hasattr(model, 'decode'),
+  require(models.can(model, 'encode'),
           f'the {suite} suite needs an encoder; {family(model)} has none (a GAN only generates): '
           'use the samples suite')
 

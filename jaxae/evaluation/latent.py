@@ -14,7 +14,7 @@
 import numpy as np
 from jax.scipy.special import ndtri
 
-from jaxae import pca, plotting, steps
+from jaxae import models, pca, plotting, steps
 from jaxae.evaluation import common
 
 GRID = 15
@@ -27,7 +27,7 @@ def check(loaded) -> None:
 
 
 def gaussian_prior(loaded) -> bool:
-  return hasattr(loaded.model, 'importance_weighted_nll') or loaded.config.get('prior') == 'gaussian'
+  return models.can(loaded.model, 'gaussian_prior') or loaded.config.get('prior') == 'gaussian'
 
 
 def manifold(loaded, z_held_out) -> np.ndarray:
@@ -70,8 +70,9 @@ def run(loaded, key, **_):
   figures = {'interpolation': plotting.samples(interpolations(loaded, z, labels), cols=STEPS,
                                                title='interpolation between held-out codes')}
   if k == 2:
-    density = getattr(loaded.model, 'prior_log_density', None)
-    figures['codes'] = plotting.codes(z, labels, density and steps.bind(density, loaded.config),
+    density = steps.bind(loaded.model.prior_log_density, loaded.config) if models.can(loaded.model, 'prior_density') \
+        else None
+    figures['codes'] = plotting.codes(z, labels, density,
                                       title='held-out codes by label')
     figures['manifold'] = plotting.samples(manifold(loaded, z), cols=GRID, title='decoded 2-D latent grid')
   else:

@@ -21,7 +21,7 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
-from jaxae import roofline, steps
+from jaxae import models, roofline, steps
 from jaxae.errors import require
 from jaxae.evaluation import common
 
@@ -30,7 +30,7 @@ ROWS = 32_768  # decoded images per chunk (batch_size * chunk): about 100 MB at 
 
 def check(loaded) -> None:
   model = loaded.model
-  require(hasattr(model, 'importance_weighted_nll'),
+  require(models.can(model, 'elbo'),
           f'the likelihood suite needs a model with a likelihood (vae, iwae); {common.family(model)} has none: '
           'use the reconstruction or samples suite')
 

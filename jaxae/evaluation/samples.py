@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxae import plotting, steps
+from jaxae import models, plotting, steps
 from jaxae.errors import require
 from jaxae.evaluation import classifier, common
 
@@ -102,7 +102,7 @@ def parzen(samples, x_valid, x_test, sigmas=SIGMAS) -> dict:
 
 
 def check(loaded) -> None:
-  require(hasattr(loaded.model, 'sample'), f'the samples suite needs a generative family; '
+  require(models.can(loaded.model, 'sample'), f'the samples suite needs a generative family; '
           f'{common.family(loaded.model)} has no sample(): use a vae, aae or GAN run')
 
 

@@ -1,17 +1,22 @@
-"""Model families, found by module name.
+"""Model families, found by module name: adding a family is adding one module here.
 
-`get('vae')` imports `jaxae.models.vae`. A family module exports:
+`get('vae')` imports `jaxae.models.vae`. The contract (no base class); every family module exports:
 
+- `HEADLINE`: the metric names the loop shows and plots, e.g. `('loss',)`;
+- `KEYS`: `{config key: meaning}` of its own keys (`jaxae-train --list-config`);
+- `CAN`: the capabilities it declares, a frozenset of names from `CAPABILITIES`;
 - `defaults() -> dict`: its config keys and default values;
-- `create_state(key, config, sample_batch) -> state` (the only reader of config);
-- `train_step(state, batch, key, *, hp...) -> (state, metrics)`: pure, unjitted;
-- `eval_step(state, batch, key, *, hp...) -> metrics`: sums and a `count`;
+- `validate(config)`: `UserError` for a bad value of its keys (checks from `jaxae.checks`);
+- `create_state(key, config, sample_batch) -> state` (the only reader of config): a pytree with an int32
+  `step` and `params`;
+- `train_step(state, batch, key, *, hp...) -> (state, metrics)`: pure, unjitted; `*, hp` are config keys;
+- `eval_step(state, batch, key, *, hp...) -> metrics`: per-batch sums and a `count`;
 - `eval_images(state, batch, key, *, hp...) -> {name: [N, H, W, C] in [0, 1]}`;
-- `encode`, `decode`, `sample` where the family has them.
+- and the functions its capabilities name (below).
 
-Batches are `{'image': [B, H, W, C] float32, 'mask': [B] float32}` (mask is
-optional: 0 marks padding in a last partial batch). Adding a family is adding
-one module here; the shared test suite picks it up by name.
+Batches are `{'image': [B, H, W, C] float32, 'mask': [B] float32}` (mask 0 marks padding in a last partial
+batch). The loop, the evaluation suites, the CLI and the shared tests read `CAN` and never guess with
+`hasattr`; `tests/test_models.py` checks that every declaration matches the functions there.
 """
 
 import importlib
@@ -19,6 +24,19 @@ import pkgutil
 from types import ModuleType
 
 from jaxae.errors import UserError
+
+CAPABILITIES = {
+    'encode': 'encode(state, x) -> codes and decode(state, z, *, hp...) -> images in [0, 1]',
+    'sample': 'sample(state, key, n, *, hp...) -> n generated images in [0, 1]',
+    'stochastic': 'train_step draws randomness from its key (noise, dropout, latent draws)',
+    'elbo': 'negative_elbo(state, x, key, *, hp...) and importance_weighted_nll(...): likelihood bounds in nats',
+    'gaussian_prior': 'p(z) = N(0, I) (samples, manifolds and likelihoods use it)',
+    'prior_density': 'prior_log_density(z, *, hp...) -> log p(z), [N]',
+}
+FUNCTIONS = {'encode': ('encode', 'decode'), 'sample': ('sample',),
+             'elbo': ('negative_elbo', 'importance_weighted_nll'), 'prior_density': ('prior_log_density',)}
+REQUIRED = ('HEADLINE', 'KEYS', 'CAN', 'defaults', 'validate', 'create_state', 'train_step', 'eval_step',
+            'eval_images')
 
 
 def names() -> list[str]:
@@ -31,3 +49,14 @@ def get(name: str) -> ModuleType:
   if name not in names():
     raise UserError(f"unknown model '{name}': choose one of {', '.join(names())}")
   return importlib.import_module(f'{__name__}.{name}')
+
+
+def can(model: ModuleType | str, capability: str) -> bool:
+  """Whether family `model` (a module or a name) declares `capability` (a key of `CAPABILITIES`)."""
+  assert capability in CAPABILITIES, capability
+  return capability in (get(model) if isinstance(model, str) else model).CAN
+
+
+def with_capability(capability: str) -> list[str]:
+  """The names of the families that declare `capability`."""
+  return [name for name in names() if can(name, capability)]

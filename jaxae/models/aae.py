@@ -18,11 +18,11 @@ References:
 import jax
 import jax.numpy as jnp
 
-from jaxae import config as config_lib
-from jaxae import losses, priors, steps
+from jaxae import checks, losses, priors, steps
 from jaxae import nn as jnn
 
 HEADLINE = ('rec', 'd_loss')  # reconstruction NLL (nats per example) and the code discriminator's loss
+CAN = frozenset({'encode', 'sample', 'stochastic', 'prior_density'})  # a Gaussian prior is a config choice
 PHASES = {'reconstruction': ('encoder', 'decoder'), 'discriminator': ('discriminator',), 'generator': ('encoder',)}
 
 
@@ -40,8 +40,8 @@ def defaults() -> dict:
 
 
 def validate(config) -> None:
-  config_lib.check_network(config)
-  config_lib.check(config, choices={'likelihood': losses.LIKELIHOODS}, non_negative=('adv_weight',))
+  checks.check_network(config)
+  checks.check(config, choices={'likelihood': losses.LIKELIHOODS}, non_negative=('adv_weight',))
   priors.check(config['prior'], config['latent_dim'])
 
 

@@ -21,14 +21,15 @@ References:
 import flax.linen as nn
 import jax
 
-from jaxae import config as config_lib
-from jaxae import corruption, losses, steps
+from jaxae import checks, corruption, losses, steps
 from jaxae import nn as jnn
+from jaxae.models._tied import TiedAutoencoder
 
-__all__ = ['HEADLINE', 'KEYS', 'create_state', 'decode', 'defaults', 'encode', 'eval_images', 'eval_step', 'loss_fn',
-           'make_network', 'train_step', 'validate']
+__all__ = ['CAN', 'HEADLINE', 'KEYS', 'create_state', 'decode', 'defaults', 'encode', 'eval_images', 'eval_step',
+           'loss_fn', 'make_network', 'train_step', 'validate']
 
 HEADLINE = ('loss',)  # the metric the loop shows: reconstruction NLL, nats per example
+CAN = frozenset({'encode'})  # stochastic with noise or dropout: the dae and dropout_ae presets declare it
 
 
 KEYS = dict(  # what this family's own config keys mean (jaxae-train --list-config)
@@ -49,11 +50,11 @@ def defaults() -> dict:
 
 def validate(config) -> None:
   """`UserError` for a bad network, likelihood, corruption or dropout setting."""
-  config_lib.check_network(config)
-  config_lib.check(config, choices={'likelihood': losses.LIKELIHOODS, 'noise': corruption.KINDS},
+  checks.check_network(config)
+  checks.check(config, choices={'likelihood': losses.LIKELIHOODS, 'noise': corruption.KINDS},
                    non_negative=('noise_level',), probabilities=('input_dropout', 'dropout_rate'))
   if config['noise'] in ('masking', 'salt_and_pepper'):
-    config_lib.require(config['noise_level'] <= 1,
+    checks.require(config['noise_level'] <= 1,
                        f"noise_level is a probability for {config['noise']}: set it in [0, 1]")
 
 
@@ -85,7 +86,7 @@ def make_network(config, image_shape) -> nn.Module:
   if conv:
     jnn.check_conv_shape(image_shape, len(config['conv_features']))
   if config['tied']:
-    return jnn.TiedAutoencoder(
+    return TiedAutoencoder(
         tuple(image_shape), config['latent_dim'], tuple(config['hidden']),
         tuple(config['conv_features']) if conv else (),
         config['input_dropout'], config['dropout_rate'], config['precision'],

@@ -9,6 +9,8 @@ A preset of `jaxae.models.ae`: same network, loss and steps, other defaults.
 from jaxae.models import ae
 from jaxae.models.ae import *  # noqa: F403  (the family contract: ae.__all__)
 
+CAN = frozenset({'encode', 'stochastic'})  # noise / dropout drawn from the step's key
+
 
 def defaults() -> dict:
   return {**ae.defaults(), 'noise': 'gaussian', 'noise_level': 0.3}

@@ -32,15 +32,15 @@ References:
 import jax
 import jax.numpy as jnp
 
-from jaxae import config as config_lib
-from jaxae import losses, steps
+from jaxae import checks, losses, steps
 from jaxae import nn as jnn
 
-__all__ = ['HEADLINE', 'KEYS', 'LOSSES', 'create_state', 'critic', 'defaults', 'discriminator_loss',
+__all__ = ['CAN', 'HEADLINE', 'KEYS', 'LOSSES', 'create_state', 'critic', 'defaults', 'discriminator_loss',
            'discriminator_terms', 'draws', 'eval_images', 'eval_step', 'generate', 'generator_loss', 'generator_terms',
            'sample', 'train_step', 'validate']
 
 HEADLINE = ('d_loss', 'g_loss')
+CAN = frozenset({'sample', 'stochastic'})
 LOSSES = ('nonsaturating', 'wasserstein')
 
 
@@ -58,8 +58,8 @@ def defaults() -> dict:
 
 
 def validate(config) -> None:
-  config_lib.check_network(config)
-  config_lib.check(config, choices={'loss': LOSSES}, positive=('n_critic',), non_negative=('gp_weight',),
+  checks.check_network(config)
+  checks.check(config, choices={'loss': LOSSES}, positive=('n_critic',), non_negative=('gp_weight',),
                    probabilities=('d_dropout',))
 
 

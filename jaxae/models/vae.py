@@ -20,15 +20,15 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxae import config as config_lib
-from jaxae import losses, steps
+from jaxae import checks, losses, steps
 from jaxae import nn as jnn
 
-__all__ = ['HEADLINE', 'KEYS', 'VAE', 'create_state', 'decode', 'defaults', 'encode', 'eval_images', 'eval_step',
+__all__ = ['CAN', 'HEADLINE', 'KEYS', 'VAE', 'create_state', 'decode', 'defaults', 'encode', 'eval_images', 'eval_step',
            'importance_weighted_nll', 'log_weights', 'loss_fn', 'make_network', 'negative_elbo',
            'negative_elbo_terms', 'reparameterize', 'sample', 'train_step', 'validate']
 
 HEADLINE = ('loss',)  # rec + beta * KL; with beta = 1 the negative ELBO
+CAN = frozenset({'encode', 'sample', 'stochastic', 'elbo', 'gaussian_prior'})
 
 
 KEYS = dict(  # what this family's own config keys mean (jaxae-train --list-config)
@@ -45,10 +45,10 @@ def defaults() -> dict:
 
 
 def validate(config) -> None:
-  config_lib.check_network(config)
-  config_lib.check(config, choices={'likelihood': losses.LIKELIHOODS}, non_negative=('beta',),
+  checks.check_network(config)
+  checks.check(config, choices={'likelihood': losses.LIKELIHOODS}, non_negative=('beta',),
                    positive=('iwae_samples',))
-  config_lib.require(config['iwae_samples'] == 1 or config['beta'] == 1,
+  checks.require(config['iwae_samples'] == 1 or config['beta'] == 1,
                      f"the IWAE bound (iwae_samples={config['iwae_samples']}) has no beta: "
                      'set beta=1 or iwae_samples=1')
 

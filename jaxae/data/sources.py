@@ -1,37 +1,26 @@
-"""Datasets as dicts of NumPy arrays: `{'image': [N, H, W, C], 'label': int32 [N]}`.
+"""Where datasets come from: `{'train': set or None, 'test': set or None}`, a set being
+`{'image': [N, H, W, C], 'label': int32 [N]}` (uint8 pixels when the source stores them so, else float32).
 
-Images are uint8 pixels (meaning x / 255) when the source stores them so
-(IDX, TFDS, your uint8 arrays), else float32 in [0, 1]; `to_float` converts,
-on the host or inside a compiled step. The training loop keeps uint8 images
-as uint8 on the host and the device (4x less memory than float32) and
-converts each batch in the compiled step; `prepare(config)` gives float32.
-
-Sources:
 - `digits`: scikit-learn's bundled 8x8 handwritten digits (1,797 images);
   the embedded default, works offline.
 - `idx`: a directory of IDX files (`train-images-idx3-ubyte[.gz]`,
   `t10k-images-idx3-ubyte[.gz]` and their labels), as MNIST and
   Fashion-MNIST ship; set `data_dir`.
-- `records`: a folder of ArrayRecord files (`jaxae.records`; set `data_dir`),
+- `records`: a folder of ArrayRecord files (`jaxae.data.records`; set `data_dir`),
   read lazily: batches come from disk as the loop asks for them.
 - any TFDS image dataset (mnist, fashion_mnist, binarized_mnist, cifar10, ...)
   read with `tfds.data_source` (no TensorFlow needed to read a prepared
   dataset); honours `data_dir` and TFDS_DATA_DIR.
-
-Binarization: 'threshold' (x > 0.5), 'sample' (one fixed Bernoulli draw) and
-'dynamic' (a fresh draw every time an example is seen, done in the loop).
-`train_classes` keeps only those labels in the training set (the evaluation set
-keeps all of them: anomaly detection trains on one class and scores the rest).
+- your arrays: `from_arrays`, `from_source`.
 """
 
 import gzip
 import os
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 
-from jaxae import records
+from jaxae.data import records
 from jaxae.errors import UserError, require
 
 IDX_DTYPES = {0x08: '>u1', 0x09: '>i1', 0x0B: '>i2', 0x0C: '>i4', 0x0D: '>f4', 0x0E: '>f8'}
@@ -39,11 +28,11 @@ MAX_IDX_BYTES = 1 << 33  # 8 GiB: a header claiming more is corrupt, not a datas
 KNOWN_TFDS = ('mnist', 'fashion_mnist', 'binarized_mnist', 'cifar10', 'kmnist', 'emnist', 'svhn_cropped')
 
 
-class Splits(NamedTuple):
-  """Training and evaluation sets; the evaluation set is a test split or a held-out part."""
-
-  train: dict
-  eval: dict
+def to_images(raw: np.ndarray) -> np.ndarray:
+  """`[N, H, W]` or `[N, H, W, C]` raw pixels -> `[N, H, W, C]`: uint8 kept as uint8, anything else float32
+  (range-checked later)."""
+  x = raw[..., None] if raw.ndim == 3 else raw
+  return x if x.dtype == np.uint8 else x.astype(np.float32)
 
 
 def _read_at_most(f, n: int, chunk: int = 1 << 24) -> bytes:
@@ -99,29 +88,6 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     what = 'truncated' if len(payload) < nbytes else 'longer than its header says'
     raise ValueError(f'{path}: IDX payload {what} ({len(payload)} bytes, header says {nbytes})')
   return np.frombuffer(payload, dtype).reshape(shape).astype(dtype.newbyteorder('='))
-
-
-def to_images(raw: np.ndarray) -> np.ndarray:
-  """`[N, H, W]` or `[N, H, W, C]` raw pixels -> `[N, H, W, C]`: uint8 kept as uint8, anything else float32
-  (range-checked later)."""
-  x = raw[..., None] if raw.ndim == 3 else raw
-  return x if x.dtype == np.uint8 else x.astype(np.float32)
-
-
-PIXEL_SCALE = np.float32(1 / 255)  # XLA compiles x / 255 to x * (1/255): multiplying gives the same bits anywhere
-
-
-def to_float(x):
-  """Images as float32 in [0, 1]: uint8 pixels times float32(1/255) (255 -> 1.0 exactly), float32 as is.
-
-  NumPy or JAX (also inside jit): the same bits either way, so a batch converted on the device equals the
-  host's conversion. Lazy images (`jaxae.records.Images`) are read whole.
-  """
-  if is_lazy(x):
-    x = np.asarray(x)
-  if x.dtype == np.uint8:
-    return x.astype(np.float32) * PIXEL_SCALE
-  return x
 
 
 def _find(directory: Path, prefix: str, kind: str) -> Path | None:
@@ -260,92 +226,3 @@ def load(name: str, data_dir: str | None = None) -> dict:
     require(data_dir is not None, 'dataset=idx needs data_dir: the folder holding the IDX files')
     return load_idx_dir(data_dir)
   return load_tfds(name, data_dir)
-
-
-def is_lazy(images) -> bool:
-  """Whether `images` are read from disk on demand (`jaxae.records.Images`) rather than held in memory."""
-  return isinstance(images, records.Images)
-
-
-def take(data: dict, index: np.ndarray) -> dict:
-  """The examples `index` of every array of `data` (a view, not a read, for lazy images)."""
-  return {k: v.subset(index) if is_lazy(v) else v[index] for k, v in data.items()}
-
-
-def holdout_split(data: dict, holdout: float, order: str, seed: int) -> Splits:
-  """Splits one set into train and eval: `holdout` a fraction (< 1) or a count.
-
-  `order='tail'` holds out the last examples (e.g. MNIST t10k: first 9,000 to
-  train, last 1,000 to evaluate); 'seeded' a random subset drawn with `seed`.
-  """
-  n = len(data['image'])
-  n_eval = int(round(holdout * n)) if holdout < 1 else int(holdout)
-  require(0 < n_eval < n, f'holdout={holdout} leaves no train or eval examples out of {n}; change holdout')
-  index = np.arange(n) if order == 'tail' else np.random.default_rng(seed).permutation(n)
-  return Splits(take(data, index[: n - n_eval]), take(data, index[n - n_eval:]))
-
-
-def keep_classes(data: dict, classes, dataset: str) -> dict:
-  """The examples of `data` whose label is in `classes` (all when empty), e.g. one normal class for anomaly
-  detection. Raises `UserError` for a class the set does not have."""
-  if not classes:
-    return data
-  present = np.unique(data['label'])
-  missing = sorted(set(classes) - set(present.tolist()))
-  require(not missing, f"train_classes names class(es) {', '.join(map(str, missing))}, which the {dataset} "
-          f"training set does not have; choose from {', '.join(map(str, present))}")
-  return take(data, np.isin(data['label'], classes))
-
-
-def binarize(images: np.ndarray, mode: str, seed: int) -> np.ndarray:
-  """Static binarization of images (uint8 or float): 'threshold' (> 0.5) or 'sample'/'dynamic' (one Bernoulli
-  draw with `seed`); float32 {0, 1}. 'none' returns `images` as they are.
-
-  ('dynamic' redraws training images in the loop; evaluation sets use one fixed draw.)
-  """
-  if mode == 'none':
-    return images
-  images = to_float(images)
-  if mode == 'threshold':
-    return (images > 0.5).astype(np.float32)
-  return (np.random.default_rng(seed).random(images.shape) < images).astype(np.float32)
-
-
-def check_images(data: dict, likelihood: str, name: str) -> None:
-  """Raises `UserError` for empty, non-finite, or (Bernoulli) out-of-[0, 1] images (uint8 pixels always pass)."""
-  x = data['image']
-  require(x.ndim == 4 and len(x) > 0, f'{name}: expected images [N, H, W, C], got shape {x.shape}')
-  if x.dtype == np.uint8:
-    return
-  require(np.isfinite(x).all(), f'{name}: the data contain NaN or Inf; clean or replace the dataset')
-  if likelihood == 'bernoulli':
-    lo, hi = float(x.min()), float(x.max())
-    require(lo >= 0 and hi <= 1, f'{name}: data range [{lo:g}, {hi:g}] is outside [0, 1], which a '
-            'Bernoulli likelihood needs; rescale the data or set likelihood=gaussian')
-
-
-def prepare(config, sets: dict | None = None, compact: bool = False) -> Splits:
-  """Loads (or takes `sets`, e.g. `from_arrays(...)`), splits, binarizes and checks the data a config asks for.
-
-  Images come out float32 in [0, 1]; with `compact`, uint8 images that need no static binarization stay uint8
-  (the training loop converts each batch on the device: `to_float`).
-  """
-  sets = load(config['dataset'], config['data_dir']) if sets is None else sets
-  if sets['train'] is not None and sets['test'] is not None:
-    splits = Splits(sets['train'], sets['test'])
-  else:
-    pool = sets['train'] if sets['train'] is not None else sets['test']
-    splits = holdout_split(pool, config['holdout'], config['holdout_order'], config['seed'])
-  splits = Splits(keep_classes(splits.train, config.get('train_classes', ()), config['dataset']), splits.eval)
-  mode = config['binarize']
-  require(not (is_lazy(splits.train['image']) and mode in ('threshold', 'sample')),
-          f'binarize={mode} would read the whole {config["dataset"]} dataset into memory; use binarize=dynamic '
-          '(a fresh draw per batch) or none')
-  train = {**splits.train, 'image': binarize(splits.train['image'], 'none' if mode == 'dynamic' else mode,
-                                             config['seed'])}
-  test = {**splits.eval, 'image': binarize(splits.eval['image'], mode, config['seed'] + 1)}
-  if not compact:
-    train, test = ({**d, 'image': to_float(d['image'])} for d in (train, test))
-  for name, d in (('train', train), ('eval', test)):
-    check_images(d, config.get('likelihood', 'bernoulli'), f"{config['dataset']} {name} set")
-  return Splits(train, test)

@@ -1,4 +1,4 @@
-"""Orbax checkpoints of the training state, and the run's config as JSON.
+"""Orbax checkpoints of the model state (and, apart, what only the loop needs), and the run's config as JSON.
 
 Checkpoints are atomic (orbax writes to a temporary folder and renames it);
 nothing is loaded with pickle or eval: arrays come back through orbax into a
@@ -25,43 +25,71 @@ from jaxae.errors import UserError
 
 
 class Checkpointer:
-  """Saves pytrees under increasing integer steps, keeping the last `keep`; a context manager that closes."""
+  """Saves the model state, and what only the loop needs, under increasing integer steps, keeping the last `keep`;
+  a context manager that closes.
+
+  A checkpoint `<step>/` holds two items: `state/` (the model's training state: params, optimizer and any other
+  state of the family; all `jaxae.load` reads) and `loop/` (JSON: the partial-epoch metric sums, for an exact
+  mid-epoch resume). Checkpoints of jaxae 0.1 rounds 1-2 hold one item, `default/`, `{'state', 'sums'}`; they are
+  read as well.
+  """
 
   def __init__(self, directory: str | Path, keep: int = 3):
     self.keep = keep
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, cleanup_tmp_directories=True)
-    self.manager = ocp.CheckpointManager(Path(directory).absolute(), options=options,
-                                         item_handlers=ocp.StandardCheckpointHandler())
+    handlers = {'state': ocp.StandardCheckpointHandler(), 'loop': ocp.JsonCheckpointHandler(),
+                'default': ocp.StandardCheckpointHandler()}
+    self.manager = ocp.CheckpointManager(Path(directory).absolute(), options=options, item_handlers=handlers)
 
-  def save(self, step: int, tree) -> None:
-    self.manager.save(step, args=ocp.args.StandardSave(tree))
+  def save(self, step: int, state, loop: dict) -> None:
+    """Writes `state` (a pytree) and `loop` (`{name: float}`) as checkpoint `step`, atomically."""
+    args = ocp.args.Composite(state=ocp.args.StandardSave(state), loop=ocp.args.JsonSave(loop))
+    self.manager.save(step, args=args)
     self.manager.wait_until_finished()
 
   def steps(self) -> list[int]:
     """The steps of the kept checkpoints, oldest first."""
     return sorted(self.manager.all_steps())
 
-  def restore(self, template, step: int | None = None):
-    """`(tree, step)` from checkpoint `step` (default: the latest), or `(template, 0)` when there is none.
+  def _legacy(self, step: int) -> bool:
+    return (Path(self.manager.directory) / str(step) / 'default').is_dir()
 
-    `template` (e.g. a freshly created state) gives the structure, shapes and dtypes.
+  def restore(self, template, step: int | None = None):
+    """`(state, step)` from checkpoint `step` (default: the latest), or `(template, 0)` when there is none.
+
+    `template` (e.g. a freshly created state) gives the structure, shapes, dtypes and placement.
     """
     step = self.manager.latest_step() if step is None else step
     if step is None:
       return template, 0
     target = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
-    return self._restore(step, ocp.args.StandardRestore(target)), step
+    if self._legacy(step):
+      sums = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype), self._metadata(step)['sums'])
+      item = ocp.args.StandardRestore({'state': target, 'sums': sums})
+      return self._restore(step, ocp.args.Composite(default=item))['default']['state'], step
+    return self._restore(step, ocp.args.Composite(state=ocp.args.StandardRestore(target)))['state'], step
 
-  def read(self, step: int):
-    """The arrays of checkpoint `step` on this process's first device (no template needed; any
-    number of devices may have written it), for inspection."""
-    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  def restore_loop(self, step: int) -> dict:
+    """The loop's item of checkpoint `step`: `{metric: float}` sums of its epoch so far."""
+    if self._legacy(step):
+      return {k: float(v) for k, v in self.read(step, 'sums').items()}
+    return dict(self._restore(step, ocp.args.Composite(loop=ocp.args.JsonRestore()))['loop'])
+
+  def _metadata(self, step: int):
     try:
-      target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
-                            self.manager.item_metadata(step))
+      return self.manager.item_metadata(step)['default' if self._legacy(step) else 'state']
     except Exception as e:  # orbax raises many types for unreadable files
       raise self._unreadable(step, type(e).__name__) from None
-    return self._restore(step, ocp.args.StandardRestore(target))
+
+  def read(self, step: int, part: str = 'state'):
+    """The arrays of checkpoint `step`'s model state on this process's first device (no template needed; any
+    number of devices may have written it), for inspection: a tree of dicts. (`part='sums'`: a legacy
+    checkpoint's loop sums.)"""
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), self._metadata(step))
+    if self._legacy(step):
+      return self._restore(step, ocp.args.Composite(default=ocp.args.StandardRestore(target)))['default'][part]
+    return self._restore(step, ocp.args.Composite(state=ocp.args.StandardRestore(target)))['state']
 
   def _restore(self, step: int, args):
     """`manager.restore`, with the process's stderr (fd 2) held in a temporary file meanwhile: re-emitted after

@@ -1,0 +1,74 @@
+"""The one place that reads the config and compiles: a run's chunk and evaluation functions.
+
+Hyperparameters are bound first (`steps.bind`), then each function is jitted
+once, the training state donated:
+
+    chunk(state, images, epoch, start, keys) -> (state, guard, metric sums)
+    evaluate(state, eval_images, key) -> metric sums
+
+`chunk` runs batches `[start, start + steps)` of epoch `epoch`, resident (one
+compiled scan, images on the device) or streamed (`data_mode`: groups of
+`stream_steps` batches read on the host, each group one compiled scan).
+"""
+
+import functools
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+
+from jaxae import steps
+from jaxae.loop import scan
+from jaxae.loop.step import finite, step
+
+
+class Compiled(NamedTuple):
+  """A run's compiled functions; `steps` batches per chunk, `per_epoch` chunks per epoch.
+
+  `chunk` is fast (`loop.step`'s guard checks the parameters once, at the end) when `fast`, else `exact`;
+  `finite(guard, state)` tells whether a fast chunk met no non-finite value.
+  """
+
+  chunk: Callable
+  exact: Callable
+  fast: bool
+  finite: Callable
+  evaluate: Callable
+  steps: int
+  per_epoch: int
+
+
+def chunk_size(config, n_train: int) -> tuple[int, int]:
+  """`(steps per chunk, chunks per epoch)`: one chunk per epoch unless `checkpoint_every` is set."""
+  steps_per_epoch = -(-n_train // config['batch_size'])
+  chunk = min(config['checkpoint_every'] or steps_per_epoch, steps_per_epoch)
+  return chunk, -(-steps_per_epoch // chunk)
+
+
+def compile_fns(model, config, n_train: int, mesh=None, resident: bool = True) -> Compiled:
+  """`Compiled` for `model` under `config` on `n_train` training images (on `mesh`, or one device)."""
+  train_step, eval_step = steps.bind(model.train_step, config), steps.bind(model.eval_step, config)
+  n_steps, per_epoch = chunk_size(config, n_train)
+  skip = config['nonfinite'] == 'skip'
+  options = dict(dynamic_binarize=config['binarize'] == 'dynamic', skip_nonfinite=skip, mesh=mesh)
+
+  def scan_group(exact, state, guard, batches, keys):
+    return scan.scan_steps(functools.partial(step, train_step, keys, exact=exact, **options), state, guard, batches)
+
+  def resident_chunk(exact, state, images, epoch, start, keys):
+    return scan.resident_chunk(functools.partial(step, train_step, keys, exact=exact, **options), state, images,
+                               epoch, start, keys.shuffle, batch_size=config['batch_size'], chunk=n_steps)
+
+  # Steps not applied must keep the old state (exact): in skip mode, and in all-masked padding batches.
+  fast = not skip and per_epoch * n_steps == -(-n_train // config['batch_size'])
+  if resident:
+    exact, chunk = (jax.jit(functools.partial(resident_chunk, e), donate_argnums=0) for e in (True, False))
+  else:
+    exact_group = jax.jit(functools.partial(scan_group, True), donate_argnums=0)  # also the padded last group
+    streamed = functools.partial(scan.streamed_chunk, batch_size=config['batch_size'], chunk=n_steps,
+                                 group=config['stream_steps'], threads=config['read_threads'], mesh=mesh)
+    exact = functools.partial(streamed, exact_group, exact_group)
+    chunk = functools.partial(streamed, jax.jit(functools.partial(scan_group, False), donate_argnums=0), exact_group)
+  chunk = chunk if fast else exact
+  evaluate = jax.jit(functools.partial(scan.evaluate, eval_step, batch_size=config['eval_batch_size'], mesh=mesh))
+  return Compiled(chunk, exact, fast, jax.jit(finite), evaluate, n_steps, per_epoch)

@@ -1,0 +1,184 @@
+"""The one training loop for every family: `train_and_evaluate(config, workdir)`.
+
+    config -> data (`jaxae.data.prepare`), keys (`loop.keys`), state (`family.create_state`)
+           -> compiled chunk and evaluation (`loop.compile`: the only reader of the config that jits)
+           -> per chunk: one compiled call of `loop.step` scanned over its batches (`loop.scan`),
+              one host sync for its metric sums and guard, a checkpoint (`loop.checkpoint`)
+           -> per epoch: `metrics.jsonl` records; at the end, `figures/` (`loop.workdir`)
+
+The dataset is placed on the device once when it fits (else streamed from the
+host, `data_mode`); each epoch, or each chunk of `checkpoint_every` steps, is
+one compiled call.
+"""
+
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import numpy as np
+from tqdm.auto import tqdm
+
+from jaxae import config as config_lib
+from jaxae import data, metrics, models
+from jaxae.errors import UserError, require
+from jaxae.loop import checkpoint, parallel
+from jaxae.loop import workdir as workdir_lib
+from jaxae.loop.compile import Compiled, compile_fns
+from jaxae.loop.keys import Keys, make_keys
+from jaxae.loop.step import check as check_guard
+
+STOP = threading.Event()  # set by the CLI's first Ctrl-C: the loop stops after the chunk it is in, once saved
+
+
+class Result(NamedTuple):
+  state: Any
+  config: dict
+  records: list
+
+
+class _Run(NamedTuple):
+  """Everything `train_and_evaluate` sets up before its loop."""
+
+  config: dict
+  model: Any
+  splits: data.Splits
+  keys: Keys
+  mesh: Any
+  train_x: Any
+  eval_x: Any
+  fns: Compiled
+  initial: Callable  # () -> the fresh state, replicated
+
+
+def _setup(overrides: dict, workdir: Path, sets: dict | None = None) -> tuple[_Run, Any]:
+  """Validates everything that can be without reading checkpoints; returns the run and its fresh, replicated
+  state. Writes nothing."""
+  workdir_lib.check_workdir_path(workdir)
+  if sets is not None:
+    require(overrides.get('dataset', 'arrays') == 'arrays', f"data= is given, so the dataset is your arrays; "
+            f"drop dataset={overrides.get('dataset')!r} from the config")
+    overrides = {**overrides, 'dataset': 'arrays'}
+  config = config_lib.resolve(overrides)
+  if config['data_dir'] and Path(config['data_dir']).exists():  # saved absolute: the run loads from any folder
+    config['data_dir'] = str(Path(config['data_dir']).resolve())
+  model = models.get(config['model'])
+  splits = data.prepare(config, sets, compact=True)  # uint8 images stay uint8, on the device too
+  train_x, eval_x = splits.train['image'], splits.eval['image']
+  steps_per_epoch = -(-len(train_x) // config['batch_size'])
+  config = {**workdir_lib.resolve_schedule(config, steps_per_epoch), 'input_shape': tuple(train_x.shape[1:])}
+  workdir_lib.check_workdir(workdir, config)
+  workdir_lib.check_trained_steps(workdir, config, steps_per_epoch)
+  keys = make_keys(config['seed'])
+  sample = {'image': data.to_float(train_x[:1])}
+  try:
+    model.create_state(keys.init, config, sample)
+  except ValueError as e:
+    raise UserError(f'{e}') from None
+  mesh = parallel.make_mesh()
+  for key in ('batch_size', 'eval_batch_size'):
+    parallel.check_batch_size(key, config[key], mesh)
+  resident = config['data_mode'] == 'resident' or (  # records on disk stream unless resident is asked for
+      config['data_mode'] == 'auto' and not data.is_lazy(train_x) and parallel.fits_on_device(train_x.nbytes))
+  if resident:
+    train_x = parallel.replicate(np.asarray(train_x) if data.is_lazy(train_x) else train_x, mesh)
+  eval_x = parallel.replicate(np.asarray(eval_x), mesh)  # evaluation sets are small: resident in both modes
+  fns = compile_fns(model, config, len(train_x), mesh, resident)
+  initial = lambda: parallel.replicate(model.create_state(keys.init, config, sample), mesh)
+  run = _Run(config, model, splits, parallel.replicate(keys, mesh), mesh, train_x, eval_x, fns, initial)
+  return run, initial()
+
+
+def train_and_evaluate(overrides: dict, workdir: str | Path, progress: bool = True, data: dict | None = None
+                       ) -> Result:
+  """Trains `config['model']` on `config['dataset']`, or on `data`, resuming from `workdir` if it holds a run.
+
+  `data`: your own images, `jaxae.data.from_arrays(train_images, train_labels, test_images, test_labels)`
+  or `{'train': jaxae.data.from_source(source), 'test': ...}`; the config's dataset is then 'arrays'
+  (pass the same data again to resume, or to `jaxae.load`).
+
+  Writes `config.json`, `metrics.jsonl`, `checkpoints/` and `figures/` in `workdir`
+  (process 0 writes the files; every process runs the same loop).
+  Every input is validated before anything is written.
+
+  Raises:
+    UserError: bad config, data or workdir; or a non-finite loss (the last
+      good checkpoint is kept).
+  """
+  workdir = Path(workdir)
+  run, state = _setup(overrides, workdir, data)
+  workdir.mkdir(parents=True, exist_ok=True)
+  with checkpoint.Checkpointer(workdir / 'checkpoints', run.config['keep_checkpoints']) as ckpt:
+    state, records = _train(run, state, ckpt, workdir, progress)
+  workdir_lib.write_figures(run.model, state, run.splits.eval, run.keys, run.config, workdir, records, run.mesh)
+  return Result(state, run.config, records)
+
+
+def _position(done: int, steps_per_epoch: int, fns: Compiled, state_step: int) -> int:
+  """Chunks done, from the number of steps done (checkpoints are numbered by steps, as metrics.jsonl counts)."""
+  epochs_done, within = divmod(done, steps_per_epoch)
+  require(within % fns.steps == 0 and int(state_step) <= done,
+          f'the checkpoint at {done} does not fall on a chunk boundary of this run ({fns.steps} steps per chunk, '
+          f'its state at step {int(state_step)}): it was written by another checkpoint_every or an older jaxae; '
+          'use a new workdir')
+  return epochs_done * fns.per_epoch + within // fns.steps
+
+
+def _log_epoch(log, epoch, state, split, sums, **extra) -> dict:
+  means = metrics.means({k: v for k, v in sums.items() if k != 'skipped_steps'})
+  record = {'epoch': epoch, 'split': split, 'step': int(state.step), **means, **extra}
+  log.write(record)
+  return record
+
+
+def _train(run: _Run, state, ckpt: checkpoint.Checkpointer, workdir: Path, progress: bool):
+  """Resumes from `ckpt` and trains to `config['epochs']`; returns `(state, metric records)`.
+
+  config.json is written only after the restore worked, so a failed resume leaves the workdir as it was.
+  """
+  config, keys, fns, n_train = run.config, run.keys, run.fns, len(run.splits.train['image'])
+  steps_per_epoch = -(-n_train // config['batch_size'])
+  state, done = ckpt.restore(state)
+  position = _position(done, steps_per_epoch, fns, state.step)
+  sums = ckpt.restore_loop(done) if position % fns.per_epoch else None  # mid-epoch: the epoch's sums so far
+  if parallel.is_primary():
+    checkpoint.write_config(workdir, config)
+  log = metrics.MetricsLog(workdir / 'metrics.jsonl' if parallel.is_primary() else None,
+                           position // fns.per_epoch if position else -1)
+  if position == 0:
+    _log_epoch(log, 0, state, 'eval', jax.device_get(fns.evaluate(state, run.eval_x, keys.eval)))
+
+  bar = tqdm(total=config['epochs'] * steps_per_epoch, initial=done,
+             disable=not (progress and parallel.is_primary()), unit='step', desc=config['model'])
+  seconds = 0.0
+  with bar:
+    while position < config['epochs'] * fns.per_epoch:
+      epoch, c = divmod(position, fns.per_epoch)
+      epoch += 1
+      t0 = time.perf_counter()
+      state, guard, chunk_sums = fns.chunk(state, run.train_x, epoch, c * fns.steps, keys)
+      if fns.fast and not bool(fns.finite(guard, state)):  # stop mode: rerun exact from the last save, to name
+        state, _ = ckpt.restore(run.initial())              # the first bad step and term; then the guard stops
+        state, guard, chunk_sums = fns.exact(state, run.train_x, epoch, c * fns.steps, keys)
+      guard, chunk_sums = jax.device_get((guard, chunk_sums))  # the one host sync per chunk; state stays on device
+      seconds = (0.0 if c == 0 else seconds) + time.perf_counter() - t0
+      check_guard(guard, [k for k in chunk_sums if k != 'count'], float(chunk_sums['count']), epoch,
+                  config['nonfinite'], last_saved=done or None)
+      chunk_sums = {**chunk_sums, 'skipped_steps': np.float32(guard.skipped)}
+      sums = chunk_sums if c == 0 else {k: np.float32(sums[k]) + v for k, v in chunk_sums.items()}
+      position += 1
+      if position % fns.per_epoch == 0:
+        train = _log_epoch(log, epoch, state, 'train', sums, seconds=seconds, examples_per_sec=n_train / seconds,
+                           skipped_steps=int(sums['skipped_steps']))
+        test = _log_epoch(log, epoch, state, 'eval', jax.device_get(fns.evaluate(state, run.eval_x, keys.eval)))
+        bar.set_postfix({f'{split} {k}': f'{r[k]:.3f}' for split, r in (('train', train), ('eval', test))
+                         for k in run.model.HEADLINE})
+      now = (epoch - 1) * steps_per_epoch + min((c + 1) * fns.steps, steps_per_epoch)
+      ckpt.save(now, state, {k: float(v) for k, v in sums.items()})
+      bar.update(now - done)
+      done = now
+      if STOP.is_set():  # Ctrl-C in the CLI: stop on a saved chunk boundary
+        raise KeyboardInterrupt
+  return state, log.records

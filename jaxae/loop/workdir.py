@@ -1,0 +1,92 @@
+"""The workdir rules of a run (what may resume where, and what it writes besides checkpoints) and its figures.
+
+A workdir holds `config.json`, `metrics.jsonl`, `checkpoints/` and `figures/`.
+A run resumes only in a workdir whose saved config matches its own but for
+`RESUMABLE_CHANGES`; nothing in a workdir is changed before every check passed.
+"""
+
+from pathlib import Path
+
+import jax
+
+from jaxae import data, models, plotting, steps
+from jaxae.errors import UserError, require
+from jaxae.loop import checkpoint, parallel
+from jaxae.loop.keys import Keys
+
+RESUMABLE_CHANGES = ('epochs', 'num_figure_images', 'keep_checkpoints', 'data_dir', 'nonfinite', 'data_mode',
+                     'stream_steps', 'read_threads')  # none changes what is computed
+
+
+def check_workdir(workdir: Path, config: dict) -> None:
+  """`UserError` if `workdir` holds a run whose config differs in more than RESUMABLE_CHANGES.
+
+  `config` has `decay_steps` resolved, so raising `epochs` under a decaying
+  schedule (which would stretch it mid-run) is refused with its own line.
+  """
+  saved = checkpoint.read_config(workdir)
+  if saved is None:
+    return
+  saved.setdefault('input_shape', config['input_shape'])  # runs of rounds 1-2 did not record it
+  diff = sorted((k for k in set(saved) | set(config)
+                 if k not in RESUMABLE_CHANGES and saved.get(k) != config.get(k)), key=lambda k: (k != 'model', k))
+  if diff == ['decay_steps']:
+    raise UserError(f"{workdir} holds a run whose {config['schedule']} schedule decays over {saved['decay_steps']} "
+                    f"steps; {config['epochs']} epochs would make it {config['decay_steps']} mid-run: add "
+                    f"--set decay_steps={saved['decay_steps']} to keep the schedule, or use a new workdir")
+  if diff:
+    what = ', '.join(f'{k}: {saved.get(k)!r} there, {config.get(k)!r} now' for k in diff[:3])
+    more = f' and {len(diff) - 3} more' if len(diff) > 3 else ''
+    raise UserError(f'{workdir} holds a run with another config ({len(diff)} setting(s) differ: {what}{more}); '
+                    'use a new workdir or the same settings')
+
+
+def check_workdir_path(workdir: Path) -> None:
+  """`UserError` if `workdir`, or the nearest of its parents that exists, is not a folder."""
+  for p in (workdir, *workdir.parents):
+    if p.exists():
+      require(p.is_dir(), f'--workdir {workdir}: {p} is a file, not a folder; give a folder path')
+      return
+
+
+def check_trained_steps(workdir: Path, config: dict, steps_per_epoch: int) -> None:
+  """`UserError` if `workdir`'s newest checkpoint is past `epochs` (a lower --epochs than the run has)."""
+  done = checkpoint.latest_step(workdir / 'checkpoints')
+  total = config['epochs'] * steps_per_epoch
+  if done is not None and done > total:
+    raise UserError(f'{workdir} holds a run trained for {done} steps ({done / steps_per_epoch:g} epochs); --epochs '
+                    f"{config['epochs']} ({total} steps) is fewer: raise --epochs to continue it, or evaluate it as "
+                    f'it is with scripts/evaluate.py {workdir}')
+
+
+def resolve_schedule(config: dict, steps_per_epoch: int) -> dict:
+  """`config` with `decay_steps` = 0 (the whole run) resolved to `epochs * steps_per_epoch` for a decaying
+  schedule; it is saved so a resumed run follows the schedule it started with."""
+  if config['schedule'] == 'constant' or config['decay_steps']:
+    return config
+  return {**config, 'decay_steps': config['epochs'] * steps_per_epoch}
+
+
+def write_figures(model, state, eval_set, keys: Keys, config, workdir: Path, records, mesh=None) -> None:
+  """figures/: one PNG per grid `model.eval_images` returns (reconstructions under their originals), the
+  headline metrics per epoch, and for 2-D codes their scatter by label (written by process 0)."""
+  x = data.to_float(eval_set['image'][: config['num_figure_images']])
+  images = jax.device_get(steps.bind(model.eval_images, config)(state, parallel.replicate({'image': x}, mesh),
+                                                                keys.vis))
+  codes = None
+  if models.can(model, 'encode') and config.get('latent_dim') == 2:
+    n = min(len(eval_set['image']), 2000)
+    codes = jax.device_get(model.encode(state, parallel.replicate(data.to_float(eval_set['image'][:n]), mesh)))
+  if not parallel.is_primary():
+    return
+  out = workdir / 'figures'
+  out.mkdir(exist_ok=True)
+  figures = {'loss': plotting.loss_curves(records, model.HEADLINE)}
+  for name, grid in images.items():
+    figures[name] = (plotting.reconstructions(x, grid) if name == 'reconstructions'
+                     else plotting.samples(grid, title=name.replace('_', ' ')))
+  if codes is not None:
+    density = steps.bind(model.prior_log_density, config) if models.can(model, 'prior_density') else None
+    figures['codes'] = plotting.codes(codes, eval_set['label'][: len(codes)], density)
+  for name, fig in figures.items():
+    fig.savefig(out / f'{name}.png', dpi=100)

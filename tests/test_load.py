@@ -1,0 +1,70 @@
+"""`jaxae.load`: a run's model without its data or the training loop, and runs written by earlier jaxae rounds."""
+
+import shutil
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+from conftest import tiny
+
+from jaxae import data, metrics, models, steps
+from jaxae.errors import UserError
+from jaxae.loop import scan, train
+from jaxae.runs import load
+
+FIXTURES = Path(__file__).parent / 'fixtures'
+
+
+def _write_idx(folder: Path, images: np.ndarray, labels: np.ndarray) -> None:
+  folder.mkdir()
+  header = lambda a: bytes([0, 0, 8, a.ndim]) + b''.join(int(d).to_bytes(4, 'big') for d in a.shape)
+  for name, a in (('train-images-idx3-ubyte', images), ('train-labels-idx1-ubyte', labels)):
+    (folder / name).write_bytes(header(a) + a.astype(np.uint8).tobytes())
+
+
+@pytest.mark.parametrize('name', ['vae', 'aae', 'gan'])
+def test_a_run_loads_with_its_dataset_gone_and_no_training_step_traced(tmp_path, monkeypatch, name):
+  digits = data.load_digits()['train']
+  _write_idx(tmp_path / 'idx', (digits['image'][:400, ..., 0] * 255).astype(np.uint8), digits['label'][:400])
+  result = train.train_and_evaluate(tiny(model=name, epochs=1, dataset='idx', data_dir=str(tmp_path / 'idx')),
+                                    tmp_path / 'run', progress=False)
+  assert result.config['input_shape'] == (8, 8, 1)
+  shutil.rmtree(tmp_path / 'idx')
+  model = models.get(name)
+  fail = lambda *a, **k: pytest.fail('load prepared data or traced a training step')
+  monkeypatch.setattr(data, 'prepare', fail)
+  monkeypatch.setattr(model, 'train_step', fail)
+  loaded = load(tmp_path / 'run')
+  assert loaded.step == result.records[-1]['step'] and loaded.config['model'] == name
+  for a, b in zip(jax.tree.leaves(loaded.state.params), jax.tree.leaves(result.state.params), strict=True):
+    np.testing.assert_array_equal(a, b)
+  if models.can(model, 'sample'):
+    images = steps.bind(model.sample, loaded.config)(loaded.state, jax.random.key(0), 5)
+    assert images.shape == (5, 8, 8, 1) and np.isfinite(images).all()
+  if models.can(model, 'encode'):
+    z = model.encode(loaded.state, digits['image'][:5])
+    assert steps.bind(model.decode, loaded.config)(loaded.state, z).shape == (5, 8, 8, 1)
+  monkeypatch.undo()
+  with pytest.raises(UserError, match="IDX directory .* does not exist"):
+    _ = loaded.splits  # the data, asked for, are gone: one line saying so
+
+
+@pytest.mark.parametrize('name', ['vae', 'gan'])
+def test_a_run_written_by_jaxae_round_2_loads_and_evaluates_to_its_logged_numbers(tmp_path, name):
+  """tests/fixtures/round2_*: runs written by the code before the loop moved (one-item `{'state', 'sums'}`
+  checkpoints, no input_shape in config.json): their held-out metrics, recomputed from the loaded parameters,
+  equal what that run logged; and they resume."""
+  workdir = tmp_path / 'run'
+  shutil.copytree(FIXTURES / f'round2_{name}', workdir)
+  loaded = load(workdir)
+  logged = metrics.read(workdir / 'metrics.jsonl')[-1]
+  eval_step = steps.bind(loaded.model.eval_step, loaded.config)
+  sums = jax.device_get(scan.evaluate(eval_step, loaded.state, loaded.splits.eval['image'], loaded.keys.eval,
+                                      batch_size=loaded.config['eval_batch_size']))
+  for k in loaded.model.HEADLINE:
+    np.testing.assert_allclose(float(sums[k]) / float(sums['count']), logged[k], rtol=1e-6)
+  resumed = train.train_and_evaluate({**loaded.config, 'epochs': 2}, workdir, progress=False)
+  assert [(r['epoch'], r['split']) for r in resumed.records] == [(0, 'eval'), (1, 'train'), (1, 'eval'),
+                                                                 (2, 'train'), (2, 'eval')]
+  assert int(resumed.state.step) == 14 and load(workdir).step == 14
