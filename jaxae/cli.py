@@ -32,7 +32,7 @@ def parser() -> argparse.ArgumentParser:
   )
   from jaxae.config import BASE
 
-  latent = ', '.join(f"{m} {models.get(m).defaults()['latent_dim']}" for m in ('ae', 'vae', 'aae', 'gan'))
+  latent = ', '.join(f"{m} {models.get(m).defaults()['latent_dim']}" for m in models.names())
   p.add_argument('--model', default='vae', help='model family (default: vae)')
   p.add_argument('--workdir', help='output folder (config, metrics, checkpoints, figures); required to train')
   p.add_argument('--list-config', metavar='MODEL', help='print every config key of MODEL with its default and '
@@ -41,9 +41,10 @@ def parser() -> argparse.ArgumentParser:
   p.add_argument('--data-dir', help='IDX or records folder, or TFDS data dir (default: $TFDS_DATA_DIR)')
   p.add_argument('--epochs', type=int, help=f"passes over the training set (default: {BASE['epochs']})")
   p.add_argument('--batch-size', type=int, help=f"examples per step (default: {BASE['batch_size']})")
-  p.add_argument('--latent-dim', type=int, help=f"code size (default: the model's: {latent}, ...)")
+  p.add_argument('--latent-dim', type=int, help=f"code size (default: the model's: {latent})")
+  rates = ', '.join(f'{m} {r:g}' for m in models.names() if (r := models.get(m).defaults().get('learning_rate')))
   p.add_argument('--learning-rate', type=float,
-                 help=f"Adam step size (default: {BASE['learning_rate']:g}; GANs 2e-4, wgan_gp 1e-4)")
+                 help=f"Adam step size (default: {BASE['learning_rate']:g}; {rates})")
   p.add_argument('--seed', type=int, help=f"seed of every random draw (default: {BASE['seed']})")
   p.add_argument('--set', action='append', default=[], metavar='KEY=VALUE',
                  help='any other config value, e.g. --set beta=0.5 --set arch=conv (repeatable; '

@@ -29,7 +29,8 @@ from jaxae.errors import UserError
 from jaxae.loop import checkpoint
 
 TRAIN = Path(__file__).resolve().parent / 'train.py'
-TINY = {'epochs': 40, 'batch_size': 64, 'latent_dim': 4, 'hidden': (32, 16), 'keep_checkpoints': 2}
+TINY = {'epochs': 40, 'batch_size': 64, 'latent_dim': 4, 'hidden': (32, 16), 'conv_features': (8, 16),
+        'keep_checkpoints': 2}
 
 
 def cli_args(config: dict) -> list[str]:

@@ -1,8 +1,10 @@
 """The training loop: learning, outputs, resume, reproducibility, compile counts, batching."""
 
+import functools
 import json
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import tiny
@@ -72,6 +74,29 @@ def test_divergence_stops_with_a_clear_error_and_saves_no_bad_checkpoint(tmp_pat
     train.train_and_evaluate(tiny(epochs=3, learning_rate=1e12), tmp_path, progress=False)
   assert list((tmp_path / 'checkpoints').iterdir()) == []
   assert [r['epoch'] for r in metrics.read(tmp_path / 'metrics.jsonl')] == [0]
+
+
+def test_a_nan_mid_run_is_named_exactly_from_the_last_checkpoint_and_nothing_after_it_is_saved(tmp_path,
+                                                                                                 monkeypatch):
+  """The fast chunk of epoch 2 meets a NaN loss at step 30 (a poisoned step, 4 steps past the checkpoint at 26):
+  the loop reruns the chunk exact from that checkpoint, names step 30 and the term, and keeps the workdir."""
+  train.train_and_evaluate(tiny(epochs=1), tmp_path, progress=False)
+  vae = models.get('vae')
+  original = vae.train_step
+
+  @functools.wraps(original)
+  def poisoned(state, batch, key, **hp):
+    new, step_metrics = original(state, batch, key, **hp)
+    return new, {**step_metrics, 'rec': jnp.where(state.step == 30, jnp.nan, step_metrics['rec'])}
+
+  monkeypatch.setattr(vae, 'train_step', poisoned)
+  before = {p: p.read_bytes() for p in (tmp_path / 'checkpoints').rglob('*') if p.is_file()}
+  with pytest.raises(UserError, match=r'non-finite rec at step 30 \(epoch 2\); the checkpoint at step 26 is the '
+                     'last good state and is kept'):
+    train.train_and_evaluate(tiny(epochs=2), tmp_path, progress=False)
+  assert before == {p: p.read_bytes() for p in (tmp_path / 'checkpoints').rglob('*') if p.is_file()}
+  assert [r['epoch'] for r in metrics.read(tmp_path / 'metrics.jsonl')] == [0, 1, 1]
+
 
 
 def test_a_full_run_on_a_tfds_dataset_under_mock_data(tmp_path):

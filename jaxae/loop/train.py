@@ -74,7 +74,7 @@ def _setup(overrides: dict, workdir: Path, sets: dict | None = None) -> tuple[_R
   keys = make_keys(config['seed'])
   sample = {'image': data.to_float(train_x[:1])}
   try:
-    model.create_state(keys.init, config, sample)
+    state = model.create_state(keys.init, config, sample)
   except ValueError as e:
     raise UserError(f'{e}') from None
   mesh = parallel.make_mesh()
@@ -88,7 +88,7 @@ def _setup(overrides: dict, workdir: Path, sets: dict | None = None) -> tuple[_R
   fns = compile_fns(model, config, len(train_x), mesh, resident)
   initial = lambda: parallel.replicate(model.create_state(keys.init, config, sample), mesh)
   run = _Run(config, model, splits, parallel.replicate(keys, mesh), mesh, train_x, eval_x, fns, initial)
-  return run, initial()
+  return run, parallel.replicate(state, mesh)
 
 
 def train_and_evaluate(overrides: dict, workdir: str | Path, progress: bool = True, data: dict | None = None
