@@ -12,7 +12,7 @@ import sys
 
 from jaxae import models
 from jaxae.data import KNOWN_TFDS
-from jaxae.errors import UserError
+from jaxae.errors import ArgumentParser, UserError
 
 FLAGS = {  # flag -> config key
     'dataset': 'dataset', 'data_dir': 'data_dir', 'epochs': 'epochs', 'batch_size': 'batch_size',
@@ -21,7 +21,7 @@ FLAGS = {  # flag -> config key
 
 
 def parser() -> argparse.ArgumentParser:
-  p = argparse.ArgumentParser(
+  p = ArgumentParser(
       prog='jaxae-train',
       description='Train an autoencoder-family model; re-running on the same workdir resumes.',
       epilog=(f"models: {', '.join(models.names())}\n"

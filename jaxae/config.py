@@ -26,6 +26,7 @@ BASE = dict(
     warmup_steps=0, decay_steps=0, grad_clip=0.0, seed=0, binarize='none', holdout=0.1,
     holdout_order='seeded', keep_checkpoints=3, num_figure_images=32, nonfinite='stop',
     checkpoint_every=0, precision='f32', data_mode='auto', train_classes=(), stream_steps=16, read_threads=4,
+    allow_other_data=False,
 )
 
 DESCRIPTIONS = dict(  # the base keys and the network keys every family shares; a family describes its own in KEYS
@@ -48,6 +49,7 @@ DESCRIPTIONS = dict(  # the base keys and the network keys every family shares; 
     stream_steps='streaming: batches sent to the device together and scanned in one call',
     read_threads='streaming: threads reading and gathering batches ahead of the device (grain)',
     train_classes='labels kept in the training set, e.g. 0 or 3,5 (empty: all); evaluation keeps all',
+    allow_other_data='resume a run on other data than it was trained on (refused by default)',
     arch='mlp or conv (stride-2 4x4 convs)', hidden='MLP hidden widths, encoder order, e.g. 512,256 (empty: linear)',
     conv_features='conv channels per stride-2 layer, encoder order', latent_dim='code / latent size',
     likelihood='decoder likelihood: bernoulli (logits, binary cross-entropy) or gaussian (unit variance, 0.5 SSE)',
@@ -64,7 +66,7 @@ NON_NEGATIVE = ('checkpoint_every', 'weight_decay', 'warmup_steps', 'decay_steps
                 'seed')
 PROBABILITIES = ('adam_b1', 'adam_b2')
 LABEL_TUPLES = ('train_classes',)  # tuples of labels (>= 0); other tuples are layer sizes (> 0)
-RECORDED = ('input_shape',)  # what a run records in its config.json: `resolve` takes a saved config back without it
+RECORDED = ('input_shape', 'data_fingerprint')  # what a run records in config.json; `resolve` drops them
 
 
 def describe(model: str) -> list[tuple[str, Any, str]]:

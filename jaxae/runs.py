@@ -36,7 +36,13 @@ class Loaded:
 
   @functools.cached_property
   def splits(self) -> data_lib.Splits:
-    return data_lib.prepare(self.config, self.data)
+    """The run's data; `UserError` if they are not the data it was trained on (`data_fingerprint`)."""
+    splits = data_lib.prepare(self.config, self.data)
+    changed = data_lib.changes(self.config.get('data_fingerprint', {}), data_lib.fingerprint(splits))
+    require(not changed or 'data_fingerprint' not in self.config,
+            f'the data of this {self.config["model"]} run are not those it was trained on ({changed}): give it '
+            'its own data (data_dir, or data= for your arrays)')
+    return splits
 
 
 def load(workdir: str | Path, step: int | None = None, data: dict | None = None) -> Loaded:

@@ -43,7 +43,7 @@ import numpy as np
 from jaxae import config as config_lib
 from jaxae import data, models, nn, roofline, steps
 from jaxae.data import records
-from jaxae.errors import UserError
+from jaxae.errors import ArgumentParser, UserError
 from jaxae.loop import make_keys
 from jaxae.loop.compile import compile_fns
 
@@ -137,7 +137,7 @@ def cpu_features() -> list[str]:
 
 
 def main(argv=None) -> int:
-  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument('--models', default=','.join(models.names()))
   p.add_argument('--precision', default='f32',
                  help="f32, bf16, or both as 'f32,bf16': each family then runs in both, one after the other")

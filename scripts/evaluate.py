@@ -18,7 +18,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from jaxae import evaluation, prng
-from jaxae.errors import UserError, require
+from jaxae.errors import ArgumentParser, UserError, require
 from jaxae.runs import load
 
 
@@ -41,7 +41,7 @@ def report(results: dict) -> str:
 
 def main(argv=None) -> int:
   suites = '\n'.join(f'  {n:<15} {evaluation.get(n).__doc__.strip().splitlines()[0]}' for n in evaluation.names())
-  p = argparse.ArgumentParser(description=__doc__, epilog=f'suites:\n{suites}',
+  p = ArgumentParser(description=__doc__, epilog=f'suites:\n{suites}',
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument('workdirs', nargs='+', help='trained runs (jaxae-train workdirs)')
   p.add_argument('--suites', default='samples', help='comma-separated suites (default: samples)')

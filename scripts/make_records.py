@@ -15,7 +15,7 @@ import sys
 
 from jaxae import data
 from jaxae.data import records
-from jaxae.errors import UserError, require
+from jaxae.errors import ArgumentParser, UserError, require
 
 
 def tfds_chunks(name: str, split: str, data_dir: str | None):
@@ -48,7 +48,7 @@ def write(args) -> dict:
 
 
 def main(argv=None) -> int:
-  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument('--dataset', help='idx, digits, or a prepared TFDS image dataset (mnist, cifar10, ...)')
   p.add_argument('--data-dir', help='IDX folder, or TFDS data dir')
   p.add_argument('--synthetic', type=int, default=0, help='instead: N generated images (and N/10 to test)')

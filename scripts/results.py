@@ -17,11 +17,11 @@ from pathlib import Path
 
 from jaxae import config as config_lib
 from jaxae import models, train_and_evaluate
-from jaxae.errors import UserError
+from jaxae.errors import ArgumentParser, UserError
 
 
 def main(argv=None) -> int:
-  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument('--workdir', required=True)
   p.add_argument('--epochs', type=int, default=30)
   p.add_argument('--models', default=','.join(models.names()))

@@ -25,7 +25,7 @@ import numpy as np
 
 from jaxae import config as config_lib
 from jaxae import metrics, models, train_and_evaluate
-from jaxae.errors import UserError
+from jaxae.errors import ArgumentParser, UserError
 from jaxae.loop import checkpoint
 
 TRAIN = Path(__file__).resolve().parent / 'train.py'
@@ -83,7 +83,7 @@ def soak(config: dict, workdir: Path, cycles: int, seed: int) -> dict:
 
 
 def main(argv=None) -> int:
-  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument('--model', default='vae')
   p.add_argument('--workdir', required=True)
   p.add_argument('--cycles', type=int, default=20)

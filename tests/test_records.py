@@ -91,7 +91,8 @@ def test_writing_refuses_floats_and_mixed_shapes_and_keeps_what_was_there(tmp_pa
 
 def count_reads(monkeypatch, path_suffix: str, n: int) -> np.ndarray:
   """Counts, per example, the loader's reads (by index array, from any thread) of `Images` whose file ends with
-  `path_suffix`; the loop's setup reads its first batch by a slice, to shape the state."""
+  `path_suffix`; the loop's setup reads its first batch by a slice, to shape the state, and the data's
+  fingerprint reads 64 rows one by one (int indices)."""
   counts, lock, read = np.zeros(n, np.int64), threading.Lock(), records.Images.__getitem__
 
   def counted(self, i):

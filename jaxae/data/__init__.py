@@ -11,7 +11,9 @@ from jaxae.data.prepare import (
                                 Splits,
                                 batch_indices,
                                 binarize,
+                                changes,
                                 check_images,
+                                fingerprint,
                                 holdout_split,
                                 is_lazy,
                                 keep_classes,
@@ -35,6 +37,6 @@ from jaxae.data.sources import (
 )
 
 __all__ = ['IDX_DTYPES', 'KNOWN_TFDS', 'MAX_IDX_BYTES', 'PIXEL_SCALE', 'Splits', 'as_set', 'batch_indices', 'binarize',
-           'check_images', 'from_arrays', 'from_source', 'holdout_split', 'is_lazy', 'keep_classes', 'load',
-           'load_digits', 'load_idx_dir', 'load_tfds', 'prepare', 'read_idx', 'records', 'take', 'to_float',
-           'to_images']
+           'changes', 'check_images', 'fingerprint', 'from_arrays', 'from_source', 'holdout_split', 'is_lazy',
+           'keep_classes', 'load', 'load_digits', 'load_idx_dir', 'load_tfds', 'prepare', 'read_idx', 'records',
+           'take', 'to_float', 'to_images']

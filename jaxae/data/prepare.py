@@ -12,6 +12,7 @@ Binarization: 'threshold' (x > 0.5), 'sample' (one fixed Bernoulli draw) and
 keeps all of them: anomaly detection trains on one class and scores the rest).
 """
 
+import hashlib
 from typing import NamedTuple
 
 import jax
@@ -148,3 +149,34 @@ def batch_indices(key: jax.Array | None, n: int, batch_size: int):
   index = order[flat % n].reshape(n_batches, batch_size)
   mask = (flat < n).astype(jnp.float32).reshape(n_batches, batch_size)
   return index, mask
+
+
+def fingerprint(splits: Splits, rows: int = 64) -> dict:
+  """What identifies a run's data, cheap at any size: per split, the count, the image shape, and a hash of `rows`
+  evenly spaced images (as float32 in [0, 1], so uint8 and float copies of the same data agree) and all labels.
+
+  Returns:
+    `{'train': {'count', 'shape', 'sha256'}, 'eval': {...}}`, JSON-ready.
+  """
+  out = {}
+  for name, d in (('train', splits.train), ('eval', splits.eval)):
+    n = len(d['image'])
+    index = np.unique(np.linspace(0, n - 1, min(rows, n)).astype(np.int64))
+    sample = np.stack([np.asarray(d['image'][int(i)]) for i in index])  # row by row: cheap on lazy records too
+    digest = hashlib.sha256(np.ascontiguousarray(to_float(sample)).tobytes())
+    digest.update(np.ascontiguousarray(d['label'], np.int32).tobytes())
+    out[name] = {'count': n, 'shape': list(d['image'].shape[1:]), 'sha256': digest.hexdigest()[:16]}
+  return out
+
+
+def changes(saved: dict, now: dict) -> str:
+  """What differs between two `fingerprint`s, in words ('' if nothing)."""
+  said = []
+  for split in ('train', 'eval'):
+    a, b = saved.get(split, {}), now.get(split, {})
+    for key, what in (('count', 'images'), ('shape', 'image shape')):
+      if a.get(key) != b.get(key):
+        said.append(f'{split} {what} {a.get(key)} then, {b.get(key)} now')
+    if not said and a.get('sha256') != b.get('sha256'):
+      said.append(f'{split} images or labels differ')
+  return '; '.join(said)

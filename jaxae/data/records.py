@@ -177,11 +177,29 @@ class Images:
     keys = np.arange(len(self))[i]
     scalar = np.ndim(keys) == 0
     keys = np.atleast_1d(keys)
-    if self.index is not None:
-      keys = self.index[keys]
-    records = self.reader().read(keys.tolist()) if len(keys) else []
-    out = np.frombuffer(b''.join(records), np.uint8).reshape(len(keys), *self.image_shape)
+    out = self._read(keys if self.index is None else self.index[keys])
     return out[0] if scalar else out
+
+  def _read(self, keys: np.ndarray) -> np.ndarray:
+    """Records `keys` of the file as `[len(keys), H, W, C]` uint8."""
+    try:
+      records = self.reader().read(keys.tolist()) if len(keys) else []
+      return np.frombuffer(b''.join(records), np.uint8).reshape(len(keys), *self.image_shape)
+    except (RuntimeError, ValueError) as e:  # Riegeli's checksum or framing errors; a record of the wrong size
+      why = (str(e).strip().splitlines() or [type(e).__name__])[0][:120]
+      raise UserError(f'{self.path} is damaged ({why}); rebuild the records folder (scripts/make_records.py)'
+                      ) from None
+
+  def check(self) -> None:
+    """`UserError` if the file's index does not open, holds another number of records than its meta says, or
+    its first or last record does not read: what can be seen without reading the whole file."""
+    try:
+      count = self.reader().num_records()
+    except RuntimeError:
+      count = None
+    require(count == self.count, f'{self.path} is damaged (its index lists {count} records, meta.json {self.count});'
+            ' rebuild the records folder (scripts/make_records.py)')
+    self._read(np.array([0, self.count - 1]))
 
   def __array__(self, dtype=None, copy=None):
     out = self[:]
@@ -208,6 +226,7 @@ def load(folder: str | os.PathLike) -> dict:
     require(labels.shape == (n,), f'{labels_path}: {labels.shape[0] if labels.ndim else 0} labels for {n} images; '
             'rebuild the records folder')
     out[split] = {'image': Images(path, meta['shape'], n), 'label': labels.astype(np.int32)}
+    out[split]['image'].check()
   require(any(out.values()), f'{folder} lists no train or test split; write one with jaxae.records.write')
   return out
 

@@ -5,6 +5,7 @@ nothing is loaded with pickle or eval: arrays come back through orbax into a
 target built by `create_state`, the config through `json`.
 """
 
+import collections
 import contextlib
 import gc
 import json
@@ -22,6 +23,9 @@ import orbax.checkpoint as ocp
 from jaxae import config as config_lib
 from jaxae import models
 from jaxae.errors import UserError
+from jaxae.loop.step import all_finite
+
+METADATA = '_CHECKPOINT_METADATA'  # orbax writes it into a step folder when the step is committed
 
 
 class Checkpointer:
@@ -48,8 +52,8 @@ class Checkpointer:
     self.manager.wait_until_finished()
 
   def steps(self) -> list[int]:
-    """The steps of the kept checkpoints, oldest first."""
-    return sorted(self.manager.all_steps())
+    """The steps of the kept checkpoints, oldest first (`step_folders`: orbax's own listing goes by names)."""
+    return step_folders(self.manager.directory)
 
   def _legacy(self, step: int) -> bool:
     return (Path(self.manager.directory) / str(step) / 'default').is_dir()
@@ -59,15 +63,42 @@ class Checkpointer:
 
     `template` (e.g. a freshly created state) gives the structure, shapes, dtypes and placement.
     """
-    step = self.manager.latest_step() if step is None else step
+    step = max(self.steps(), default=None) if step is None else step
     if step is None:
       return template, 0
     target = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
+    metadata = self._metadata(step)
+    self._check_fits(step, metadata['state'] if self._legacy(step) else metadata, target)
     if self._legacy(step):
-      sums = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype), self._metadata(step)['sums'])
+      sums = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype), metadata['sums'])
       item = ocp.args.StandardRestore({'state': target, 'sums': sums})
-      return self._restore(step, ocp.args.Composite(default=item))['default']['state'], step
-    return self._restore(step, ocp.args.Composite(state=ocp.args.StandardRestore(target)))['state'], step
+      state = self._restore(step, ocp.args.Composite(default=item))['default']['state']
+    else:
+      state = self._restore(step, ocp.args.Composite(state=ocp.args.StandardRestore(target)))['state']
+    if not bool(all_finite(state)):  # jaxae never saves a non-finite state: these bytes were damaged on disk
+      raise UserError(f'checkpoint {step} in {self.manager.directory} holds NaN or Inf values, which jaxae never '
+                      f'saves: its files are damaged; {self._fallback(step)}')
+    return state, step
+
+  def _check_fits(self, step: int, metadata, target) -> None:
+    """`UserError` unless checkpoint `step`'s arrays have the shapes and dtypes of `target`'s: a run asked to be
+    something else (another model, other data) than what wrote it, not a damaged checkpoint."""
+    saved = collections.Counter((tuple(m.shape), str(m.dtype)) for m in jax.tree.leaves(metadata))
+    wanted = collections.Counter((tuple(t.shape), str(t.dtype)) for t in jax.tree.leaves(target))
+    if saved != wanted:  # compared as multisets: orbax's metadata and the state order their leaves differently
+      there, here = sorted(saved - wanted), sorted(wanted - saved)
+      first = (f'{there[0][0]} {there[0][1]} there, {here[0][0]} {here[0][1]} here' if there and here
+               else f'{saved.total()} arrays there, {wanted.total()} here')
+      raise UserError(f'checkpoint {step} in {self.manager.directory} holds the state of another model or input '
+                      f'shape than this run builds ({first}): it is intact; load it with the config and data it was '
+                      'trained with, or use a new workdir')
+
+  def _fallback(self, step: int) -> str:
+    """What to do about a damaged checkpoint `step`: resume from the one before it, if any."""
+    earlier = [s for s in step_folders(self.manager.directory) if s < step]
+    if earlier:
+      return f'move that step folder out of checkpoints/ to resume from step {earlier[-1]}'
+    return 'it is the run\'s only checkpoint: retrain in a new workdir'
 
   def restore_loop(self, step: int) -> dict:
     """The loop's item of checkpoint `step`: `{metric: float}` sums of its epoch so far."""
@@ -108,8 +139,8 @@ class Checkpointer:
     return restored
 
   def _unreadable(self, step: int, error: str) -> UserError:
-    return UserError(f'checkpoint {step} in {self.manager.directory} cannot be read ({error}); '
-                     'delete that step folder to resume from the one before, or use a new workdir')
+    return UserError(f'checkpoint {step} in {self.manager.directory} cannot be read ({error}): its files are '
+                     f'damaged; {self._fallback(step)}')
 
   def close(self) -> None:
     """Closes the manager, then deletes checkpoint folders beyond the newest `keep` (a save cut short by
@@ -168,9 +199,13 @@ def _quiet_until_drained(sink, quiet: float = 1.0, limit: float = 10.0) -> None:
 
 
 def step_folders(directory: str | Path) -> list[int]:
-  """The steps of the numbered checkpoint folders in `directory`, oldest first, without opening them."""
+  """The steps of the checkpoints in `directory`, oldest first, without opening them: numbered folders that orbax
+  committed (they hold its `_CHECKPOINT_METADATA`). Other folders, numbered or not, are not jaxae's: never
+  counted, never deleted."""
   directory = Path(directory)
-  return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit()) if directory.is_dir() else []
+  if not directory.is_dir():
+    return []
+  return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit() and (p / METADATA).is_file())
 
 
 def latest_step(directory: str | Path) -> int | None:

@@ -11,6 +11,7 @@ host, `data_mode`); each epoch, or each chunk of `checkpoint_every` steps, is
 one compiled call.
 """
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable
@@ -24,7 +25,7 @@ from tqdm.auto import tqdm
 from jaxae import config as config_lib
 from jaxae import data, metrics, models
 from jaxae.errors import UserError, require
-from jaxae.loop import checkpoint, parallel
+from jaxae.loop import checkpoint, lock, parallel
 from jaxae.loop import workdir as workdir_lib
 from jaxae.loop.compile import Compiled, compile_fns
 from jaxae.loop.keys import Keys, make_keys
@@ -56,7 +57,6 @@ class _Run(NamedTuple):
 def _setup(overrides: dict, workdir: Path, sets: dict | None = None) -> tuple[_Run, Any]:
   """Validates everything that can be without reading checkpoints; returns the run and its fresh, replicated
   state. Writes nothing."""
-  workdir_lib.check_workdir_path(workdir)
   if sets is not None:
     require(overrides.get('dataset', 'arrays') == 'arrays', f"data= is given, so the dataset is your arrays; "
             f"drop dataset={overrides.get('dataset')!r} from the config")
@@ -68,15 +68,16 @@ def _setup(overrides: dict, workdir: Path, sets: dict | None = None) -> tuple[_R
   splits = data.prepare(config, sets, compact=True)  # uint8 images stay uint8, on the device too
   train_x, eval_x = splits.train['image'], splits.eval['image']
   steps_per_epoch = -(-len(train_x) // config['batch_size'])
-  config = {**workdir_lib.resolve_schedule(config, steps_per_epoch), 'input_shape': tuple(train_x.shape[1:])}
-  workdir_lib.check_workdir(workdir, config)
-  workdir_lib.check_trained_steps(workdir, config, steps_per_epoch)
+  config = {**workdir_lib.resolve_schedule(config, steps_per_epoch), 'input_shape': tuple(train_x.shape[1:]),
+            'data_fingerprint': data.fingerprint(splits)}
   keys = make_keys(config['seed'])
   sample = {'image': data.to_float(train_x[:1])}
   try:
     state = model.create_state(keys.init, config, sample)
   except ValueError as e:
     raise UserError(f'{e}') from None
+  workdir_lib.check_workdir(workdir, config)
+  workdir_lib.check_trained_steps(workdir, config, steps_per_epoch)
   mesh = parallel.make_mesh()
   for key in ('batch_size', 'eval_batch_size'):
     parallel.check_batch_size(key, config[key], mesh)
@@ -107,12 +108,17 @@ def train_and_evaluate(overrides: dict, workdir: str | Path, progress: bool = Tr
     UserError: bad config, data or workdir; or a non-finite loss (the last
       good checkpoint is kept).
   """
-  workdir = Path(workdir)
+  workdir = workdir_lib.check_workdir_path(workdir)
   run, state = _setup(overrides, workdir, data)
-  workdir.mkdir(parents=True, exist_ok=True)
-  with checkpoint.Checkpointer(workdir / 'checkpoints', run.config['keep_checkpoints']) as ckpt:
-    state, records = _train(run, state, ckpt, workdir, progress)
-  workdir_lib.write_figures(run.model, state, run.splits.eval, run.keys, run.config, workdir, records, run.mesh)
+  try:
+    workdir.mkdir(parents=True, exist_ok=True)
+    with lock.held(workdir) if parallel.is_primary() else contextlib.nullcontext():
+      with checkpoint.Checkpointer(workdir / 'checkpoints', run.config['keep_checkpoints']) as ckpt:
+        state, records = _train(run, state, ckpt, workdir, progress)
+      workdir_lib.write_figures(run.model, state, run.splits.eval, run.keys, run.config, workdir, records,
+                                run.mesh)
+  except OSError as e:
+    raise workdir_lib.filesystem_error(e, workdir) from None
   return Result(state, run.config, records)
 
 
@@ -134,17 +140,16 @@ def _log_epoch(log, epoch, state, split, sums, **extra) -> dict:
 
 
 def _train(run: _Run, state, ckpt: checkpoint.Checkpointer, workdir: Path, progress: bool):
-  """Resumes from `ckpt` and trains to `config['epochs']`; returns `(state, metric records)`.
-
-  config.json is written only after the restore worked, so a failed resume leaves the workdir as it was.
-  """
+  """Resumes from `ckpt` and trains to `config['epochs']`; returns `(state, metric records)`."""
   config, keys, fns, n_train = run.config, run.keys, run.fns, len(run.splits.train['image'])
   steps_per_epoch = -(-n_train // config['batch_size'])
   state, done = ckpt.restore(state)
   position = _position(done, steps_per_epoch, fns, state.step)
   sums = ckpt.restore_loop(done) if position % fns.per_epoch else None  # mid-epoch: the epoch's sums so far
-  if parallel.is_primary():
+  unsaved_config = parallel.is_primary()  # a new run writes config.json now, a resumed one with its first save:
+  if unsaved_config and position == 0:   # a resume that fails (damaged data, a NaN) leaves the workdir as it was
     checkpoint.write_config(workdir, config)
+    unsaved_config = False
   log = metrics.MetricsLog(workdir / 'metrics.jsonl' if parallel.is_primary() else None,
                            position // fns.per_epoch if position else -1)
   if position == 0:
@@ -176,6 +181,9 @@ def _train(run: _Run, state, ckpt: checkpoint.Checkpointer, workdir: Path, progr
         bar.set_postfix({f'{split} {k}': f'{r[k]:.3f}' for split, r in (('train', train), ('eval', test))
                          for k in run.model.HEADLINE})
       now = (epoch - 1) * steps_per_epoch + min((c + 1) * fns.steps, steps_per_epoch)
+      if unsaved_config:
+        checkpoint.write_config(workdir, config)
+        unsaved_config = False
       ckpt.save(now, state, {k: float(v) for k, v in sums.items()})
       bar.update(now - done)
       done = now

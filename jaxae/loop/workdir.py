@@ -5,6 +5,7 @@ A run resumes only in a workdir whose saved config matches its own but for
 `RESUMABLE_CHANGES`; nothing in a workdir is changed before every check passed.
 """
 
+import errno
 from pathlib import Path
 
 import jax
@@ -13,9 +14,10 @@ from jaxae import data, models, plotting, steps
 from jaxae.errors import UserError, require
 from jaxae.loop import checkpoint, parallel
 from jaxae.loop.keys import Keys
+from jaxae.loop.lock import LOCK
 
 RESUMABLE_CHANGES = ('epochs', 'num_figure_images', 'keep_checkpoints', 'data_dir', 'nonfinite', 'data_mode',
-                     'stream_steps', 'read_threads')  # none changes what is computed
+                     'stream_steps', 'read_threads', 'allow_other_data')  # none changes what is computed
 
 
 def check_workdir(workdir: Path, config: dict) -> None:
@@ -24,10 +26,16 @@ def check_workdir(workdir: Path, config: dict) -> None:
   `config` has `decay_steps` resolved, so raising `epochs` under a decaying
   schedule (which would stretch it mid-run) is refused with its own line.
   """
+  check_not_foreign(workdir)
   saved = checkpoint.read_config(workdir)
   if saved is None:
     return
-  saved.setdefault('input_shape', config['input_shape'])  # runs of rounds 1-2 did not record it
+  for recorded in ('input_shape', 'data_fingerprint'):  # runs of rounds 1-2 did not record them
+    saved.setdefault(recorded, config[recorded])
+  changed = data.changes(saved['data_fingerprint'], config['data_fingerprint'])
+  require(not changed or config['allow_other_data'], f'{workdir} holds a run trained on other data ({changed}): '
+          'resume it on the data it was trained on, use a new workdir, or set allow_other_data=true if you mean it')
+  saved['data_fingerprint'] = config['data_fingerprint']
   diff = sorted((k for k in set(saved) | set(config)
                  if k not in RESUMABLE_CHANGES and saved.get(k) != config.get(k)), key=lambda k: (k != 'model', k))
   if diff == ['decay_steps']:
@@ -41,12 +49,29 @@ def check_workdir(workdir: Path, config: dict) -> None:
                     'use a new workdir or the same settings')
 
 
-def check_workdir_path(workdir: Path) -> None:
-  """`UserError` if `workdir`, or the nearest of its parents that exists, is not a folder."""
+OWN = ('checkpoints', LOCK)  # what a run may leave before its config.json: an empty checkpoints/, the lock
+
+
+def check_workdir_path(workdir: str | Path) -> Path:
+  """`workdir` as a Path; `UserError` if it is empty, or if it or the nearest of its parents that exists is not a
+  folder."""
+  require(str(workdir).strip() != '', '--workdir is empty: give the folder of the run, e.g. --workdir runs/vae')
+  workdir = Path(workdir)
   for p in (workdir, *workdir.parents):
     if p.exists():
       require(p.is_dir(), f'--workdir {workdir}: {p} is a file, not a folder; give a folder path')
-      return
+      break
+  return workdir
+
+
+def check_not_foreign(workdir: Path) -> None:
+  """`UserError` if `workdir` is a folder with something in it but no run: jaxae recognises a run by its
+  `config.json`, never by folder names, and writes into nothing else."""
+  if workdir.is_dir() and not (workdir / 'config.json').exists():
+    foreign = sorted(p.name for p in workdir.iterdir()
+                     if p.name not in OWN or (p.name == 'checkpoints' and (p.is_file() or any(p.iterdir()))))
+    require(not foreign, f"{workdir} holds no jaxae run (no config.json) but is not empty ({', '.join(foreign[:3])}"
+            f"{', ...' if len(foreign) > 3 else ''}): give a new or empty folder")
 
 
 def check_trained_steps(workdir: Path, config: dict, steps_per_epoch: int) -> None:
@@ -90,3 +115,16 @@ def write_figures(model, state, eval_set, keys: Keys, config, workdir: Path, rec
     figures['codes'] = plotting.codes(codes, eval_set['label'][: len(codes)], density)
   for name, fig in figures.items():
     fig.savefig(out / f'{name}.png', dpi=100)
+
+
+def filesystem_error(e: OSError, workdir: Path) -> UserError:
+  """One line for an operating-system error while the run writes (no space, read-only, permission, a name too
+  long...): the path, the cause, and what the workdir still holds."""
+  path = e.filename or workdir
+  cause = e.strerror or str(e) or type(e).__name__
+  code = f' ({errno.errorcode[e.errno]})' if e.errno in errno.errorcode else ''
+  last = checkpoint.latest_step(Path(workdir) / 'checkpoints')
+  kept = (f'the checkpoint at step {last} is the last good state and is kept' if last is not None
+          else 'no checkpoint had been saved yet')
+  return UserError(f'cannot write {path}: {cause}{code}; {kept}: free space, fix the permissions or give another '
+                   '--workdir, then re-run the same command')
