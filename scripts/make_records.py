@@ -6,12 +6,20 @@
   python scripts/train.py --model vae --dataset records --data-dir data/mnist-records --workdir runs/vae
 
 TFDS datasets are read with `tfds.data_source` a chunk at a time and decoded
-once here, not every epoch; IDX files and digits are read whole first. Exit 0,
-or 2 with one line on bad input.
+once here, not every epoch; IDX files and digits are read whole first. Records
+hold uint8 pixels meaning v/255: digits' k/16 values are stored as the nearest
+(at most 1/510 away). An --out that holds files is replaced only with
+--overwrite, and only if it is a records folder. Exit 0, or 2 with one line on
+bad input.
 """
 
 import argparse
+import shutil
 import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
 
 from jaxae import data
 from jaxae.data import records
@@ -29,6 +37,29 @@ def tfds_chunks(name: str, split: str, data_dir: str | None):
   return records.source_chunks(source)
 
 
+def pixels(x: np.ndarray) -> np.ndarray:
+  """Float images in [0, 1] as the nearest uint8 pixels v/255 (digits' k/16 moves by at most 1/510)."""
+  return np.round(x * 255).astype(np.uint8)
+
+
+def check_out(out: Path, overwrite: bool) -> None:
+  """`UserError` if `out` exists and is not empty, unless `overwrite` (a records folder is then replaced)."""
+  require(not out.is_file(), f'--out {out} is a file; give a folder')
+  if out.is_dir() and any(out.iterdir()):
+    require(overwrite, f'--out {out} already holds files; give --overwrite to replace them, or another --out')
+    require((out / 'meta.json').is_file(), f'--out {out} is not a records folder (no meta.json): --overwrite '
+            'replaces only records folders; give another --out')
+
+
+def replace(out: Path, new: Path) -> None:
+  """Moves the records files of `new` into `out`, first removing `out`'s own records files (nothing else)."""
+  out.mkdir(parents=True, exist_ok=True)
+  for f in [*out.glob('*.array_record'), *out.glob('*-labels.npy'), out / 'meta.json']:
+    f.unlink(missing_ok=True)
+  for f in new.iterdir():
+    shutil.move(str(f), out / f.name)
+
+
 def write(args) -> dict:
   if args.synthetic:
     shape = tuple(int(v) for v in args.shape.split(','))
@@ -37,7 +68,10 @@ def write(args) -> dict:
             'test': records.write(args.out, 'test', records.synthetic_chunks(args.synthetic // 10, shape,
                                                                               args.seed + 1))}
   require(args.dataset is not None, 'give --dataset (idx, digits or a TFDS name) or --synthetic N')
-  if args.dataset in ('idx', 'digits', 'records'):
+  if args.dataset == 'digits':  # pixels k/16 in [0, 1]: records hold uint8 meaning v/255, the nearest is kept
+    sets = data.load('digits')
+    return records.convert({k: v and {**v, 'image': pixels(v['image'])} for k, v in sets.items()}, args.out)
+  if args.dataset in ('idx', 'records'):
     return records.convert(data.load(args.dataset, args.data_dir), args.out)
   written = {}
   for split in ('train', 'test'):
@@ -55,9 +89,14 @@ def main(argv=None) -> int:
   p.add_argument('--shape', default='32,32,3', help='H,W,C of --synthetic images')
   p.add_argument('--seed', type=int, default=0)
   p.add_argument('--out', required=True, help='the records folder to write')
+  p.add_argument('--overwrite', action='store_true', help='replace the records folder --out if it exists')
   args = p.parse_args(argv)
+  out = Path(args.out)
   try:
-    written = write(args)
+    check_out(out, args.overwrite)
+    with tempfile.TemporaryDirectory(prefix=f'.{out.name}-', dir=out.parent if out.parent.is_dir() else None) as tmp:
+      written = write(argparse.Namespace(**{**vars(args), 'out': tmp}))  # a failed write leaves --out as it was
+      replace(out, Path(tmp))
   except UserError as e:
     print(f'make_records: error: {e}', file=sys.stderr)
     return 2

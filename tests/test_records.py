@@ -136,6 +136,32 @@ def test_make_records_writes_a_synthetic_dataset_and_refuses_bad_input(tmp_path)
     assert bad.returncode == 2 and bad.stderr.count('\n') == 1 and match in bad.stderr, bad.stderr
 
 
+
+def test_make_records_converts_digits_and_replaces_a_folder_only_when_told(tmp_path, capsys):
+  import importlib.util
+
+  spec = importlib.util.spec_from_file_location('make_records', ROOT / 'scripts' / 'make_records.py')
+  make_records = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(make_records)
+  out = tmp_path / 'digits'
+  assert make_records.main(['--dataset', 'digits', '--out', str(out)]) == 0
+  written = records.load(out)['train']
+  assert written['image'].shape == (1797, 8, 8, 1) and (written['label'] == DIGITS['label']).all()
+  np.testing.assert_allclose(np.asarray(written['image']) / 255, DIGITS['image'], atol=1 / 510 + 1e-7)
+  before = {p: p.read_bytes() for p in out.iterdir()}
+  capsys.readouterr()
+  assert make_records.main(['--synthetic', '20', '--out', str(out)]) == 2
+  assert capsys.readouterr().err == (f'make_records: error: --out {out} already holds files; give --overwrite to '
+                                     'replace them, or another --out\n')
+  assert before == {p: p.read_bytes() for p in out.iterdir()}
+  mine = tmp_path / 'mine'
+  mine.mkdir()
+  (mine / 'notes.txt').write_text('mine')
+  assert make_records.main(['--synthetic', '20', '--out', str(mine), '--overwrite']) == 2
+  assert 'is not a records folder (no meta.json)' in capsys.readouterr().err and (mine / 'notes.txt').exists()
+  assert make_records.main(['--synthetic', '20', '--shape', '4,4,1', '--out', str(out), '--overwrite']) == 0
+  assert records.load(out)['train']['image'].shape == (20, 4, 4, 1)
+
 MEMORY_PROBE = r'''
 import json, sys, threading, time
 import numpy as np

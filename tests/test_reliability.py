@@ -175,3 +175,31 @@ def test_damaged_records_are_one_line_before_anything_is_written_or_mid_run_at_t
   assert code == 2 and err.count('\n') == 1, err
   assert err.startswith(f'jaxae-train: error: {folder / "train.array_record"} is damaged (Corrupted Riegeli')
   assert snapshot(tmp_path / 'run') == before  # config.json (epochs 1) too: the failed resume changed nothing
+
+
+@pytest.mark.parametrize('name', ['x' * 300, 'x' * 200 + '/' + 'y' * 300, '/proc/jaxae-run'])
+def test_a_workdir_the_filesystem_refuses_is_one_line(tmp_path, capsys, name):
+  workdir = name if name.startswith('/') else str(tmp_path / name)
+  code, _, err = run_cli(capsys, '--workdir', workdir, '--epochs', '1', *SMALL)
+  assert code == 2 and err.count('\n') == 1 and err.startswith('jaxae-train: error: '), err
+  assert ('File name too long' in err) or ('No such file or directory' in err), err
+
+
+def test_an_unprepared_tfds_dataset_is_one_line_without_absl_warnings(tmp_path):
+  import os
+  import subprocess
+  import sys
+
+  from test_workdir import ROOT
+
+  proc = subprocess.run([sys.executable, str(ROOT / 'scripts' / 'train.py'), '--workdir', str(tmp_path / 'run'),
+                         '--dataset', 'mnist', '--no-progress'], capture_output=True, text=True, timeout=300,
+                        env={**os.environ, 'TFDS_DATA_DIR': str(tmp_path / 'tfds')})
+  assert proc.returncode == 2 and proc.stderr.count('\n') == 1, proc.stderr
+  assert proc.stderr.startswith("jaxae-train: error: TFDS dataset 'mnist' split 'train' is not prepared in ")
+  assert not (tmp_path / 'run').exists()
+
+
+def test_no_figure_images_writes_the_loss_figure_alone(tmp_path):
+  train.train_and_evaluate(tiny(epochs=1, num_figure_images=0), tmp_path, progress=False)  # crashed: modulo by 0
+  assert sorted(p.name for p in (tmp_path / 'figures').iterdir()) == ['loss.png']

@@ -14,7 +14,9 @@
 - your arrays: `from_arrays`, `from_source`.
 """
 
+import contextlib
 import gzip
+import logging
 import os
 from pathlib import Path
 
@@ -182,11 +184,24 @@ def from_source(source, name: str = 'source') -> dict:
   return as_set(images, labels, name)
 
 
+@contextlib.contextmanager
+def _quiet_absl():
+  """TFDS's absl warnings (a folder without dataset_info.json...) silenced: the one line of a `UserError` says
+  what is wrong."""
+  logger = logging.getLogger('absl')
+  level, logger.level = logger.level, logging.ERROR
+  try:
+    yield
+  finally:
+    logger.setLevel(level)
+
+
 def _tfds_split(name: str, split: str, data_dir: str | None) -> dict:
   import tensorflow_datasets as tfds
 
   try:
-    source = tfds.data_source(name, split=split, data_dir=data_dir, download=False)
+    with _quiet_absl():
+      source = tfds.data_source(name, split=split, data_dir=data_dir, download=False)
   except Exception as e:  # TFDS raises many types for "not prepared"
     where = data_dir or os.environ.get('TFDS_DATA_DIR', '~/tensorflow_datasets')
     raise UserError(
@@ -203,7 +218,8 @@ def load_tfds(name: str, data_dir: str | None = None) -> dict:
   import tensorflow_datasets as tfds
 
   try:
-    builder = tfds.builder(name, data_dir=data_dir)
+    with _quiet_absl():
+      builder = tfds.builder(name, data_dir=data_dir)
   except tfds.core.registered.DatasetNotFoundError:
     raise UserError(
         f"unknown dataset '{name}': use digits, idx or records (with data_dir), or a TFDS image dataset "

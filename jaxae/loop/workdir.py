@@ -57,10 +57,14 @@ def check_workdir_path(workdir: str | Path) -> Path:
   folder."""
   require(str(workdir).strip() != '', '--workdir is empty: give the folder of the run, e.g. --workdir runs/vae')
   workdir = Path(workdir)
-  for p in (workdir, *workdir.parents):
-    if p.exists():
-      require(p.is_dir(), f'--workdir {workdir}: {p} is a file, not a folder; give a folder path')
-      break
+  try:
+    for p in (workdir, *workdir.parents):
+      if p.exists():
+        require(p.is_dir(), f'--workdir {workdir}: {p} is a file, not a folder; give a folder path')
+        break
+  except OSError as e:  # a name too long, a folder that cannot be searched...
+    raise UserError(f'--workdir {str(workdir)[:80]}{"..." if len(str(workdir)) > 80 else ""}: {e.strerror}; give '
+                    'another folder path') from None
   return workdir
 
 
@@ -96,8 +100,8 @@ def write_figures(model, state, eval_set, keys: Keys, config, workdir: Path, rec
   """figures/: one PNG per grid `model.eval_images` returns (reconstructions under their originals), the
   headline metrics per epoch, and for 2-D codes their scatter by label (written by process 0)."""
   x = data.to_float(eval_set['image'][: config['num_figure_images']])
-  images = jax.device_get(steps.bind(model.eval_images, config)(state, parallel.replicate({'image': x}, mesh),
-                                                                keys.vis))
+  images = {} if len(x) == 0 else jax.device_get(  # num_figure_images=0: the loss figure alone
+      steps.bind(model.eval_images, config)(state, parallel.replicate({'image': x}, mesh), keys.vis))
   codes = None
   if models.can(model, 'encode') and config.get('latent_dim') == 2:
     n = min(len(eval_set['image']), 2000)
@@ -123,7 +127,10 @@ def filesystem_error(e: OSError, workdir: Path) -> UserError:
   path = e.filename or workdir
   cause = e.strerror or str(e) or type(e).__name__
   code = f' ({errno.errorcode[e.errno]})' if e.errno in errno.errorcode else ''
-  last = checkpoint.latest_step(Path(workdir) / 'checkpoints')
+  try:
+    last = checkpoint.latest_step(Path(workdir) / 'checkpoints')
+  except OSError:  # the same cause, e.g. the name too long
+    last = None
   kept = (f'the checkpoint at step {last} is the last good state and is kept' if last is not None
           else 'no checkpoint had been saved yet')
   return UserError(f'cannot write {path}: {cause}{code}; {kept}: free space, fix the permissions or give another '
