@@ -17,8 +17,9 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from jaxae import evaluation, prng
+from jaxae import evaluation
 from jaxae.errors import ArgumentParser, UserError, require
+from jaxae.loop.keys import root_key
 from jaxae.runs import load
 
 
@@ -68,7 +69,7 @@ def main(argv=None) -> int:
     for name, suite in tqdm(jobs, disable=args.no_progress, desc='evaluate'):
       suite_name = suite.__name__.rsplit('.', 1)[1]
       t0 = time.perf_counter()
-      metrics, figures = suite.run(runs[name], prng.key(args.seed), num_samples=args.num_samples,
+      metrics, figures = suite.run(runs[name], root_key(args.seed), num_samples=args.num_samples,
                                  iwae_samples=args.iwae_samples, progress=not args.no_progress)
       results.setdefault(name, {})[suite_name] = {'metrics': metrics, 'seconds': time.perf_counter() - t0}
       (out / 'figures').mkdir(parents=True, exist_ok=True)

@@ -127,3 +127,19 @@ def test_every_suite_runs_on_the_runs_it_fits_and_refuses_the_others_in_one_line
     assert all(isinstance(f, matplotlib.figure.Figure) for f in figures.values())
     fitted += 1
   assert fitted, f'{suite} fits none of {sorted(runs)}'
+
+
+def test_the_suites_encode_decode_and_reconstruct_compile_once_per_shape(runs):
+  """They took a new `jax.jit(lambda ...)` on every call (the denoising suite compiled about ten times)."""
+  from jaxae.evaluation import common, denoising
+
+  loaded = runs['vae']
+  x = loaded.splits.eval['image']
+  fn = common.program(loaded, 'reconstruct')
+  common.reconstruct(loaded, x[:100])
+  compiled = fn._cache_size()
+  for part in (x[100:200], x[:100], np.flip(x[:100], axis=0)):
+    common.reconstruct(loaded, part)
+  denoising.run(loaded, jax.random.key(0))  # several noise kinds and levels, one shape
+  assert fn._cache_size() <= compiled + 1  # the held-out set's own batch shape, at most
+  assert common.program(loaded, 'reconstruct') is fn

@@ -170,3 +170,15 @@ def test_chunks_and_eval_compile_once_padded_or_streamed():
   full_scan, padded_scan = streamed.chunk.args  # fast full groups; the padded last one exact, as `exact` scans
   assert padded_scan is streamed.exact.args[0] and streamed.fast and int(state.step) == 28
   assert padded_scan._cache_size() == 1 and full_scan._cache_size() == 1
+
+
+def test_the_cpu_only_keys_draw_what_the_standard_keys_draw():
+  """`prng.key` (the unrolled hash, a CPU-only speedup) is chosen on CPU alone; the other backends' branch,
+  `jax.random.key`, draws the same bits, so a run reproduces across backends' key choice."""
+  cpu, other = make_keys(3, backend='cpu'), make_keys(3, backend='gpu')
+  assert jax.random.key_impl(cpu.step) != jax.random.key_impl(other.step)
+  assert make_keys(3).step.dtype == cpu.step.dtype  # this machine is a CPU
+  for a, b in zip(cpu, other, strict=True):
+    k_a, k_b = jax.random.fold_in(a, 7), jax.random.fold_in(b, 7)
+    np.testing.assert_array_equal(jax.random.normal(k_a, (64, 128)), jax.random.normal(k_b, (64, 128)))
+    np.testing.assert_array_equal(jax.random.bernoulli(k_a, 0.3, (5000,)), jax.random.bernoulli(k_b, 0.3, (5000,)))

@@ -1,5 +1,7 @@
 """Shared helpers of the evaluation suites: batched application, codes and reconstructions of a loaded run."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -32,22 +34,38 @@ def batched(fn, x, batch_size: int = 1000) -> np.ndarray:
   return np.concatenate(out)
 
 
+@functools.cache
+def _jitted(model, verb: str, hp: tuple):
+  """`model`'s `verb` ('encode', 'decode' or 'reconstruct') with hyperparameters `hp`, jitted once: the state is an
+  argument, so every call on a run (and every run of that family and settings) reuses one program per shape."""
+  config = dict(hp)
+  enc, dec = steps.bind(model.encode, config), steps.bind(model.decode, config)
+  return jax.jit({'encode': enc, 'decode': dec, 'reconstruct': lambda s, v: dec(s, enc(s, v))}[verb])
+
+
+def program(loaded, verb: str):
+  """The compiled `verb` of a loaded run: `(state, x) -> codes or images`."""
+  model = loaded.model
+  names = sorted(set(steps.hyperparameters(model.encode)) | set(steps.hyperparameters(model.decode)))
+  return _jitted(model, verb, tuple((k, loaded.config[k]) for k in names))
+
+
 def encode(loaded, x, batch_size: int = 1000) -> np.ndarray:
   """Codes `[N, latent_dim]` of `x: [N, H, W, C]` (a VAE's posterior means)."""
-  enc = steps.bind(loaded.model.encode, loaded.config)
-  return batched(jax.jit(lambda v: enc(loaded.state, v)), x, batch_size)
+  fn = program(loaded, 'encode')
+  return batched(lambda v: fn(loaded.state, v), x, batch_size)
 
 
 def decode(loaded, z, batch_size: int = 1000) -> np.ndarray:
   """Images `[N, H, W, C]` in [0, 1] (decoder means) of codes `z: [N, latent_dim]`."""
-  dec = steps.bind(loaded.model.decode, loaded.config)
-  return batched(jax.jit(lambda v: dec(loaded.state, v)), np.asarray(z, np.float32), batch_size)
+  fn = program(loaded, 'decode')
+  return batched(lambda v: fn(loaded.state, v), np.asarray(z, np.float32), batch_size)
 
 
 def reconstruct(loaded, x, batch_size: int = 1000) -> np.ndarray:
   """Decoder means of the codes of `x: [N, H, W, C]`: `[N, H, W, C]`."""
-  enc, dec = steps.bind(loaded.model.encode, loaded.config), steps.bind(loaded.model.decode, loaded.config)
-  return batched(jax.jit(lambda v: dec(loaded.state, enc(loaded.state, v))), x, batch_size)
+  fn = program(loaded, 'reconstruct')
+  return batched(lambda v: fn(loaded.state, v), x, batch_size)
 
 
 def mse_per_pixel(x_hat, x) -> float:

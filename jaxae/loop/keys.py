@@ -25,6 +25,14 @@ class Keys(NamedTuple):
   vis: jax.Array
 
 
-def make_keys(seed: int) -> Keys:
-  """The keys `jax.random.key(seed)` splits into, as `prng.key`s (the same bits, drawn faster on CPU)."""
-  return Keys(*jax.random.split(prng.key(seed), len(Keys._fields)))
+def root_key(seed: int, backend: str | None = None) -> jax.Array:
+  """The run's typed key. On XLA CPU a `prng.key`: JAX's threefry bits with the hash unrolled, which that compiler
+  needs to fuse a draw into one pass (a CPU-only speedup); elsewhere (`backend`, default JAX's) the standard
+  `jax.random.key(seed)`, whose implementation `jax_default_prng_impl` chooses. With the default threefry both
+  draw the same bits."""
+  return prng.key(seed) if (backend or jax.default_backend()) == 'cpu' else jax.random.key(seed)
+
+
+def make_keys(seed: int, backend: str | None = None) -> Keys:
+  """The keys `root_key(seed)` splits into."""
+  return Keys(*jax.random.split(root_key(seed, backend), len(Keys._fields)))
