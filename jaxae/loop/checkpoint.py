@@ -107,10 +107,8 @@ class Checkpointer:
     return dict(self._restore(step, ocp.args.Composite(loop=ocp.args.JsonRestore()))['loop'])
 
   def _metadata(self, step: int):
-    try:
-      return self.manager.item_metadata(step)['default' if self._legacy(step) else 'state']
-    except Exception as e:  # orbax raises many types for unreadable files
-      raise self._unreadable(step, type(e).__name__) from None
+    item = 'default' if self._legacy(step) else 'state'
+    return self._orbax(step, lambda: self.manager.item_metadata(step)[item])
 
   def read(self, step: int, part: str = 'state'):
     """The arrays of checkpoint `step`'s model state on this process's first device (no template needed; any
@@ -123,11 +121,15 @@ class Checkpointer:
     return self._restore(step, ocp.args.Composite(state=ocp.args.StandardRestore(target)))['state']
 
   def _restore(self, step: int, args):
-    """`manager.restore`, with the process's stderr (fd 2) held in a temporary file meanwhile: re-emitted after
-    a good restore, dropped after a failed one (see `_quiet_until_drained`)."""
+    return self._orbax(step, lambda: self.manager.restore(step, args=args))
+
+  def _orbax(self, step: int, read):
+    """`read()` of checkpoint `step` through orbax, with the process's stderr (fd 2) held in a temporary file
+    meanwhile: re-emitted after a good read, dropped after a failed one (see `_quiet_until_drained`), which then
+    raises `_unreadable`."""
     with tempfile.TemporaryFile() as sink, _fd2_into(sink):
       try:
-        restored, error = self.manager.restore(step, args=args), None
+        restored, error = read(), None
       except Exception as e:  # orbax raises many types for unreadable files
         restored, error = None, type(e).__name__
       if error is not None:
