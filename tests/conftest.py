@@ -18,6 +18,8 @@ os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES', '0')
 if '--xla_backend_optimization_level' not in os.environ.get('XLA_FLAGS', ''):
   os.environ['XLA_FLAGS'] = f"{os.environ.get('XLA_FLAGS', '')} --xla_backend_optimization_level=0".strip()
 
+os.environ.setdefault('XLA_PYTHON_CLIENT_PREALLOCATE', 'false')  # on a GPU: workers and subprocesses share it
+
 import jax  # noqa: E402
 import pytest  # noqa: E402
 

@@ -63,3 +63,13 @@ def test_the_pytorch_comparison_runs_or_says_torch_is_missing(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     report = json.loads(out.read_text())
     assert report['epoch_s_median'] > 0 and 0 < report['final_train_loss'] < 784 * 2
+
+
+def test_the_matmul_peak_times_several_calls_per_sync_as_on_an_accelerator():
+  """The accelerator defaults (a larger matmul, 10 calls per sync) are parameters: both paths run here."""
+  from jaxae import roofline
+
+  one, several = roofline.matmul_peak(size=256, repeats=3), roofline.matmul_peak(size=256, repeats=3, calls=4)
+  bf16 = roofline.matmul_peak('bf16', size=256, repeats=2, calls=2)
+  assert min(one, several, bf16) > 0.1  # GFLOP/s: positive and finite, whatever the machine
+  assert max(one, several, bf16) < 1e7
