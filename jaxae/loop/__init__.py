@@ -8,6 +8,7 @@ Read in this order, the way a key and a batch travel:
   train.py       `train_and_evaluate`: setup, the loop over chunks, metrics
   workdir.py     what may resume where; figures
   checkpoint.py  the model state (and, apart, the loop's sums) with orbax; config.json
+  lock.py        one writer per workdir
   parallel.py    the 'data' mesh, placement, multi-process reads
 """
 
