@@ -70,7 +70,8 @@ def write(args) -> dict:
   require(args.dataset is not None, 'give --dataset (idx, digits or a TFDS name) or --synthetic N')
   if args.dataset == 'digits':  # pixels k/16 in [0, 1]: records hold uint8 meaning v/255, the nearest is kept
     sets = data.load('digits')
-    return records.convert({k: v and {**v, 'image': pixels(v['image'])} for k, v in sets.items()}, args.out)
+    return records.convert({k: None if v is None else {**v, 'image': pixels(v['image'])} for k, v in sets.items()},
+                           args.out)
   if args.dataset in ('idx', 'records'):
     return records.convert(data.load(args.dataset, args.data_dir), args.out)
   written = {}

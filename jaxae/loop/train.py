@@ -146,10 +146,11 @@ def _train(run: _Run, state, ckpt: checkpoint.Checkpointer, workdir: Path, progr
   state, done = ckpt.restore(state)
   position = _position(done, steps_per_epoch, fns, state.step)
   sums = ckpt.restore_loop(done) if position % fns.per_epoch else None  # mid-epoch: the epoch's sums so far
-  unsaved_config = parallel.is_primary()  # a new run writes config.json now, a resumed one with its first save:
-  if unsaved_config and position == 0:   # a resume that fails (damaged data, a NaN) leaves the workdir as it was
+  # config.json: a new run writes it now (killed before its first checkpoint, it is still recognised as a run), a
+  # resumed one with its first save (a resume that fails, on damaged data or a NaN, leaves the workdir as it was).
+  config_due = parallel.is_primary() and position > 0
+  if parallel.is_primary() and position == 0:
     checkpoint.write_config(workdir, config)
-    unsaved_config = False
   log = metrics.MetricsLog(workdir / 'metrics.jsonl' if parallel.is_primary() else None,
                            position // fns.per_epoch if position else -1)
   if position == 0:
@@ -181,9 +182,9 @@ def _train(run: _Run, state, ckpt: checkpoint.Checkpointer, workdir: Path, progr
         bar.set_postfix({f'{split} {k}': f'{r[k]:.3f}' for split, r in (('train', train), ('eval', test))
                          for k in run.model.HEADLINE})
       now = (epoch - 1) * steps_per_epoch + min((c + 1) * fns.steps, steps_per_epoch)
-      if unsaved_config:
+      if config_due:
         checkpoint.write_config(workdir, config)
-        unsaved_config = False
+        config_due = False
       ckpt.save(now, state, {k: float(v) for k, v in sums.items()})
       bar.update(now - done)
       done = now
