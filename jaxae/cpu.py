@@ -1,12 +1,21 @@
-"""bf16 matmuls shaped for XLA's CPU compiler: the workaround that lets its bf16 kernels take every dot.
+"""The CPU-only speedups: bf16 matmuls shaped for XLA's CPU compiler, chosen where `active()`.
 
 Specific to XLA CPU (jaxlib 0.10): on GPU and TPU the compiler fuses plain bf16
-dots itself, and the barriers below can only block those fusions.
-`jaxae.nn.dense` and the tied autoencoder call `bf16_matmul` for precision='bf16'.
+dots itself, and the barriers below could only block those fusions, so there
+`jaxae.nn` takes Flax's standard bf16 layers instead. `jaxae.nn.dense` and the tied
+autoencoder call `bf16_matmul` for precision='bf16' on CPU alone.
 """
 
 import jax
 import jax.numpy as jnp
+
+
+def active() -> bool:
+  """Whether the CPU-only speedups apply: JAX's default backend is XLA CPU. Read when a network is traced.
+
+  Tests force the other backends' branch on CPU by patching this function.
+  """
+  return jax.default_backend() == 'cpu'
 
 # How XLA's CPU compiler (jaxlib 0.10) treats bf16 dots, which `bf16_matmul` works around:
 # - it runs them on bf16 kernels (YNNPACK) only when both operands are row-major and the
@@ -42,8 +51,9 @@ def bf16_matmul(x: jax.Array, w: jax.Array) -> jax.Array:
   The backward pass also multiplies in bf16: `dx = g @ w.T` and `dw = x.T @ g`, with
   the transposes materialised, so all three matmuls of a layer run on bf16 kernels on
   a CPU with them (plain autodiff leaves the weight gradient as a float32 dot on a
-  transposed operand). Cotangents are float32. On GPU/TPU it is an ordinary bf16 matmul.
-  Reverse mode only (`jax.grad`, `jax.vjp`, `jax.jacrev`), like any `custom_vjp`.
+  transposed operand). Cotangents are float32. Reverse mode only (`jax.grad`, `jax.vjp`,
+  `jax.jacrev`), like any `custom_vjp`: off CPU, `jaxae.nn` uses plain bf16 dots, which
+  forward mode (`jax.jvp`, `jax.jacfwd`, Hessians) also differentiates.
   """
   return _dot(_bf16(x), _bf16(w))
 

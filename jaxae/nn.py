@@ -3,6 +3,13 @@
 Images are `[B, H, W, C]` float32 everywhere; MLPs flatten them on entry and
 decoders return the image shape. Decoders return unbounded outputs (Bernoulli
 logits or Gaussian means); the loss decides how to read them.
+
+Mixed precision (`precision='bf16'`) is Flax's: parameters, optimizer state and
+losses stay float32; each dense or conv layer casts its input and parameters to
+bf16 (`dtype=bfloat16`), its matmul or conv accumulates in float32 and returns
+bf16; every network casts its output to float32. On XLA CPU alone (`cpu.active()`)
+dense layers take `cpu.bf16_matmul` instead, whose dots that compiler's bf16
+kernels run (its output, hence the activations, stay float32).
 """
 
 from collections.abc import Callable, Sequence
@@ -11,6 +18,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxae import cpu
 from jaxae.cpu import bf16_dot_general, bf16_matmul
 
 KERNEL = (4, 4)  # conv kernel; stride 2 halves H and W per layer
@@ -18,13 +26,12 @@ PRECISIONS = ('f32', 'bf16')
 
 
 def dense(features: int, precision: str) -> nn.Dense:
-  """A Dense layer; 'bf16' multiplies in bf16 (`bf16_matmul`) and accumulates in float32.
-
-  Parameters, bias and output stay float32 either way (so do the optimizer state and the loss).
-  """
-  if precision == 'bf16':
+  """A Dense layer with float32 parameters; 'bf16' computes in bf16 with float32 accumulation (module docstring)."""
+  if precision != 'bf16':
+    return nn.Dense(features)
+  if cpu.active():
     return nn.Dense(features, dot_general=bf16_dot_general)
-  return nn.Dense(features)
+  return nn.Dense(features, dtype=jnp.bfloat16)
 
 
 def conv(features: int, precision: str, transpose: bool = False) -> nn.Module:
@@ -35,10 +42,15 @@ def conv(features: int, precision: str, transpose: bool = False) -> nn.Module:
 
 
 def matmul(a: jax.Array, b: jax.Array, precision: str) -> jax.Array:
-  """`a @ b` for 2-D operands with float32 output; bf16 inputs (`bf16_matmul`) for 'bf16'."""
-  if precision == 'bf16':
+  """`a @ b` for 2-D operands; 'bf16' multiplies bf16 inputs with float32 accumulation, as `dense` does.
+
+  The output is float32 for 'f32' and on CPU (`bf16_matmul`), bf16 for 'bf16' elsewhere.
+  """
+  if precision != 'bf16':
+    return jnp.matmul(a, b, preferred_element_type=jnp.float32)
+  if cpu.active():
     return bf16_matmul(a, b)
-  return jnp.matmul(a, b, preferred_element_type=jnp.float32)
+  return jnp.matmul(a.astype(jnp.bfloat16), b.astype(jnp.bfloat16))
 
 
 def check_conv_shape(image_shape: Sequence[int], n_layers: int) -> None:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from jaxae import config as config_lib
-from jaxae import data, models, steps
+from jaxae import cpu, data, models, steps
 from jaxae import nn as jnn
 from jaxae.errors import UserError
 
@@ -260,9 +260,17 @@ def test_iwae_objective_is_the_k_sample_bound_and_k_1_is_the_single_sample_elbo(
       config_lib.resolve({'model': 'iwae', **bad})
 
 
+@pytest.fixture(params=['cpu_kernels', 'standard'])
+def bf16_path(request, monkeypatch):
+  """Both bf16 branches on this CPU: XLA CPU's kernel route, and the standard one other backends take."""
+  if request.param == 'standard':
+    monkeypatch.setattr(cpu, 'active', lambda: False)
+  return request.param
+
+
 @pytest.mark.parametrize('name', ['vae', 'tied_ae', 'ae'])
 @pytest.mark.parametrize('arch', ['mlp', 'conv'])
-def test_bf16_matmuls_match_f32_with_float32_params_and_loss(name, arch):
+def test_bf16_matmuls_match_f32_with_float32_params_and_loss(name, arch, bf16_path):
   model, config, state, batch = make(name, arch)
   config16 = {**config, 'precision': 'bf16'}
   net16 = model.make_network(config16, (28, 28, 1))
@@ -277,6 +285,25 @@ def test_bf16_matmuls_match_f32_with_float32_params_and_loss(name, arch):
   assert 'bf16' in step16.lower(state16, batch, jax.random.key(1)).as_text()
   _, metrics = step16(state16, batch, jax.random.key(1))
   assert metrics['loss'].dtype == jnp.float32 and np.isfinite(float(metrics['loss']))
+
+
+def test_bf16_policy_off_cpu_is_flax_dtype_and_forward_mode_differentiable(bf16_path):
+  """Off CPU a bf16 layer is `nn.Dense(dtype=bfloat16)` (bf16 activations, float32 params), which `jax.jvp` and
+  `jax.jacfwd` differentiate; the CPU route is a `custom_vjp`, reverse mode only."""
+  net = jnn.MLPEncoder((32,), 4, precision='bf16')
+  x = jax.random.normal(jax.random.key(0), (3, 8, 8, 1))
+  params = net.init(jax.random.key(1), x)
+  hidden = net.apply(params, x, capture_intermediates=True)[1]['intermediates']['Dense_0']['__call__'][0]
+  assert hidden.dtype == (jnp.float32 if bf16_path == 'cpu_kernels' else jnp.bfloat16)
+  f = lambda x: net.apply(params, x)  # noqa: E731
+  if bf16_path == 'cpu_kernels':
+    with pytest.raises(TypeError, match='custom_vjp'):
+      jax.jvp(f, (x,), (x,))
+    return
+  out, tangent = jax.jvp(f, (x,), (x,))
+  assert out.dtype == tangent.dtype == jnp.float32
+  np.testing.assert_allclose(tangent, f(x) - f(jnp.zeros_like(x)), atol=0.05)  # linear in x up to the ReLU and bf16
+  assert jax.jacfwd(f)(x[:1]).shape == (1, 4, 1, 8, 8, 1)
 
 
 @pytest.mark.parametrize('case', ['plain', 'transposed_w', 'transposed_x', 'transposed_out', 'one_row'])

@@ -12,8 +12,8 @@ _DN = ('NHWC', 'HWIO', 'NHWC')
 
 
 def _add_bias(h: jax.Array, b: jax.Array) -> jax.Array:
-  """`h: [..., F] + b: [F]` with the broadcast written out (strict rank promotion)."""
-  return h + b.reshape((1,) * (h.ndim - 1) + (-1,))
+  """`h: [..., F] + b: [F]` in `h`'s dtype, with the broadcast written out (strict rank promotion)."""
+  return h + b.reshape((1,) * (h.ndim - 1) + (-1,)).astype(h.dtype)
 
 
 class TiedAutoencoder(nn.Module):
@@ -66,14 +66,12 @@ class TiedAutoencoder(nn.Module):
     self.hidden_drop = nn.Dropout(self.dropout_rate)
 
   def _conv(self, h, k, transpose=False):
-    """Stride-2 'SAME' conv with kernel k, or its exact adjoint; float32 output."""
+    """Stride-2 'SAME' conv with kernel k, or its exact adjoint; for 'bf16' in bf16 (as Flax's `dtype`)."""
     if self.precision == 'bf16':
       h, k = h.astype(jnp.bfloat16), k.astype(jnp.bfloat16)
     if transpose:
-      return jax.lax.conv_transpose(h, k, (2, 2), 'SAME', dimension_numbers=_DN, transpose_kernel=True,
-                                    preferred_element_type=jnp.float32)
-    return jax.lax.conv_general_dilated(h, k, (2, 2), 'SAME', dimension_numbers=_DN,
-                                        preferred_element_type=jnp.float32)
+      return jax.lax.conv_transpose(h, k, (2, 2), 'SAME', dimension_numbers=_DN, transpose_kernel=True)
+    return jax.lax.conv_general_dilated(h, k, (2, 2), 'SAME', dimension_numbers=_DN)
 
   def encode(self, x: jax.Array, train: bool = False) -> jax.Array:
     """`[B, H, W, C] -> [B, latent_dim]`."""
@@ -87,7 +85,7 @@ class TiedAutoencoder(nn.Module):
       h = _add_bias(matmul(h, k, self.precision), self.encoder_biases[n_conv + i])
       if i < n_dense - 1:
         h = self.hidden_drop(nn.relu(h), deterministic=not train)
-    return h
+    return h.astype(jnp.float32)
 
   def decode(self, z: jax.Array, train: bool = False) -> jax.Array:
     """`[B, latent_dim] -> [B, H, W, C]` using the transposed encoder kernels."""
@@ -102,7 +100,7 @@ class TiedAutoencoder(nn.Module):
       h = _add_bias(self._conv(h, self.conv_kernels[i], transpose=True), self.decoder_biases[i])
       if i > 0:
         h = self.hidden_drop(nn.relu(h), deterministic=not train)
-    return h.reshape((z.shape[0], *self.image_shape))
+    return h.reshape((z.shape[0], *self.image_shape)).astype(jnp.float32)
 
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     return self.decode(self.encode(x, train), train)
