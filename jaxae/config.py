@@ -13,7 +13,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from jaxae import models
+from jaxae import models, prng
 from jaxae.checks import ARCHS, check, check_network
 from jaxae.errors import UserError, require
 
@@ -26,7 +26,7 @@ BASE = dict(
     warmup_steps=0, decay_steps=0, grad_clip=0.0, seed=0, binarize='none', holdout=0.1,
     holdout_order='seeded', keep_checkpoints=3, num_figure_images=32, nonfinite='stop',
     checkpoint_every=0, precision='f32', data_mode='auto', train_classes=(), stream_steps=16, read_threads=4,
-    allow_other_data=False,
+    allow_other_data=False, prng_impl='auto', matmul_precision='default',
 )
 
 DESCRIPTIONS = dict(  # the base keys and the network keys every family shares; a family describes its own in KEYS
@@ -50,6 +50,10 @@ DESCRIPTIONS = dict(  # the base keys and the network keys every family shares; 
     read_threads='streaming: threads reading and gathering batches ahead of the device (grain)',
     train_classes='labels kept in the training set, e.g. 0 or 3,5 (empty: all); evaluation keeps all',
     allow_other_data='resume a run on other data than it was trained on (refused by default)',
+    prng_impl=f'PRNG implementation: auto ({prng.NAME}, threefry unrolled, on CPU; JAX\'s default elsewhere), '
+              'threefry2x32, rbg, unsafe_rbg',
+    matmul_precision='float32 matmuls and convs (jax.default_matmul_precision): default (JAX\'s setting, else the '
+                     'backend\'s: TF32 on recent NVIDIA GPUs, bf16 passes on TPU, float32 on CPU), high, highest',
     arch='mlp or conv (stride-2 4x4 convs)', hidden='MLP hidden widths, encoder order, e.g. 512,256 (empty: linear)',
     conv_features='conv channels per stride-2 layer, encoder order', latent_dim='code / latent size',
     likelihood='decoder likelihood: bernoulli (logits, binary cross-entropy) or gaussian (unit variance, 0.5 SSE)',
@@ -59,6 +63,7 @@ CHOICES = dict(
     schedule=('constant', 'cosine', 'warmup_cosine'),
     binarize=('none', 'threshold', 'sample', 'dynamic'), holdout_order=('seeded', 'tail'),
     nonfinite=('stop', 'skip'), precision=('f32', 'bf16'), data_mode=('auto', 'resident', 'streaming'),
+    prng_impl=('auto', prng.NAME, 'threefry2x32', 'rbg', 'unsafe_rbg'), matmul_precision=('default', 'high', 'highest'),
 )
 POSITIVE = ('epochs', 'batch_size', 'eval_batch_size', 'learning_rate', 'keep_checkpoints', 'stream_steps',
             'read_threads')

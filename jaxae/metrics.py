@@ -1,39 +1,54 @@
-"""Host-side metric records: `metrics.jsonl`, one JSON object per epoch and split."""
+"""Host-side metric records: `metrics.jsonl`, one JSON object per epoch and split, and a run header per start.
+
+A header line, `{"run": {...}}`, opens each start of a run (the first and every
+resume): where and how it computed (backend, devices, matmul precision, PRNG
+implementation, versions). `read` returns the records, `headers` the headers.
+"""
 
 import json
 from pathlib import Path
 
 
-def read(path: str | Path) -> list[dict]:
-  """All records in a metrics.jsonl file (an empty list if it does not exist)."""
-  path = Path(path)
-  if not path.exists():
-    return []
-  records = []
-  for line in path.read_text().splitlines():
+def _lines(path: Path) -> list[dict]:
+  """Every JSON line of `path` (none if it does not exist), up to a line cut short by a crash."""
+  lines = []
+  for line in path.read_text().splitlines() if path.exists() else ():
     try:
-      records.append(json.loads(line))
+      lines.append(json.loads(line))
     except json.JSONDecodeError:
       break  # a line cut short by a crash: it and anything after it are dropped
-  return records
+  return lines
+
+
+def read(path: str | Path) -> list[dict]:
+  """All epoch records in a metrics.jsonl file (an empty list if it does not exist)."""
+  return [r for r in _lines(Path(path)) if 'run' not in r]
+
+
+def headers(path: str | Path) -> list[dict]:
+  """The run headers in a metrics.jsonl file, one per start of the run, oldest first."""
+  return [r['run'] for r in _lines(Path(path)) if 'run' in r]
 
 
 class MetricsLog:
-  """Appends records to `metrics.jsonl`, first keeping only the epochs up to `keep_through`.
+  """Appends records to `metrics.jsonl`, first keeping only the epochs up to `keep_through`, then `header`.
 
   On resume, `keep_through` is the last epoch completed before the checkpoint
   (its records were written before that checkpoint); later records are dropped,
-  and -1 starts afresh, so no epoch is ever logged twice or left out.
-  With `path` None (processes other than 0) the records are kept in memory only.
+  and -1 starts afresh, so no epoch is ever logged twice or left out. Earlier
+  starts' headers are kept. With `path` None (processes other than 0) the
+  records are kept in memory only.
   """
 
-  def __init__(self, path: str | Path | None, keep_through: int):
+  def __init__(self, path: str | Path | None, keep_through: int, header: dict | None = None):
     self.path = None if path is None else Path(path)
     self.records = []
     if self.path is not None:
-      self.records = [r for r in read(self.path) if r['epoch'] <= keep_through]
+      kept = [r for r in _lines(self.path) if r.get('epoch', -1) <= keep_through and keep_through >= 0]
+      kept += [{'run': header}] if header is not None else []
+      self.records = [r for r in kept if 'run' not in r]
       tmp = self.path.with_suffix('.jsonl.tmp')
-      tmp.write_text(''.join(json.dumps(r) + '\n' for r in self.records))
+      tmp.write_text(''.join(json.dumps(r) + '\n' for r in kept))
       tmp.replace(self.path)
 
   def write(self, record: dict) -> None:

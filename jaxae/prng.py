@@ -62,9 +62,22 @@ def _random_bits(key, bit_width, shape):
 
 _THREEFRY = jax.extend.random.threefry_prng_impl
 UNROLL_FROM = 4096  # smaller draws keep JAX's rolled loop: it compiles faster and runs about as fast
+NAME = 'jaxae_threefry2x32'
 IMPL = jax.extend.random.define_prng_impl(
     key_shape=_THREEFRY.key_shape, seed=_THREEFRY.seed, split=_THREEFRY.split, random_bits=_random_bits,
-    fold_in=_THREEFRY.fold_in, name='jaxae_threefry2x32', tag='jfry')
+    fold_in=_THREEFRY.fold_in, name=NAME, tag='jfry')
+
+
+def _register() -> None:
+  """Registers IMPL under NAME, as JAX registers its own: `jax.random.key(seed, impl=NAME)` then works, and so
+  does restoring saved keys (orbax records `str(jax.random.key_impl(k))` and looks that name up). JAX has no
+  public call for this; `tests/test_prng.py` round-trips keys through orbax to catch a change."""
+  from jax._src.random import prng as jax_prng  # noqa: PLC0415 (private: see the docstring)
+  if NAME not in jax_prng.prngs:
+    jax_prng.register_prng(IMPL._impl)
+
+
+_register()
 
 
 def key(seed: int) -> jax.Array:

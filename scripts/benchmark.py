@@ -46,8 +46,9 @@ from jaxae.data import records
 from jaxae.errors import ArgumentParser, UserError
 from jaxae.loop import make_keys
 from jaxae.loop.compile import compile_fns
+from jaxae.loop.train import matmul_precision
 
-BATCH = 128
+BATCH = 128  # the default --batch-size
 
 
 def compiled_epoch(model, config, images, keys, data_mode: str):
@@ -63,11 +64,11 @@ def compiled_epoch(model, config, images, keys, data_mode: str):
   return lambda state, epoch: (lambda s, g, sums: (s, sums))(*fns.chunk(state, images, epoch, 0, keys))
 
 
-def bare_scan_epoch(model, config, images, keys):
+def bare_scan_epoch(model, config, images, keys, batch: int = BATCH):
   """The reference epoch `(state, epoch) -> (state, headline sum)`: a bare scan of `train_step` over the epoch's
   whole shuffled batches (the last partial one dropped), keys `fold_in(keys.step, step)`, state donated."""
   train_step = steps.bind(model.train_step, config)
-  n_batches = images.shape[0] // BATCH
+  n_batches = images.shape[0] // batch
 
   @functools.partial(jax.jit, donate_argnums=0)
   def epoch_fn(state, epoch):
@@ -78,25 +79,26 @@ def bare_scan_epoch(model, config, images, keys):
       state, metrics = train_step(state, {'image': x}, jax.random.fold_in(keys.step, state.step))
       return state, metrics[model.HEADLINE[0]]
 
-    state, headline = jax.lax.scan(body, state, order[: n_batches * BATCH].reshape(n_batches, BATCH))
+    state, headline = jax.lax.scan(body, state, order[: n_batches * batch].reshape(n_batches, batch))
     return state, jnp.sum(headline)
 
   return epoch_fn
 
 
-def bench_family(name: str, precision: str, n_epochs: int, images, data_mode: str = 'resident') -> dict:
+def bench_family(name: str, precision: str, n_epochs: int, images, data_mode: str = 'resident', batch: int = BATCH
+                 ) -> dict:
   n = images.shape[0]
-  config = config_lib.resolve({'model': name, 'hidden': (400,), 'latent_dim': 20, 'batch_size': BATCH,
+  config = config_lib.resolve({'model': name, 'hidden': (400,), 'latent_dim': 20, 'batch_size': batch,
                                'precision': precision, **({'disc_hidden': (400,)} if name == 'aae' else {})})
   model = models.get(name)
   keys = make_keys(0)
-  x = data.to_float(images[:BATCH])
+  x = data.to_float(images[:batch])
   state = model.create_state(keys.init, config, {'image': x[:1]})
   default_key = jax.random.wrap_key_data(jax.random.key_data(keys.step))  # JAX's rolled hash: not counted as FLOPs
   step_flops = roofline.flops(jax.jit(steps.bind(model.train_step, config)).lower(
-      state, {'image': x, 'mask': jnp.ones(BATCH)}, default_key).compile())
+      state, {'image': x, 'mask': jnp.ones(batch)}, default_key).compile())
   epoch_fn = compiled_epoch(model, config, images, keys, data_mode)
-  bare_fn, bare_state = bare_scan_epoch(model, config, images, keys), jax.tree.map(jnp.copy, state)
+  bare_fn, bare_state = bare_scan_epoch(model, config, images, keys, batch), jax.tree.map(jnp.copy, state)
   times, bare_times = [], []
   for epoch in range(n_epochs + 1):  # the first is a warm-up; jaxae and the bare scan interleaved
     t0 = time.perf_counter()
@@ -108,13 +110,15 @@ def bench_family(name: str, precision: str, n_epochs: int, images, data_mode: st
     float(headline)
     bare_times.append(time.perf_counter() - t0)
   epoch_s, bare_s = statistics.median(times[1:]), statistics.median(bare_times[1:])
-  flops = step_flops * -(-n // BATCH)
-  return {'model': name, 'precision': precision, 'data_mode': data_mode, 'compile_s': times[0] - epoch_s,
+  n_steps = -(-n // batch)
+  flops = step_flops * n_steps
+  return {'model': name, 'precision': precision, 'data_mode': data_mode, 'batch_size': batch,
+          'compile_s': times[0] - epoch_s, 'us_per_step': epoch_s / n_steps * 1e6,
           'epoch_s_median': epoch_s, 'epoch_s_all': times[1:], 'bare_scan_epoch_s_median': bare_s,
           'bare_scan_epoch_s_all': bare_times[1:], 'overhead': epoch_s / bare_s - 1, 'examples_per_s': n / epoch_s,
           'gflop_per_epoch': flops / 1e9, 'gflop_per_s': flops / epoch_s / 1e9,
           'final_train': {k: float(sums[k]) / float(sums['count']) for k in model.HEADLINE},
-          'bare_scan_final_train': float(headline) / (n // BATCH)}
+          'bare_scan_final_train': float(headline) / (n // batch)}
 
 
 def cpu_model() -> str:
@@ -142,6 +146,9 @@ def main(argv=None) -> int:
   p.add_argument('--precision', default='f32',
                  help="f32, bf16, or both as 'f32,bf16': each family then runs in both, one after the other")
   p.add_argument('--epochs', type=int, default=3, help='timed epochs after one warm-up (median reported)')
+  p.add_argument('--batch-size', type=int, default=BATCH, help='examples per training step')
+  p.add_argument('--matmul-precision', choices=config_lib.CHOICES['matmul_precision'], default='default',
+                 help="float32 matmuls (and the f32 peak): default is the backend's (TF32 on recent NVIDIA GPUs)")
   p.add_argument('--out', help='write the JSON report here too')
   p.add_argument('--examples', type=int, default=59_904, help='synthetic images per epoch')
   p.add_argument('--data-mode', choices=('resident', 'streaming', 'records'), default='resident',
@@ -156,30 +163,34 @@ def main(argv=None) -> int:
     bad = set(precisions) - set(nn.PRECISIONS)
     if bad:
       raise UserError(f'unknown --precision {",".join(sorted(bad))}; choose from {", ".join(nn.PRECISIONS)}')
-    if args.epochs < 1 or args.examples < BATCH:
-      raise UserError(f'--epochs must be >= 1 and --examples >= {BATCH}')
+    if args.epochs < 1 or args.batch_size < 1 or args.examples < args.batch_size:
+      raise UserError(f'--epochs and --batch-size must be >= 1 and --examples >= --batch-size ({args.batch_size})')
   except UserError as e:
     print(f'benchmark: error: {e}', file=sys.stderr)
     return 2
   images = jax.device_put(np.random.default_rng(0).integers(0, 256, (args.examples, 28, 28, 1), np.uint8))
-  peaks = {precision: roofline.matmul_peak(precision) for precision in precisions}
-  rows = [bench_family(name, precision, args.epochs, images, args.data_mode)
-          for name in names for precision in precisions]  # a family's precisions back to back
+  with matmul_precision(args.matmul_precision):
+    peaks = {precision: roofline.matmul_peak(precision) for precision in precisions}
+    rows = [bench_family(name, precision, args.epochs, images, args.data_mode, args.batch_size)
+            for name in names for precision in precisions]  # a family's precisions back to back
   for row in rows:
     row['roofline_fraction'] = row['gflop_per_s'] / peaks[row['precision']]
   memory, memory_kind = roofline.peak_memory_bytes()
   report = {'device': str(jax.devices()[0]), 'backend': jax.default_backend(), 'cpu': cpu_model(),
             'cpu_flags': cpu_features(),
-            'jax': jax.__version__, 'matmul_peak_gflop_per_s': peaks, 'peak_memory_bytes': memory,
+            'jax': jax.__version__, 'matmul_precision': args.matmul_precision, 'batch_size': args.batch_size,
+            'matmul_peak_gflop_per_s': peaks, 'peak_memory_bytes': memory,
             'peak_memory_kind': memory_kind, 'rows': rows}
-  print(f"| model | precision | data | compile (s) | epoch (s, median of {args.epochs}) | bare scan (s) | overhead | "
-        f"examples/s | GFLOP/epoch | GFLOP/s | of its precision's matmul peak |")
-  print('|---|---|---|---|---|---|---|---|---|---|---|')
+  print(f"| model | precision | data | compile (s) | epoch (s, median of {args.epochs}) | µs/step | bare scan (s) | "
+        f"overhead | examples/s | GFLOP/epoch | GFLOP/s | of its precision's matmul peak |")
+  print('|---|---|---|---|---|---|---|---|---|---|---|---|')
   for r in rows:
-    print(f"| {r['model']} | {r['precision']} | {r['data_mode']} | {r['compile_s']:.2f} | {r['epoch_s_median']:.2f} | "
-          f"{r['bare_scan_epoch_s_median']:.2f} | {r['overhead']:+.0%} | {r['examples_per_s']:,.0f} | "
-          f"{r['gflop_per_epoch']:.0f} | {r['gflop_per_s']:.0f} | {r['roofline_fraction']:.0%} |")
-  print('matmul peaks (2048^3): ' + ', '.join(f'{k} {v:.0f} GFLOP/s' for k, v in peaks.items()))
+    print(f"| {r['model']} | {r['precision']} | {r['data_mode']} | {r['compile_s']:.2f} | {r['epoch_s_median']:.3f} | "
+          f"{r['us_per_step']:.0f} | {r['bare_scan_epoch_s_median']:.3f} | {r['overhead']:+.0%} | "
+          f"{r['examples_per_s']:,.0f} | {r['gflop_per_epoch']:.0f} | {r['gflop_per_s']:.0f} | "
+          f"{r['roofline_fraction']:.0%} |")
+  print(f'batch {args.batch_size}; matmul precision {args.matmul_precision}; matmul peaks: '
+        + ', '.join(f'{k} {v:.0f} GFLOP/s' for k, v in peaks.items()))
   print(f'peak memory: {memory / 2**20:.0f} MiB ({memory_kind}); device: {report["device"]}; CPU: {report["cpu"]} '
         f'({", ".join(report["cpu_flags"]) or "no AVX-512"})')
   if args.out:

@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from jaxae import evaluation
 from jaxae.errors import ArgumentParser, UserError, require
 from jaxae.loop.keys import root_key
+from jaxae.loop.train import matmul_precision
 from jaxae.runs import load
 
 
@@ -69,8 +70,9 @@ def main(argv=None) -> int:
     for name, suite in tqdm(jobs, disable=args.no_progress, desc='evaluate'):
       suite_name = suite.__name__.rsplit('.', 1)[1]
       t0 = time.perf_counter()
-      metrics, figures = suite.run(runs[name], root_key(args.seed), num_samples=args.num_samples,
-                                 iwae_samples=args.iwae_samples, progress=not args.no_progress)
+      with matmul_precision(runs[name].config['matmul_precision']):  # as the run trained
+        metrics, figures = suite.run(runs[name], root_key(args.seed), num_samples=args.num_samples,
+                                     iwae_samples=args.iwae_samples, progress=not args.no_progress)
       results.setdefault(name, {})[suite_name] = {'metrics': metrics, 'seconds': time.perf_counter() - t0}
       (out / 'figures').mkdir(parents=True, exist_ok=True)
       for fig_name, fig in figures.items():

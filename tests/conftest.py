@@ -19,6 +19,9 @@ if '--xla_backend_optimization_level' not in os.environ.get('XLA_FLAGS', ''):
   os.environ['XLA_FLAGS'] = f"{os.environ.get('XLA_FLAGS', '')} --xla_backend_optimization_level=0".strip()
 
 os.environ.setdefault('XLA_PYTHON_CLIENT_PREALLOCATE', 'false')  # on a GPU: workers and subprocesses share it
+# Float32 matmuls at full float32 on every backend (on CPU they are anyway), so the tests' float32 references and
+# tolerances hold on a GPU (whose default is TF32) and a TPU (bf16 passes). Runs keep matmul_precision='default'.
+os.environ.setdefault('JAX_DEFAULT_MATMUL_PRECISION', 'highest')
 
 import jax  # noqa: E402
 import pytest  # noqa: E402

@@ -11,18 +11,21 @@ SCRIPT = Path(__file__).resolve().parents[1] / 'scripts' / 'benchmark.py'
 
 def test_benchmark_small_run_writes_a_report(tmp_path):
   out = tmp_path / 'bench.json'
-  args = ['--models', 'vae', '--examples', '512', '--epochs', '1', '--precision', 'f32,bf16', '--out', str(out)]
+  args = ['--models', 'vae', '--examples', '512', '--epochs', '1', '--precision', 'f32,bf16', '--out', str(out),
+          '--batch-size', '64', '--matmul-precision', 'highest']
   proc = subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stderr[-2000:]
   report = json.loads(out.read_text())
   assert [(r['model'], r['precision']) for r in report['rows']] == [('vae', 'f32'), ('vae', 'bf16')]
+  assert report['matmul_precision'] == 'highest' and report['batch_size'] == 64
   for row in report['rows']:
+    assert row['batch_size'] == 64 and row['us_per_step'] == row['epoch_s_median'] / 8 * 1e6
     assert row['epoch_s_median'] > 0 and row['gflop_per_epoch'] > 0 and row['examples_per_s'] > 0
     peak = report['matmul_peak_gflop_per_s'][row['precision']]
     assert row['roofline_fraction'] == row['gflop_per_s'] / peak
     assert row['bare_scan_epoch_s_median'] > 0 and row['overhead'] == row['epoch_s_median'] / row[
         'bare_scan_epoch_s_median'] - 1
-    # the reference trains the same model on the same batches and keys (512 = 4 whole batches)
+    # the reference trains the same model on the same batches and keys (512 = 8 whole batches)
     headline = row['final_train'][next(iter(row['final_train']))]
     assert abs(row['bare_scan_final_train'] - headline) <= 1e-3 * max(1.0, abs(headline)), row
   assert '| vae | bf16 |' in proc.stdout and report['cpu']

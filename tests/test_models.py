@@ -262,9 +262,8 @@ def test_iwae_objective_is_the_k_sample_bound_and_k_1_is_the_single_sample_elbo(
 
 @pytest.fixture(params=['cpu_kernels', 'standard'])
 def bf16_path(request, monkeypatch):
-  """Both bf16 branches on this CPU: XLA CPU's kernel route, and the standard one other backends take."""
-  if request.param == 'standard':
-    monkeypatch.setattr(cpu, 'active', lambda: False)
+  """Both bf16 branches on any backend: XLA CPU's kernel route, and the standard one other backends take."""
+  monkeypatch.setattr(cpu, 'active', lambda: request.param == 'cpu_kernels')
   return request.param
 
 

@@ -55,3 +55,19 @@ def test_64_bit_draws_match_too():
 def test_a_draw_compiles_to_one_pass_without_a_loop():
   text = jax.jit(lambda k: jax.random.normal(k, (128, 784))).lower(prng.key(0)).compile().as_text()
   assert ' while(' not in text
+
+
+def test_a_pytree_of_jaxae_keys_round_trips_through_orbax(tmp_path):
+  """Orbax saves a typed key with its implementation's name and restores it by that name (with or without a
+  template): jaxae's implementation is registered under `prng.NAME` for this."""
+  import orbax.checkpoint as ocp  # noqa: PLC0415
+
+  tree = {'one': prng.key(3), 'several': jax.random.split(prng.key(4), (2, 3)), 'rbg': jax.random.key(5, impl='rbg')}
+  with ocp.StandardCheckpointer() as ckpt:
+    ckpt.save(tmp_path / 'keys', tree)
+  with ocp.StandardCheckpointer() as ckpt:
+    for restored in (ckpt.restore(tmp_path / 'keys'), ckpt.restore(tmp_path / 'keys', tree)):
+      for name, key in tree.items():
+        assert jax.random.key_impl(restored[name]) == jax.random.key_impl(key), name
+        np.testing.assert_array_equal(jax.random.key_data(restored[name]), jax.random.key_data(key))
+  assert str(jax.random.key_impl(jax.random.key(0, impl=prng.NAME))) == prng.NAME

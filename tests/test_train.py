@@ -50,6 +50,36 @@ def test_resume_continues_the_step_count_and_matches_an_uninterrupted_run(tmp_pa
   for a, b in zip(jax.tree.leaves(full.state.params), jax.tree.leaves(resumed.state.params), strict=True):
     np.testing.assert_array_equal(a, b)
   assert full.records[-1]['loss'] == resumed.records[-1]['loss']
+  starts = metrics.headers(tmp_path / 'split' / 'metrics.jsonl')  # one header per start, records unchanged
+  assert [h['start_step'] for h in starts] == [0, 2 * 26]
+  assert [h['start_step'] for h in metrics.headers(tmp_path / 'full' / 'metrics.jsonl')] == [0]
+  assert starts[0]['backend'] == jax.default_backend() and starts[0]['devices'] == 1
+  assert starts[0]['prng_impl'] == ('jaxae_threefry2x32' if jax.default_backend() == 'cpu' else 'threefry2x32')
+
+
+def test_matmul_precision_and_prng_impl_are_settings_a_resume_keeps(tmp_path, monkeypatch):
+  """`matmul_precision` is in force while the step is traced and is recorded; 'default' leaves JAX's own setting;
+  a resume with another PRNG implementation (other bits) is refused."""
+  seen = []
+  step = models.get('ae').train_step
+
+  @functools.wraps(step)
+  def spy(*args, **kwargs):
+    seen.append(jax.config.jax_default_matmul_precision)
+    return step(*args, **kwargs)
+
+  monkeypatch.setattr(models.get('ae'), 'train_step', spy)
+  config = tiny(model='ae', epochs=1, matmul_precision='highest', prng_impl='rbg')
+  train.train_and_evaluate(config, tmp_path, progress=False)
+  assert seen and set(seen) == {'highest'}
+  header, = metrics.headers(tmp_path / 'metrics.jsonl')
+  assert header['matmul_precision'] == 'highest' and header['prng_impl'] == 'rbg'
+  with pytest.raises(UserError, match="prng_impl: 'rbg' there, 'threefry2x32' now"):
+    train.train_and_evaluate({**config, 'epochs': 2, 'prng_impl': 'threefry2x32'}, tmp_path, progress=False)
+  seen.clear()
+  with jax.default_matmul_precision('high'):
+    train.train_and_evaluate(tiny(model='ae', epochs=1), tmp_path / 'default', progress=False)
+  assert set(seen) == {'high'}
 
 
 def test_same_seed_gives_bitwise_identical_params(tmp_path):

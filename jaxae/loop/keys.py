@@ -25,14 +25,20 @@ class Keys(NamedTuple):
   vis: jax.Array
 
 
-def root_key(seed: int, backend: str | None = None) -> jax.Array:
-  """The run's typed key. On XLA CPU a `prng.key`: JAX's threefry bits with the hash unrolled, which that compiler
-  needs to fuse a draw into one pass (a CPU-only speedup); elsewhere (`backend`, default JAX's) the standard
-  `jax.random.key(seed)`, whose implementation `jax_default_prng_impl` chooses. With the default threefry both
-  draw the same bits."""
-  return prng.key(seed) if (backend or jax.default_backend()) == 'cpu' else jax.random.key(seed)
+def impl_name(impl: str = 'auto', backend: str | None = None) -> str:
+  """The PRNG implementation `impl` names: 'auto' is jaxae's unrolled threefry (`prng.NAME`) on XLA CPU, which that
+  compiler needs to fuse a draw into one pass (a CPU-only speedup), and elsewhere (`backend`, default JAX's) the
+  implementation `jax_default_prng_impl` chooses (threefry2x32 unless set). Both threefry draw the same bits."""
+  if impl != 'auto':
+    return impl
+  return prng.NAME if (backend or jax.default_backend()) == 'cpu' else str(jax.config.jax_default_prng_impl)
 
 
-def make_keys(seed: int, backend: str | None = None) -> Keys:
-  """The keys `root_key(seed)` splits into."""
-  return Keys(*jax.random.split(root_key(seed, backend), len(Keys._fields)))
+def root_key(seed: int, impl: str = 'auto', backend: str | None = None) -> jax.Array:
+  """The run's typed key, of the implementation `impl_name(impl, backend)`."""
+  return jax.random.key(seed, impl=impl_name(impl, backend))
+
+
+def make_keys(seed: int, impl: str = 'auto', backend: str | None = None) -> Keys:
+  """The keys `root_key(seed, impl, backend)` splits into."""
+  return Keys(*jax.random.split(root_key(seed, impl, backend), len(Keys._fields)))

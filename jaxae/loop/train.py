@@ -28,7 +28,7 @@ from jaxae.errors import UserError, require
 from jaxae.loop import checkpoint, lock, parallel
 from jaxae.loop import workdir as workdir_lib
 from jaxae.loop.compile import Compiled, compile_fns
-from jaxae.loop.keys import Keys, make_keys
+from jaxae.loop.keys import Keys, impl_name, make_keys
 from jaxae.loop.step import check as check_guard
 
 STOP = threading.Event()  # set by the CLI's first Ctrl-C: the loop stops after the chunk it is in, once saved
@@ -70,7 +70,7 @@ def _setup(overrides: dict, workdir: Path, sets: dict | None = None) -> tuple[_R
   steps_per_epoch = -(-len(train_x) // config['batch_size'])
   config = {**workdir_lib.resolve_schedule(config, steps_per_epoch), 'input_shape': tuple(train_x.shape[1:]),
             'data_fingerprint': data.fingerprint(splits)}
-  keys = make_keys(config['seed'])
+  keys = make_keys(config['seed'], config['prng_impl'])
   sample = {'image': data.to_float(train_x[:1])}
   try:
     state = model.create_state(keys.init, config, sample)
@@ -111,14 +111,25 @@ def train_and_evaluate(overrides: dict, workdir: str | Path, progress: bool = Tr
   workdir = workdir_lib.check_workdir_path(workdir)
   run, state = _setup(overrides, workdir, data)
   try:
-    workdir.mkdir(parents=True, exist_ok=True)
-    with lock.held(workdir) if parallel.is_primary() else contextlib.nullcontext():
-      with checkpoint.Checkpointer(workdir / 'checkpoints', run.config['keep_checkpoints']) as ckpt:
-        state, records = _train(run, state, ckpt, workdir, progress)
-      workdir_lib.write_figures(run.model, state, run.splits.eval, run.keys, run.config, workdir, records,
-                                run.mesh)
+    with matmul_precision(run.config['matmul_precision']):
+      return _train_in(run, state, workdir, progress)
   except OSError as e:
     raise workdir_lib.filesystem_error(e, workdir) from None
+
+
+def matmul_precision(name: str) -> contextlib.AbstractContextManager:
+  """`jax.default_matmul_precision(name)`, read when each function is traced; 'default' leaves JAX's setting
+  (`jax_default_matmul_precision`, e.g. the test suite's 'highest') as it is."""
+  return contextlib.nullcontext() if name == 'default' else jax.default_matmul_precision(name)
+
+
+def _train_in(run: _Run, state, workdir: Path, progress: bool) -> Result:
+  """`train_and_evaluate` once set up: the lock, the checkpointer, the loop, the figures."""
+  workdir.mkdir(parents=True, exist_ok=True)
+  with lock.held(workdir) if parallel.is_primary() else contextlib.nullcontext():
+    with checkpoint.Checkpointer(workdir / 'checkpoints', run.config['keep_checkpoints']) as ckpt:
+      state, records = _train(run, state, ckpt, workdir, progress)
+    workdir_lib.write_figures(run.model, state, run.splits.eval, run.keys, run.config, workdir, records, run.mesh)
   return Result(state, run.config, records)
 
 
@@ -130,6 +141,15 @@ def _position(done: int, steps_per_epoch: int, fns: Compiled, state_step: int) -
           f'its state at step {int(state_step)}): it was written by another checkpoint_every or an older jaxae; '
           'use a new workdir')
   return epochs_done * fns.per_epoch + within // fns.steps
+
+
+def _header(config: dict, mesh, done: int) -> dict:
+  """metrics.jsonl's header of this start: where and how the run computes from step `done` on."""
+  device = mesh.devices.flat[0]
+  return {'start_step': done, 'time': time.strftime('%Y-%m-%dT%H:%M:%S%z'), 'backend': device.platform,
+          'device_kind': device.device_kind, 'devices': int(mesh.devices.size), 'processes': jax.process_count(),
+          'precision': config['precision'], 'matmul_precision': jax.config.jax_default_matmul_precision or 'default',
+          'prng_impl': impl_name(config['prng_impl']), 'jax': jax.__version__}
 
 
 def _log_epoch(log, epoch, state, split, sums, **extra) -> dict:
@@ -152,7 +172,7 @@ def _train(run: _Run, state, ckpt: checkpoint.Checkpointer, workdir: Path, progr
   if parallel.is_primary() and position == 0:
     checkpoint.write_config(workdir, config)
   log = metrics.MetricsLog(workdir / 'metrics.jsonl' if parallel.is_primary() else None,
-                           position // fns.per_epoch if position else -1)
+                           position // fns.per_epoch if position else -1, _header(config, run.mesh, done))
   if position == 0:
     _log_epoch(log, 0, state, 'eval', jax.device_get(fns.evaluate(state, run.eval_x, keys.eval)))
 
