@@ -26,7 +26,8 @@ BASE = dict(
     warmup_steps=0, decay_steps=0, grad_clip=0.0, seed=0, binarize='none', holdout=0.1,
     holdout_order='seeded', keep_checkpoints=3, num_figure_images=32, nonfinite='stop',
     checkpoint_every=0, precision='f32', data_mode='auto', train_classes=(), stream_steps=16, read_threads=4,
-    allow_other_data=False, prng_impl='auto', matmul_precision='default',
+    allow_other_data=False, prng_impl='auto', matmul_precision='default', checkpoint_epochs=1,
+    checkpoint_minutes=0.0, eval_every=1, devices=0,
 )
 
 DESCRIPTIONS = dict(  # the base keys and the network keys every family shares; a family describes its own in KEYS
@@ -43,7 +44,11 @@ DESCRIPTIONS = dict(  # the base keys and the network keys every family shares; 
     holdout_order='seeded (a random subset) or tail (the last examples)',
     keep_checkpoints='checkpoints kept in the workdir', num_figure_images='images per figure',
     nonfinite='on a NaN/Inf step: stop (keep the last good checkpoint) or skip the update',
-    checkpoint_every='also checkpoint every N steps within an epoch (0: at epoch ends)',
+    checkpoint_every='checkpoint every N steps, also within an epoch (0: at epoch ends, see checkpoint_epochs)',
+    checkpoint_epochs='checkpoint at the end of every N-th epoch (and of the run), written in the background',
+    checkpoint_minutes='also checkpoint when N minutes have passed since the last one (0: never for that reason)',
+    eval_every='evaluate on the held-out set after every N-th epoch (and the last)',
+    devices='devices to train on, an equal share from each process (0: all)',
     precision='f32, or bf16 matmul inputs with float32 accumulation and parameters',
     data_mode='auto, resident (data on the device) or streaming (batches read from host memory or disk)',
     stream_steps='streaming: batches sent to the device together and scanned in one call',
@@ -66,9 +71,9 @@ CHOICES = dict(
     prng_impl=('auto', prng.NAME, 'threefry2x32', 'rbg', 'unsafe_rbg'), matmul_precision=('default', 'high', 'highest'),
 )
 POSITIVE = ('epochs', 'batch_size', 'eval_batch_size', 'learning_rate', 'keep_checkpoints', 'stream_steps',
-            'read_threads')
-NON_NEGATIVE = ('checkpoint_every', 'weight_decay', 'warmup_steps', 'decay_steps', 'grad_clip', 'num_figure_images',
-                'seed')
+            'read_threads', 'checkpoint_epochs', 'eval_every')
+NON_NEGATIVE = ('checkpoint_every', 'checkpoint_minutes', 'devices', 'weight_decay', 'warmup_steps', 'decay_steps',
+                'grad_clip', 'num_figure_images', 'seed')
 PROBABILITIES = ('adam_b1', 'adam_b2')
 LABEL_TUPLES = ('train_classes',)  # tuples of labels (>= 0); other tuples are layer sizes (> 0)
 RECORDED = ('input_shape', 'data_fingerprint')  # what a run records in config.json; `resolve` drops them

@@ -31,7 +31,8 @@ def headers(path: str | Path) -> list[dict]:
 
 
 class MetricsLog:
-  """Appends records to `metrics.jsonl`, first keeping only the epochs up to `keep_through`, then `header`.
+  """Appends records to `metrics.jsonl`, first keeping only the epochs up to `keep_through`; `header` goes in
+  with the first record (a start that fails before it leaves the file as it was).
 
   On resume, `keep_through` is the last epoch completed before the checkpoint
   (its records were written before that checkpoint); later records are dropped,
@@ -42,10 +43,9 @@ class MetricsLog:
 
   def __init__(self, path: str | Path | None, keep_through: int, header: dict | None = None):
     self.path = None if path is None else Path(path)
-    self.records = []
+    self.records, self.header = [], header
     if self.path is not None:
       kept = [r for r in _lines(self.path) if r.get('epoch', -1) <= keep_through and keep_through >= 0]
-      kept += [{'run': header}] if header is not None else []
       self.records = [r for r in kept if 'run' not in r]
       tmp = self.path.with_suffix('.jsonl.tmp')
       tmp.write_text(''.join(json.dumps(r) + '\n' for r in kept))
@@ -53,9 +53,11 @@ class MetricsLog:
 
   def write(self, record: dict) -> None:
     if self.path is not None:
+      header = [{'run': self.header}] if self.header is not None else []
       with self.path.open('a') as f:
-        f.write(json.dumps(record) + '\n')
+        f.write(''.join(json.dumps(r) + '\n' for r in [*header, record]))
     self.records.append(record)
+    self.header = None
 
 
 def means(sums: dict) -> dict:

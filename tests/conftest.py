@@ -10,7 +10,7 @@ os.environ.setdefault('TFDS_DATA_DIR', '/nonexistent-tfds-dir')  # never touch a
 # suite's time is compiling the same small programs again in each of them.
 if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
   os.environ['JAX_COMPILATION_CACHE_DIR'] = tempfile.mkdtemp(prefix='jaxae-tests-xla-cache-')
-  os.environ['JAXAE_TESTS_OWN_CACHE'] = '1'
+  os.environ['JAXAE_TESTS_OWN_CACHE'] = str(os.getpid())  # a pytest this session starts must not remove it
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES', '0')
 # The tests run tiny programs a few times each: LLVM's optimisation of the generated CPU code costs more than it
@@ -46,5 +46,5 @@ def mnist_dir():
 
 def pytest_unconfigure(config):
   """The session's compilation cache goes with it (removed by the process that made it)."""
-  if not hasattr(config, 'workerinput') and os.environ.pop('JAXAE_TESTS_OWN_CACHE', None):
+  if not hasattr(config, 'workerinput') and os.environ.get('JAXAE_TESTS_OWN_CACHE') == str(os.getpid()):
     shutil.rmtree(os.environ['JAX_COMPILATION_CACHE_DIR'], ignore_errors=True)

@@ -129,9 +129,9 @@ def test_every_suite_runs_on_the_runs_it_fits_and_refuses_the_others_in_one_line
   assert fitted, f'{suite} fits none of {sorted(runs)}'
 
 
-def test_the_suites_encode_decode_and_reconstruct_compile_once_per_shape(runs):
+def test_the_suites_compile_each_function_once_per_shape(runs):
   """They took a new `jax.jit(lambda ...)` on every call (the denoising suite compiled about ten times)."""
-  from jaxae.evaluation import common, denoising
+  from jaxae.evaluation import anomaly, common, denoising
 
   loaded = runs['vae']
   x = loaded.splits.eval['image']
@@ -143,3 +143,12 @@ def test_the_suites_encode_decode_and_reconstruct_compile_once_per_shape(runs):
   denoising.run(loaded, jax.random.key(0))  # several noise kinds and levels, one shape
   assert fn._cache_size() <= compiled + 1  # the held-out set's own batch shape, at most
   assert common.program(loaded, 'reconstruct') is fn
+  nelbo = common.program(loaded, 'negative_elbo')
+  for i in range(3):  # the anomaly and likelihood suites' -ELBO: one program, whatever the key
+    anomaly.scores(loaded, x[:100], jax.random.key(i))
+  assert nelbo._cache_size() == 1
+  labels = loaded.splits.eval['label']
+  clf = classifier.train(jax.random.key(0), x[:200], labels[:200], x[:100], labels[:100], epochs=1)
+  for part in (x[:100], x[100:200]):
+    classifier.predict(clf, part), classifier.features(clf, part)
+  assert classifier._apply._cache_size() == 1

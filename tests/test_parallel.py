@@ -1,4 +1,7 @@
-"""Data parallelism: 4 forced CPU devices, in one process or two, give the 1-device loss trajectory."""
+"""Data parallelism: 4 forced CPU devices, in one process or two, give the 1-device loss trajectory.
+
+Every comparison is on one backend, the CPU: the 1-device baselines run in this process on a CPU machine, and in
+a CPU child process where the tests run on an accelerator (JAX_PLATFORMS=cuda)."""
 
 import json
 import os
@@ -10,10 +13,12 @@ from pathlib import Path
 
 import jax
 import numpy as np
+import pytest
 from conftest import tiny
 
 from jaxae import metrics
-from jaxae.loop import checkpoint, train
+from jaxae.errors import UserError
+from jaxae.loop import checkpoint, parallel, train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,32 +49,54 @@ def xla_flags(flag: str) -> str:
   return f"{os.environ.get('XLA_FLAGS', '')} {flag}".strip()
 
 
-def run_on_4_devices(workdir, overrides):
-  env = {**os.environ, 'XLA_FLAGS': xla_flags('--xla_force_host_platform_device_count=4'), 'JAX_PLATFORMS': 'cpu'}
+def run_on_cpu_devices(workdir, overrides, devices=4):
+  env = {**os.environ, 'XLA_FLAGS': xla_flags(f'--xla_force_host_platform_device_count={devices}'),
+         'JAX_PLATFORMS': 'cpu'}
   proc = subprocess.run([sys.executable, '-c', CHILD, str(workdir), json.dumps(overrides)], env=env,
                         capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stderr[-2000:]
   return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def one_cpu_device(workdir, overrides) -> list[dict]:
+  """The 1-device baseline's metric records, trained (or resumed) in `workdir` on one CPU device."""
+  if jax.default_backend() == 'cpu':
+    return train.train_and_evaluate(overrides, workdir, progress=False).records
+  return run_on_cpu_devices(workdir, overrides, devices=1)['records']
+
+
+def last_params(workdir):
+  with checkpoint.Checkpointer(workdir / 'checkpoints') as ckpt:
+    return ckpt.read(ckpt.steps()[-1])['params']
+
+
 def test_four_devices_match_one_device_and_compile_once_also_on_resume(tmp_path, name='vae'):
   """The VAE also checks sharded z draws. The resumed run starts from restored (not freshly built) arrays
   and a partial last chunk (checkpoint_every=2 of 3 batches), and still compiles each pass once."""
   overrides = tiny(model=name, epochs=2, batch_size=64, eval_batch_size=60, checkpoint_every=2, holdout=0.9)
-  four = run_on_4_devices(tmp_path / 'four', overrides)
+  four = run_on_cpu_devices(tmp_path / 'four', overrides)
   assert four['devices'] == 4 and four['param_devices'] == 4  # params replicated on all 4
-  resumed = run_on_4_devices(tmp_path / 'four', {**overrides, 'epochs': 4})
+  resumed = run_on_cpu_devices(tmp_path / 'four', {**overrides, 'epochs': 4})
   assert four['compilations'] == resumed['compilations'] == [1, 1]  # the chunk and the eval function
-  one = train.train_and_evaluate({**overrides, 'epochs': 4}, tmp_path / 'one', progress=False).records
+  one = one_cpu_device(tmp_path / 'one', {**overrides, 'epochs': 4})
   assert [(r['epoch'], r['split'], r['step']) for r in resumed['records']] == [(r['epoch'], r['split'], r['step'])
                                                                                 for r in one]
   np.testing.assert_allclose([r['loss'] for r in resumed['records']], [r['loss'] for r in one], rtol=2e-5)
 
 
 def test_a_batch_size_that_does_not_split_over_the_devices_is_refused(tmp_path):
-  out = run_on_4_devices(tmp_path, tiny(batch_size=30))
+  out = run_on_cpu_devices(tmp_path, tiny(batch_size=30))
   assert 'batch_size 30 does not split over 4 devices' in out['error']
   assert not (tmp_path / 'config.json').exists()
+  two = run_on_cpu_devices(tmp_path / 'two', tiny(batch_size=30, devices=2, epochs=1))  # splits over 2 of the 4
+  assert two['devices'] == 4 and two['param_devices'] == 2 and two['records'][-1]['epoch'] == 1
+
+
+def test_the_mesh_takes_the_devices_asked_for_in_process_order(tmp_path):
+  assert parallel.make_mesh(1).devices.tolist() == [jax.devices()[0]]
+  with pytest.raises(UserError, match=f'devices=9 but this run has {jax.device_count()}; use at most that'):
+    train.train_and_evaluate(tiny(devices=9), tmp_path, progress=False)
+  assert not tmp_path.exists() or not any(tmp_path.iterdir())
 
 
 def free_port() -> int:
@@ -121,19 +148,17 @@ def test_two_processes_match_one_device_and_resume_also_in_the_other_data_mode(t
   outs = run_two_processes(tmp_path / 'two', overrides)
   assert 'outputs in' in outs[0] and 'outputs in' not in outs[1]  # only process 0 reports
   run_two_processes(tmp_path / 'two', {**overrides, 'epochs': 3, 'data_mode': 'streaming'})
-  one = train.train_and_evaluate({**overrides, 'epochs': 3}, tmp_path / 'one', progress=False)
+  one = one_cpu_device(tmp_path / 'one', {**overrides, 'epochs': 3})
   two = metrics.read(tmp_path / 'two' / 'metrics.jsonl')
-  assert [(r['epoch'], r['split'], r['step']) for r in two] == [(r['epoch'], r['split'], r['step'])
-                                                                 for r in one.records]
-  np.testing.assert_allclose([r['loss'] for r in two], [r['loss'] for r in one.records], rtol=2e-5)
-  with checkpoint.Checkpointer(tmp_path / 'two' / 'checkpoints') as ckpt:
-    params = ckpt.read(ckpt.steps()[-1])['params']
-  for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(one.state.params), strict=True):
+  assert [(r['epoch'], r['split'], r['step']) for r in two] == [(r['epoch'], r['split'], r['step']) for r in one]
+  np.testing.assert_allclose([r['loss'] for r in two], [r['loss'] for r in one], rtol=2e-5)
+  params, one_params = last_params(tmp_path / 'two'), last_params(tmp_path / 'one')
+  for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(one_params), strict=True):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
   assert sorted(p.name for p in (tmp_path / 'two' / 'figures').iterdir()) == ['loss.png', 'reconstructions.png',
                                                                                'samples.png']
-  resumed = train.train_and_evaluate({**overrides, 'epochs': 4}, tmp_path / 'two', progress=False).records
-  one = train.train_and_evaluate({**overrides, 'epochs': 4}, tmp_path / 'one', progress=False).records
+  resumed = one_cpu_device(tmp_path / 'two', {**overrides, 'epochs': 4})
+  one = one_cpu_device(tmp_path / 'one', {**overrides, 'epochs': 4})
   assert [(r['epoch'], r['step']) for r in resumed] == [(r['epoch'], r['step']) for r in one]
   np.testing.assert_allclose([r['loss'] for r in resumed], [r['loss'] for r in one], rtol=2e-5)
 
@@ -178,7 +203,7 @@ def test_two_processes_each_stream_only_their_half_of_every_batch_from_records(t
   # process 0's alone: 2 epochs x (23 x 32 + 28) and 2 x 23 x 32 reads
   assert [int(r.sum()) for r in reads] == [2 * (23 * 32 + 28), 2 * 23 * 32]
   assert (reads[0] + reads[1] == 2).all()  # every example once an epoch, by one process or the other
-  one = train.train_and_evaluate(overrides, tmp_path / 'one', progress=False).records
+  one = one_cpu_device(tmp_path / 'one', overrides)
   two = metrics.read(tmp_path / 'two' / 'metrics.jsonl')
   assert [(r['epoch'], r['split'], r['step']) for r in two] == [(r['epoch'], r['split'], r['step']) for r in one]
   np.testing.assert_allclose([r['loss'] for r in two], [r['loss'] for r in one], rtol=2e-5)

@@ -128,6 +128,49 @@ def test_a_nan_mid_run_is_named_exactly_from_the_last_checkpoint_and_nothing_aft
   assert [r['epoch'] for r in metrics.read(tmp_path / 'metrics.jsonl')] == [0, 1, 1]
 
 
+def test_a_nan_chunks_after_the_last_checkpoint_is_named_by_replaying_from_it(tmp_path, monkeypatch):
+  """With checkpoints every 3 epochs, epoch 3's fast chunk meets the NaN at step 60 with epoch 2 unsaved: the loop
+  replays epoch 2 from the checkpoint at 26, then epoch 3 exact, and names step 60."""
+  train.train_and_evaluate(tiny(epochs=1), tmp_path, progress=False)
+  vae = models.get('vae')
+  original = vae.train_step
+
+  @functools.wraps(original)
+  def poisoned(state, batch, key, **hp):
+    new, step_metrics = original(state, batch, key, **hp)
+    return new, {**step_metrics, 'kl': jnp.where(state.step == 60, jnp.inf, step_metrics['kl'])}
+
+  monkeypatch.setattr(vae, 'train_step', poisoned)
+  with pytest.raises(UserError, match=r'non-finite kl at step 60 \(epoch 3\); the checkpoint at step 26 is the '):
+    train.train_and_evaluate(tiny(epochs=4, checkpoint_epochs=3), tmp_path, progress=False)
+  assert checkpoint.step_folders(tmp_path / 'checkpoints') == [26]
+
+
+def test_checkpoints_and_evaluations_at_intervals_resume_bitwise(tmp_path):
+  """checkpoint_epochs=2 and eval_every=3 over 3 then 5 epochs: checkpoints at epochs 2, 3 (the end), 4 and 5,
+  held-out records at 0, 3 and 5, train records every epoch, and the parameters of an uninterrupted run."""
+  cadence = {'checkpoint_epochs': 2, 'eval_every': 3, 'keep_checkpoints': 5}
+  train.train_and_evaluate(tiny(epochs=3, **cadence), tmp_path / 'split', progress=False)
+  resumed = train.train_and_evaluate(tiny(epochs=5, **cadence), tmp_path / 'split', progress=False)
+  assert checkpoint.step_folders(tmp_path / 'split' / 'checkpoints') == [52, 78, 104, 130]
+  assert [(r['epoch'], r['split']) for r in metrics.read(tmp_path / 'split' / 'metrics.jsonl')] == [
+      (0, 'eval'), (1, 'train'), (2, 'train'), (3, 'train'), (3, 'eval'), (4, 'train'), (5, 'train'), (5, 'eval')]
+  full = train.train_and_evaluate(tiny(epochs=5), tmp_path / 'full', progress=False)
+  for a, b in zip(jax.tree.leaves(full.state.params), jax.tree.leaves(resumed.state.params), strict=True):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_a_checkpoint_is_due_at_its_interval_in_epochs_or_minutes_and_at_the_end(monkeypatch):
+  fns = train.Compiled(*[None] * 5, steps=10, per_epoch=3)  # 3 chunks an epoch
+  config = {'epochs': 4, 'checkpoint_every': 0, 'checkpoint_epochs': 2, 'checkpoint_minutes': 0.0}
+  due = [p for p in range(1, 13) if train._due(config, fns, p, last_save=0.0)]
+  assert due == [6, 12]  # the end of epoch 2, and of the run
+  monkeypatch.setattr(train.time, 'monotonic', lambda: 100.0)
+  assert train._due({**config, 'checkpoint_minutes': 1.5}, fns, 1, last_save=10.0)  # 90 s: due mid-epoch
+  assert not train._due({**config, 'checkpoint_minutes': 1.5}, fns, 1, last_save=10.5)
+  assert train._due({**config, 'checkpoint_every': 10}, fns, 1, last_save=100.0)  # every chunk
+
+
 
 def test_a_full_run_on_a_tfds_dataset_under_mock_data(tmp_path):
   import tensorflow_datasets as tfds

@@ -14,11 +14,10 @@ References:
   Reconstruction Probability, 2015.
 """
 
-import jax
 import numpy as np
 from scipy.stats import rankdata
 
-from jaxae import models, plotting, steps
+from jaxae import models, plotting
 from jaxae.errors import require
 from jaxae.evaluation import common
 
@@ -47,8 +46,8 @@ def roc_curve(positive, negative) -> tuple[np.ndarray, np.ndarray]:
 def scores(loaded, x, key) -> tuple[np.ndarray, str]:
   """`(per-image anomaly scores [N], what they are)`: -ELBO for a VAE, else reconstruction MSE."""
   if models.can(loaded.model, 'elbo'):
-    fn = steps.bind(loaded.model.negative_elbo, loaded.config)
-    return common.batched(jax.jit(lambda v: fn(loaded.state, v, key)), x), '-ELBO (nats)'
+    fn = common.program(loaded, 'negative_elbo')
+    return common.batched(lambda v: fn(loaded.state, v, key), x), '-ELBO (nats)'
   x_hat = common.reconstruct(loaded, x)
   return np.mean((x_hat - x).reshape(len(x), -1) ** 2, axis=-1), 'reconstruction MSE'
 

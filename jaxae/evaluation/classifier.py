@@ -7,6 +7,7 @@ Inception: distances in its space are comparable within one dataset and one
 classifier, not with published FIDs.
 """
 
+import functools
 from typing import NamedTuple
 
 import flax.linen as nn
@@ -81,12 +82,17 @@ def train(key, x, y, x_eval, y_eval, *, epochs: int = 20, batch_size: int = 128,
   return Classifier(net, params, accuracy)
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _apply(net, params, x):
+  """`(logits, features)` of `x`: one program per network and shape, the parameters an argument."""
+  return net.apply({'params': params}, x)
+
+
 def predict(classifier: Classifier, x) -> np.ndarray:
   """Predicted classes `[N]` int."""
-  apply = jax.jit(lambda v: jnp.argmax(classifier.net.apply({'params': classifier.params}, v)[0], axis=-1))
-  return common.batched(apply, x)
+  return common.batched(lambda v: np.argmax(_apply(classifier.net, classifier.params, v)[0], axis=-1), x)
 
 
 def features(classifier: Classifier, x) -> np.ndarray:
   """Penultimate-layer features `[N, hidden[-1]]` float32."""
-  return common.batched(jax.jit(lambda v: classifier.net.apply({'params': classifier.params}, v)[1]), x)
+  return common.batched(lambda v: _apply(classifier.net, classifier.params, v)[1], x)

@@ -34,19 +34,26 @@ def batched(fn, x, batch_size: int = 1000) -> np.ndarray:
   return np.concatenate(out)
 
 
+VERBS = {'encode': ('encode',), 'decode': ('decode',), 'reconstruct': ('encode', 'decode'),
+         'negative_elbo': ('negative_elbo',)}  # a program's name: the family functions it calls
+
+
 @functools.cache
 def _jitted(model, verb: str, hp: tuple):
-  """`model`'s `verb` ('encode', 'decode' or 'reconstruct') with hyperparameters `hp`, jitted once: the state is an
-  argument, so every call on a run (and every run of that family and settings) reuses one program per shape."""
-  config = dict(hp)
-  enc, dec = steps.bind(model.encode, config), steps.bind(model.decode, config)
-  return jax.jit({'encode': enc, 'decode': dec, 'reconstruct': lambda s, v: dec(s, enc(s, v))}[verb])
+  """`model`'s `verb` with hyperparameters `hp`, jitted once: the state is an argument, so every call on a run
+  (and every run of that family and settings) reuses one program per shape."""
+  fns = [steps.bind(getattr(model, name), dict(hp)) for name in VERBS[verb]]
+  if verb == 'reconstruct':
+    enc, dec = fns
+    return jax.jit(lambda s, v: dec(s, enc(s, v)))
+  return jax.jit(fns[0])
 
 
 def program(loaded, verb: str):
-  """The compiled `verb` of a loaded run: `(state, x) -> codes or images`."""
+  """The compiled `verb` of a loaded run (a key of VERBS): `(state, x) -> codes or images`, and
+  `(state, x, key) -> [B]` for 'negative_elbo'."""
   model = loaded.model
-  names = sorted(set(steps.hyperparameters(model.encode)) | set(steps.hyperparameters(model.decode)))
+  names = sorted(set().union(*(steps.hyperparameters(getattr(model, f)) for f in VERBS[verb])))
   return _jitted(model, verb, tuple((k, loaded.config[k]) for k in names))
 
 

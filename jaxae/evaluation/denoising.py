@@ -18,6 +18,7 @@ import numpy as np
 from jaxae import corruption, plotting
 from jaxae.evaluation import common
 
+_corrupt = jax.jit(corruption.corrupt, static_argnums=2)  # one program per kind: the level is an argument
 NOISES = (('gaussian', 0.1), ('gaussian', 0.3), ('gaussian', 0.5), ('masking', 0.25), ('salt_and_pepper', 0.1))
 
 
@@ -30,7 +31,7 @@ def run(loaded, key, **_):
   x = loaded.splits.eval['image']
   metrics, figures = {'binarize': loaded.config['binarize'], 'mse': {}}, {}
   for i, (kind, level) in enumerate(NOISES):
-    noisy = np.asarray(jax.jit(corruption.corrupt, static_argnums=2)(x, jax.random.fold_in(key, i), kind, level))
+    noisy = np.asarray(_corrupt(x, jax.random.fold_in(key, i), kind, level))
     denoised = common.reconstruct(loaded, noisy)
     name = f'{kind}{level:g}'
     noisy_mse, mse = common.mse_per_pixel(noisy, x), common.mse_per_pixel(denoised, x)

@@ -72,8 +72,8 @@ def run(loaded, key, *, iwae_samples: int = 5000, progress: bool = False, **_):
   iwae_peak_fraction, iwae_memory_bytes, binarize, likelihood}, {})` on the held-out images."""
   x = loaded.splits.eval['image']
   elbo_key, iwae_key = jax.random.split(key)
-  neg_elbo = steps.bind(loaded.model.negative_elbo, loaded.config)
-  nelbo = common.batched(jax.jit(lambda v: neg_elbo(loaded.state, v, elbo_key)), x)
+  neg_elbo = common.program(loaded, 'negative_elbo')
+  nelbo = common.batched(lambda v: neg_elbo(loaded.state, v, elbo_key), x)
   iw = iwae_nll(loaded, x, iwae_key, iwae_samples, progress=progress)
   peak = roofline.matmul_peak(loaded.config['precision'])
   gflop_per_s = iw['flops'] / iw['seconds'] / 1e9

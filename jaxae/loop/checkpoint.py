@@ -46,10 +46,11 @@ class Checkpointer:
     self.manager = ocp.CheckpointManager(Path(directory).absolute(), options=options, item_handlers=handlers)
 
   def save(self, step: int, state, loop: dict) -> None:
-    """Writes `state` (a pytree) and `loop` (`{name: float}`) as checkpoint `step`, atomically."""
+    """Writes `state` (a pytree) and `loop` (`{name: float}`) as checkpoint `step`, atomically, in the background:
+    it returns once the arrays are copied to the host (the state may then be donated), and the files are written
+    and committed meanwhile. The previous save must have finished first (orbax waits for it)."""
     args = ocp.args.Composite(state=ocp.args.StandardSave(state), loop=ocp.args.JsonSave(loop))
     self.manager.save(step, args=args)
-    self.manager.wait_until_finished()
 
   def steps(self) -> list[int]:
     """The steps of the kept checkpoints, oldest first (`step_folders`: orbax's own listing goes by names)."""
@@ -63,6 +64,7 @@ class Checkpointer:
 
     `template` (e.g. a freshly created state) gives the structure, shapes, dtypes and placement.
     """
+    self.manager.wait_until_finished()  # a save in the background is committed first
     step = max(self.steps(), default=None) if step is None else step
     if step is None:
       return template, 0
@@ -114,6 +116,7 @@ class Checkpointer:
     """The arrays of checkpoint `step`'s model state on this process's first device (no template needed; any
     number of devices may have written it), for inspection: a tree of dicts. (`part='sums'`: a legacy
     checkpoint's loop sums.)"""
+    self.manager.wait_until_finished()
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), self._metadata(step))
     if self._legacy(step):

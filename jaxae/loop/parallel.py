@@ -1,4 +1,4 @@
-"""Data parallelism with `jax.sharding`: a 1-D 'data' mesh over every device of every process.
+"""Data parallelism with `jax.sharding`: a 1-D 'data' mesh over the devices of every process (all, or `devices`).
 
 Params and optimizer state are replicated, each batch is split along its
 first axis, and XLA's SPMD partitioner inserts the gradient all-reduce. One
@@ -46,9 +46,23 @@ def is_primary() -> bool:
   return jax.process_index() == 0
 
 
-def make_mesh() -> Mesh:
-  """A 1-D mesh named 'data' over all devices (Auto axis: XLA propagates the shardings)."""
-  return jax.make_mesh((jax.device_count(),), ('data',), axis_types=(AxisType.Auto,))
+def make_mesh(devices: int = 0) -> Mesh:
+  """A 1-D mesh named 'data' (Auto axis: XLA propagates the shardings) over `devices` devices (0: all), ordered by
+  (process, device id): each process's devices hold contiguous rows of a batch, on any topology. With several
+  processes each contributes `devices / processes` of its own devices.
+
+  Raises:
+    UserError: more devices than there are, or a count the processes cannot share evenly.
+  """
+  n, processes = devices or jax.device_count(), jax.process_count()
+  require(n <= jax.device_count(), f'devices={n} but this run has {jax.device_count()}; use at most that, or 0 '
+          'for all')
+  require(n % processes == 0, f'devices={n} does not split over {processes} processes; use a multiple of '
+          f'{processes}, or 0 for all')
+  per_process = n // processes
+  chosen = [d for p in range(processes)
+            for d in sorted((d for d in jax.devices() if d.process_index == p), key=lambda d: d.id)[:per_process]]
+  return Mesh(np.array(chosen), ('data',), axis_types=(AxisType.Auto,))
 
 
 def check_batch_size(name: str, batch_size: int, mesh: Mesh) -> None:
@@ -61,15 +75,19 @@ def replicate(tree, mesh: Mesh | None):
   """Places every leaf of `tree` (the same on every process) on every device of `mesh`
   (without a mesh, on the default device).
 
-  PRNG keys travel as their key data: `device_put` of a key array onto
-  another process's devices is not supported.
+  Each process copies its own host (or device) values onto its own devices (`make_array_from_callback`): no
+  process sends or compares anything with another, as a `device_put` onto a multi-process sharding would (it
+  gathers the whole array to check that all processes hold the same). PRNG keys travel as their key data.
   """
   sharding = None if mesh is None else NamedSharding(mesh, PartitionSpec())
 
   def put(x):
     if jax.dtypes.issubdtype(getattr(x, 'dtype', None), jax.dtypes.prng_key):
-      return jax.random.wrap_key_data(jax.device_put(jax.random.key_data(x), sharding), impl=jax.random.key_impl(x))
-    return jax.device_put(x, sharding)
+      return jax.random.wrap_key_data(put(jax.random.key_data(x)), impl=jax.random.key_impl(x))
+    if sharding is None:
+      return jax.device_put(x)
+    x = x if isinstance(x, jax.Array) else np.asarray(x)
+    return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
 
   return jax.tree.map(put, tree)
 
@@ -89,7 +107,9 @@ def process_rows(batch_size: int, mesh: Mesh | None) -> slice:
     return slice(0, batch_size)
   spans = NamedSharding(mesh, PartitionSpec('data')).addressable_devices_indices_map((batch_size,)).values()
   start, stop = min(s[0].start or 0 for s in spans), max(s[0].stop or batch_size for s in spans)
-  assert (stop - start) * jax.process_count() == batch_size, 'devices of a process hold contiguous rows'
+  if (stop - start) * jax.process_count() != batch_size:  # `make_mesh` orders devices by process: not with it
+    raise ValueError(f'the devices of process {jax.process_index()} hold rows {start}..{stop - 1} of {batch_size} '
+                     'with other processes\' rows between them: build the mesh with parallel.make_mesh')
   return slice(start, stop)
 
 

@@ -8,7 +8,8 @@
 
 The dataset is placed on the device once when it fits (else streamed from the
 host, `data_mode`); each epoch, or each chunk of `checkpoint_every` steps, is
-one compiled call.
+one compiled call. Checkpoints are written in the background (orbax async) every
+`checkpoint_epochs` epochs or `checkpoint_minutes`; evaluation every `eval_every` epochs.
 """
 
 import contextlib
@@ -78,7 +79,7 @@ def _setup(overrides: dict, workdir: Path, sets: dict | None = None) -> tuple[_R
     raise UserError(f'{e}') from None
   workdir_lib.check_workdir(workdir, config)
   workdir_lib.check_trained_steps(workdir, config, steps_per_epoch)
-  mesh = parallel.make_mesh()
+  mesh = parallel.make_mesh(config['devices'])
   for key in ('batch_size', 'eval_batch_size'):
     parallel.check_batch_size(key, config[key], mesh)
   resident = config['data_mode'] == 'resident' or (  # records on disk stream unless resident is asked for
@@ -159,11 +160,34 @@ def _log_epoch(log, epoch, state, split, sums, **extra) -> dict:
   return record
 
 
+def _due(config: dict, fns: Compiled, position: int, last_save: float) -> bool:
+  """Whether the chunk boundary `position` (chunks done) gets a checkpoint: every chunk of `checkpoint_every`
+  steps, else every `checkpoint_epochs`-th epoch end; and whenever `checkpoint_minutes` have passed; and the end."""
+  epoch, within = divmod(position, fns.per_epoch)
+  return (position == config['epochs'] * fns.per_epoch or config['checkpoint_every'] > 0
+          or (within == 0 and epoch % config['checkpoint_epochs'] == 0) or STOP.is_set()
+          or 0 < config['checkpoint_minutes'] * 60 <= time.monotonic() - last_save)
+
+
+def _rerun_exact(run: _Run, ckpt: checkpoint.Checkpointer, position: int):
+  """A fast chunk met a non-finite value: the chunks since the last save again, from it (they were finite), then
+  chunk `position` exact, whose guard names the first bad step and term. Returns `(state, guard, sums)`."""
+  fns, train_x, keys = run.fns, run.train_x, run.keys
+  state, saved = ckpt.restore(run.initial())
+  steps_per_epoch = -(-len(run.splits.train['image']) // run.config['batch_size'])
+  for p in range(_position(saved, steps_per_epoch, fns, state.step), position):
+    epoch, c = divmod(p, fns.per_epoch)
+    state = fns.chunk(state, train_x, epoch + 1, c * fns.steps, keys)[0]
+  epoch, c = divmod(position, fns.per_epoch)
+  return fns.exact(state, train_x, epoch + 1, c * fns.steps, keys)
+
+
 def _train(run: _Run, state, ckpt: checkpoint.Checkpointer, workdir: Path, progress: bool):
   """Resumes from `ckpt` and trains to `config['epochs']`; returns `(state, metric records)`."""
   config, keys, fns, n_train = run.config, run.keys, run.fns, len(run.splits.train['image'])
   steps_per_epoch = -(-n_train // config['batch_size'])
   state, done = ckpt.restore(state)
+  saved, last_save = done, time.monotonic()
   position = _position(done, steps_per_epoch, fns, state.step)
   sums = ckpt.restore_loop(done) if position % fns.per_epoch else None  # mid-epoch: the epoch's sums so far
   # config.json: a new run writes it now (killed before its first checkpoint, it is still recognised as a run), a
@@ -178,34 +202,37 @@ def _train(run: _Run, state, ckpt: checkpoint.Checkpointer, workdir: Path, progr
 
   bar = tqdm(total=config['epochs'] * steps_per_epoch, initial=done,
              disable=not (progress and parallel.is_primary()), unit='step', desc=config['model'])
-  seconds = 0.0
+  seconds, postfix = 0.0, {}
   with bar:
     while position < config['epochs'] * fns.per_epoch:
       epoch, c = divmod(position, fns.per_epoch)
       epoch += 1
       t0 = time.perf_counter()
       state, guard, chunk_sums = fns.chunk(state, run.train_x, epoch, c * fns.steps, keys)
-      if fns.fast and not bool(fns.finite(guard, state)):  # stop mode: rerun exact from the last save, to name
-        state, _ = ckpt.restore(run.initial())              # the first bad step and term; then the guard stops
-        state, guard, chunk_sums = fns.exact(state, run.train_x, epoch, c * fns.steps, keys)
+      if fns.fast and not bool(fns.finite(guard, state)):  # stop mode: rerun exact, to name the first bad step
+        state, guard, chunk_sums = _rerun_exact(run, ckpt, position)
       guard, chunk_sums = jax.device_get((guard, chunk_sums))  # the one host sync per chunk; state stays on device
       seconds = (0.0 if c == 0 else seconds) + time.perf_counter() - t0
       check_guard(guard, [k for k in chunk_sums if k != 'count'], float(chunk_sums['count']), epoch,
-                  config['nonfinite'], last_saved=done or None)
+                  config['nonfinite'], last_saved=saved or None)
       chunk_sums = {**chunk_sums, 'skipped_steps': np.float32(guard.skipped)}
       sums = chunk_sums if c == 0 else {k: np.float32(sums[k]) + v for k, v in chunk_sums.items()}
       position += 1
       if position % fns.per_epoch == 0:
         train = _log_epoch(log, epoch, state, 'train', sums, seconds=seconds, examples_per_sec=n_train / seconds,
                            skipped_steps=int(sums['skipped_steps']))
-        test = _log_epoch(log, epoch, state, 'eval', jax.device_get(fns.evaluate(state, run.eval_x, keys.eval)))
-        bar.set_postfix({f'{split} {k}': f'{r[k]:.3f}' for split, r in (('train', train), ('eval', test))
-                         for k in run.model.HEADLINE})
+        postfix.update({f'train {k}': f'{train[k]:.3f}' for k in run.model.HEADLINE})
+        if epoch % config['eval_every'] == 0 or epoch == config['epochs']:
+          test = _log_epoch(log, epoch, state, 'eval', jax.device_get(fns.evaluate(state, run.eval_x, keys.eval)))
+          postfix.update({f'eval {k}': f'{test[k]:.3f}' for k in run.model.HEADLINE})
+        bar.set_postfix(postfix)
       now = (epoch - 1) * steps_per_epoch + min((c + 1) * fns.steps, steps_per_epoch)
-      if config_due:
-        checkpoint.write_config(workdir, config)
-        config_due = False
-      ckpt.save(now, state, {k: float(v) for k, v in sums.items()})
+      if _due(config, fns, position, last_save):
+        if config_due:
+          checkpoint.write_config(workdir, config)
+          config_due = False
+        ckpt.save(now, state, {k: float(v) for k, v in sums.items()})  # in the background, once on the host
+        saved, last_save = now, time.monotonic()
       bar.update(now - done)
       done = now
       if STOP.is_set():  # Ctrl-C in the CLI: stop on a saved chunk boundary

@@ -17,7 +17,8 @@ from jaxae.loop.keys import Keys
 from jaxae.loop.lock import LOCK
 
 RESUMABLE_CHANGES = ('epochs', 'num_figure_images', 'keep_checkpoints', 'data_dir', 'nonfinite', 'data_mode',
-                     'stream_steps', 'read_threads', 'allow_other_data')  # none changes what is computed
+                     'stream_steps', 'read_threads', 'allow_other_data', 'checkpoint_epochs', 'checkpoint_minutes',
+                     'eval_every', 'devices')  # none changes what is computed (devices: up to float rounding)
 
 
 def check_workdir(workdir: Path, config: dict) -> None:

@@ -1,0 +1,22 @@
+"""scripts/accelerator_check.py: its stages run and report in files (the full --quick run is in the closing notes)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[1] / 'scripts' / 'accelerator_check.py'
+
+
+def test_the_check_runs_its_stages_and_reports_them_in_files(tmp_path):
+  proc = subprocess.run([sys.executable, str(SCRIPT), '--out', str(tmp_path), '--quick', '--only', 'env,tests'],
+                        capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stdout + proc.stderr[-2000:]
+  summary = (tmp_path / 'summary.md').read_text()
+  assert '| env | ok |' in summary and 'f32 matmul at highest: 1024.0996' in summary
+  assert '| tests | ok |' in summary and 'failures 0, errors 0' in summary
+  assert 'vae_b128' not in summary and (tmp_path / 'pytest.xml').exists() and (tmp_path / 'log.txt').exists()
+  bad = subprocess.run([sys.executable, str(SCRIPT), '--out', str(tmp_path), '--only', 'env,gpu'],
+                       capture_output=True, text=True, timeout=60)
+  assert bad.returncode == 2 and bad.stderr.strip() == (
+      "accelerator_check: error: unknown stage 'gpu' in --only; choose from env, vae_b128, vae_b1024, families, "
+      'resume, tests')
