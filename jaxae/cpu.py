@@ -6,6 +6,8 @@ dots itself, and the barriers below could only block those fusions, so there
 autoencoder call `bf16_matmul` for precision='bf16' on CPU alone.
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -51,7 +53,7 @@ def bf16_matmul(x: jax.Array, w: jax.Array) -> jax.Array:
   The backward pass also multiplies in bf16: `dx = g @ w.T` and `dw = x.T @ g`, with
   the transposes materialised, so all three matmuls of a layer run on bf16 kernels on
   a CPU with them (plain autodiff leaves the weight gradient as a float32 dot on a
-  transposed operand). Cotangents are float32. Reverse mode only (`jax.grad`, `jax.vjp`,
+  transposed operand). Cotangents have the inputs' dtypes. Reverse mode only (`jax.grad`, `jax.vjp`,
   `jax.jacrev`), like any `custom_vjp`: off CPU, `jaxae.nn` uses plain bf16 dots, which
   forward mode (`jax.jvp`, `jax.jacfwd`, Hessians) also differentiates.
   """
@@ -65,7 +67,7 @@ def _bf16_matmul_fwd(x, w):
 def _bf16_matmul_bwd(residuals, g):
   x, w = residuals
   g = _bf16(g)
-  return _dot(g, _bf16(w.T)), _dot(_bf16(x.T), g)
+  return _dot(g, _bf16(w.T)).astype(x.dtype), _dot(_bf16(x.T), g).astype(w.dtype)  # cotangents in the inputs' dtypes
 
 
 bf16_matmul.defvjp(_bf16_matmul_fwd, _bf16_matmul_bwd)
@@ -77,3 +79,94 @@ def bf16_dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_elem
   assert dimension_numbers == (((lhs.ndim - 1,), (0,)), ((), ())), dimension_numbers
   out = bf16_matmul(lhs.reshape(-1, lhs.shape[-1]), rhs)
   return out.reshape(*lhs.shape[:-1], rhs.shape[-1])
+
+
+# Convolutions. XLA CPU (jaxlib 0.10) computes a convolution's kernel gradient as a convolution over the batch,
+# on its fast (Eigen) path only outside loops: inside a `lax.scan` (every jaxae epoch) the same gradient of a
+# 14x14x64 -> 7x7x128 stride-2 conv takes 1.9 s against 27 ms, and the kernel gradient of `lax.conv_transpose`
+# is that slow even outside. `conv` and `conv_transpose` compute it as one matmul of the input's patches with
+# the output gradient instead, the same sum in another order; values and input gradients stay lax's.
+_DN = ('NHWC', 'HWIO', 'NHWC')
+
+
+def _same_padding(size: int, k: int, s: int) -> tuple[int, int]:
+  """'SAME' padding `(low, high)` of a window `k`, stride `s` over `size` (XLA's rule)."""
+  total = max((-(-size // s) - 1) * s + k - size, 0)
+  return total // 2, total - total // 2
+
+
+def _kernel_grad(x: jax.Array, g: jax.Array, kernel_shape, strides) -> jax.Array:
+  """d<conv(x, k), g>/dk for a 'SAME' conv of stride `strides`: patches of `x` `[B*H'*W', kh*kw*C_in]` times
+  `g` `[B*H'*W', C_out]`, in float32; `[kh, kw, C_in, C_out]`."""
+  kh, kw, _, co = kernel_shape
+  (sh, sw), (_, oh, ow, _) = strides, g.shape
+  pads = [(0, 0), _same_padding(x.shape[1], kh, sh), _same_padding(x.shape[2], kw, sw), (0, 0)]
+  xp = jnp.pad(x.astype(jnp.float32), pads)
+  patches = jnp.stack([xp[:, i:i + (oh - 1) * sh + 1:sh, j:j + (ow - 1) * sw + 1:sw] for i in range(kh)
+                       for j in range(kw)], axis=3)  # [B, H', W', kh*kw, C_in]
+  patches = patches.reshape(-1, patches.shape[3] * patches.shape[4])
+  return jnp.matmul(patches.T, g.astype(jnp.float32).reshape(-1, co)).reshape(kernel_shape)
+
+
+def _conv(x: jax.Array, k: jax.Array, strides) -> jax.Array:
+  return jax.lax.conv_general_dilated(x, k, strides, 'SAME', dimension_numbers=_DN)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def conv(x: jax.Array, kernel: jax.Array, strides: tuple[int, int]) -> jax.Array:
+  """`lax.conv_general_dilated(x, kernel, strides, 'SAME')` (NHWC, HWIO; Flax's `nn.Conv`), its kernel gradient
+  a matmul of patches (see above). Reverse mode only (`custom_vjp`)."""
+  return _conv(x, kernel, strides)
+
+
+def _conv_fwd(x, kernel, strides):
+  return conv(x, kernel, strides), (x, kernel)
+
+
+def _conv_bwd(strides, residuals, g):
+  x, kernel = residuals
+  dx = jax.vjp(lambda x: _conv(x, kernel, strides), x)[1](g)[0]
+  return dx, _kernel_grad(x, g, kernel.shape, strides).astype(kernel.dtype)
+
+
+conv.defvjp(_conv_fwd, _conv_bwd)
+
+
+def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
+                         dimension_numbers=None, feature_group_count=1, precision=None, **unused):
+  """`nn.Conv`'s convolution through `conv`, for the convs jaxae builds (no dilation or groups)."""
+  del precision, unused
+  canonical = jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, _DN)
+  assert jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers) == canonical, dimension_numbers
+  assert padding == 'SAME' and feature_group_count == 1, (padding, feature_group_count)
+  assert set(lhs_dilation or (1,)) == set(rhs_dilation or (1,)) == {1}, (lhs_dilation, rhs_dilation)
+  return conv(lhs, rhs, tuple(window_strides))
+
+
+
+
+def flipped(k: jax.Array) -> jax.Array:
+  """`k[kh-1-h, kw-1-w, o, i]`: the kernel whose strided convolution has `conv_transpose(., k)` as its adjoint."""
+  return jnp.swapaxes(k[::-1, ::-1], 2, 3)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def conv_transpose(x: jax.Array, kernel: jax.Array, strides: tuple[int, int]) -> jax.Array:
+  """`lax.conv_transpose(x, kernel, strides, 'SAME')` (NHWC, HWIO; Flax's `nn.ConvTranspose`) for even kernels
+  and strides that divide them, with both gradients taken as those of the strided convolution it is the
+  adjoint of: `dx = conv(g, flipped kernel)`, `dkernel` that conv's kernel gradient (a matmul of the patches of
+  `g`) at cotangent `x`. Reverse mode only (`custom_vjp`)."""
+  return jax.lax.conv_transpose(x, kernel, strides, 'SAME', dimension_numbers=_DN)
+
+
+def _conv_transpose_fwd(x, kernel, strides):
+  return conv_transpose(x, kernel, strides), (x, kernel)
+
+
+def _conv_transpose_bwd(strides, residuals, g):
+  x, kernel = residuals
+  dx = _conv(g, flipped(kernel), strides)
+  return dx, flipped(_kernel_grad(g, x, flipped(kernel).shape, strides)).astype(kernel.dtype)
+
+
+conv_transpose.defvjp(_conv_transpose_fwd, _conv_transpose_bwd)

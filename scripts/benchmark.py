@@ -5,6 +5,7 @@
   python scripts/benchmark.py --precision f32,bf16   # each family in both, back to back
   python scripts/benchmark.py --data-mode streaming  # batches from host memory, 16 per device call
   python scripts/benchmark.py --data-mode records    # the same, read from ArrayRecord files on disk
+  python scripts/benchmark.py --models vae,dcgan --arch conv --torch   # conv nets beside PyTorch's, interleaved
 
 Data: 59,904 (`--examples`) synthetic 28x28x1 uint8 images (468 batches of 128, as an MNIST epoch
 without the last partial batch), kept uint8 and converted per batch as the loop does.
@@ -85,11 +86,12 @@ def bare_scan_epoch(model, config, images, keys, batch: int = BATCH):
   return epoch_fn
 
 
-def bench_family(name: str, precision: str, n_epochs: int, images, data_mode: str = 'resident', batch: int = BATCH
-                 ) -> dict:
+def bench_family(name: str, precision: str, n_epochs: int, images, data_mode: str = 'resident', batch: int = BATCH,
+                 arch: str | None = None, torch=None) -> dict:
   n = images.shape[0]
   config = config_lib.resolve({'model': name, 'hidden': (400,), 'latent_dim': 20, 'batch_size': batch,
-                               'precision': precision, **({'disc_hidden': (400,)} if name == 'aae' else {})})
+                               'precision': precision, **({'disc_hidden': (400,)} if name == 'aae' else {}),
+                               **({'arch': arch} if arch and 'arch' in config_lib.defaults(name) else {})})
   model = models.get(name)
   keys = make_keys(0)
   x = data.to_float(images[:batch])
@@ -99,8 +101,12 @@ def bench_family(name: str, precision: str, n_epochs: int, images, data_mode: st
       state, {'image': x, 'mask': jnp.ones(batch)}, default_key).compile())
   epoch_fn = compiled_epoch(model, config, images, keys, data_mode)
   bare_fn, bare_state = bare_scan_epoch(model, config, images, keys, batch), jax.tree.map(jnp.copy, state)
-  times, bare_times = [], []
-  for epoch in range(n_epochs + 1):  # the first is a warm-up; jaxae and the bare scan interleaved
+  t0 = time.perf_counter()
+  bare_fn.lower(bare_state, 1).compile()  # the compile time of an epoch program, timed alone
+  compile_s = time.perf_counter() - t0
+  peer = torch_peer(torch, config, images) if torch is not None else None
+  times, bare_times, torch_times = [], [], []
+  for epoch in range(n_epochs + 1):  # the first is a warm-up; jaxae, the bare scan and PyTorch interleaved
     t0 = time.perf_counter()
     state, sums = epoch_fn(state, epoch + 1)
     float(sums['count'])  # waits for the epoch
@@ -109,16 +115,35 @@ def bench_family(name: str, precision: str, n_epochs: int, images, data_mode: st
     bare_state, headline = bare_fn(bare_state, epoch + 1)
     float(headline)
     bare_times.append(time.perf_counter() - t0)
+    if peer is not None:
+      t0 = time.perf_counter()
+      torch_loss = peer['epoch']()
+      torch_times.append(time.perf_counter() - t0)
   epoch_s, bare_s = statistics.median(times[1:]), statistics.median(bare_times[1:])
+  torch_row = {} if peer is None else {
+      'torch_epoch_s_median': statistics.median(torch_times[1:]), 'torch_epoch_s_all': torch_times[1:],
+      'torch_final_train': torch_loss, 'torch_parameters': peer['parameters'],
+      'parameters': sum(int(np.prod(p.shape)) for p in jax.tree.leaves(state.params))}
   n_steps = -(-n // batch)
   flops = step_flops * n_steps
-  return {'model': name, 'precision': precision, 'data_mode': data_mode, 'batch_size': batch,
-          'compile_s': times[0] - epoch_s, 'us_per_step': epoch_s / n_steps * 1e6,
+  return {'model': name, 'arch': config.get('arch', 'mlp'), 'precision': precision, 'data_mode': data_mode,
+          'batch_size': batch, 'compile_s': compile_s, 'us_per_step': epoch_s / n_steps * 1e6, **torch_row,
           'epoch_s_median': epoch_s, 'epoch_s_all': times[1:], 'bare_scan_epoch_s_median': bare_s,
           'bare_scan_epoch_s_all': bare_times[1:], 'overhead': epoch_s / bare_s - 1, 'examples_per_s': n / epoch_s,
           'gflop_per_epoch': flops / 1e9, 'gflop_per_s': flops / epoch_s / 1e9,
           'final_train': {k: float(sums[k]) / float(sums['count']) for k in model.HEADLINE},
           'bare_scan_final_train': float(headline) / (n // batch)}
+
+
+def torch_peer(torch, config: dict, images) -> dict | None:
+  """PyTorch's epoch on the same images and networks (`scripts/torch_peers.py`), for conv families; else None."""
+  import torch_peers  # noqa: PLC0415 (beside this script; it needs torch)
+
+  if config.get('arch') != 'conv':
+    return None
+  nchw = torch.from_numpy(np.ascontiguousarray(np.asarray(images).transpose(0, 3, 1, 2)))
+  epoch = torch_peers.peer(torch, config, tuple(nchw.shape[1:]))
+  return {'epoch': lambda: epoch(nchw), 'parameters': torch_peers.parameter_count(torch, config, tuple(nchw.shape[1:]))}
 
 
 def cpu_model() -> str:
@@ -147,6 +172,9 @@ def main(argv=None) -> int:
                  help="f32, bf16, or both as 'f32,bf16': each family then runs in both, one after the other")
   p.add_argument('--epochs', type=int, default=3, help='timed epochs after one warm-up (median reported)')
   p.add_argument('--batch-size', type=int, default=BATCH, help='examples per training step')
+  p.add_argument('--arch', choices=('mlp', 'conv'), help="the families' network (default: each family's own)")
+  p.add_argument('--torch', action='store_true',
+                 help='conv families: also time the PyTorch peer (scripts/torch_peers.py), interleaved epoch by epoch')
   p.add_argument('--matmul-precision', choices=config_lib.CHOICES['matmul_precision'], default='default',
                  help="float32 matmuls (and the f32 peak): default is the backend's (TF32 on recent NVIDIA GPUs)")
   p.add_argument('--out', help='write the JSON report here too')
@@ -163,6 +191,12 @@ def main(argv=None) -> int:
     bad = set(precisions) - set(nn.PRECISIONS)
     if bad:
       raise UserError(f'unknown --precision {",".join(sorted(bad))}; choose from {", ".join(nn.PRECISIONS)}')
+    torch = None
+    if args.torch:
+      try:
+        import torch  # noqa: PLC0415 (optional: not a jaxae dependency)
+      except ImportError:
+        raise UserError('--torch needs PyTorch: pip install torch (its CPU wheels) in this environment') from None
     if args.epochs < 1 or args.batch_size < 1 or args.examples < args.batch_size:
       raise UserError(f'--epochs and --batch-size must be >= 1 and --examples >= --batch-size ({args.batch_size})')
   except UserError as e:
@@ -171,7 +205,7 @@ def main(argv=None) -> int:
   images = jax.device_put(np.random.default_rng(0).integers(0, 256, (args.examples, 28, 28, 1), np.uint8))
   with matmul_precision(args.matmul_precision):
     peaks = {precision: roofline.matmul_peak(precision) for precision in precisions}
-    rows = [bench_family(name, precision, args.epochs, images, args.data_mode, args.batch_size)
+    rows = [bench_family(name, precision, args.epochs, images, args.data_mode, args.batch_size, args.arch, torch)
             for name in names for precision in precisions]  # a family's precisions back to back
   for row in rows:
     row['roofline_fraction'] = row['gflop_per_s'] / peaks[row['precision']]
@@ -181,14 +215,15 @@ def main(argv=None) -> int:
             'jax': jax.__version__, 'matmul_precision': args.matmul_precision, 'batch_size': args.batch_size,
             'matmul_peak_gflop_per_s': peaks, 'peak_memory_bytes': memory,
             'peak_memory_kind': memory_kind, 'rows': rows}
-  print(f"| model | precision | data | compile (s) | epoch (s, median of {args.epochs}) | µs/step | bare scan (s) | "
-        f"overhead | examples/s | GFLOP/epoch | GFLOP/s | of its precision's matmul peak |")
-  print('|---|---|---|---|---|---|---|---|---|---|---|---|')
+  print(f"| model | arch | precision | data | compile (s) | epoch (s, median of {args.epochs}) | µs/step | "
+        "bare scan (s) | overhead | PyTorch epoch (s) | examples/s | GFLOP/epoch | GFLOP/s | of its precision's peak |")
+  print('|---|---|---|---|---|---|---|---|---|---|---|---|---|---|')
   for r in rows:
-    print(f"| {r['model']} | {r['precision']} | {r['data_mode']} | {r['compile_s']:.2f} | {r['epoch_s_median']:.3f} | "
-          f"{r['us_per_step']:.0f} | {r['bare_scan_epoch_s_median']:.3f} | {r['overhead']:+.0%} | "
-          f"{r['examples_per_s']:,.0f} | {r['gflop_per_epoch']:.0f} | {r['gflop_per_s']:.0f} | "
-          f"{r['roofline_fraction']:.0%} |")
+    peer = f"{r['torch_epoch_s_median']:.3f}" if 'torch_epoch_s_median' in r else ''
+    print(f"| {r['model']} | {r['arch']} | {r['precision']} | {r['data_mode']} | {r['compile_s']:.2f} | "
+          f"{r['epoch_s_median']:.3f} | {r['us_per_step']:.0f} | {r['bare_scan_epoch_s_median']:.3f} | "
+          f"{r['overhead']:+.0%} | {peer} | {r['examples_per_s']:,.0f} | {r['gflop_per_epoch']:.0f} | "
+          f"{r['gflop_per_s']:.0f} | {r['roofline_fraction']:.0%} |")
   print(f'batch {args.batch_size}; matmul precision {args.matmul_precision}; matmul peaks: '
         + ', '.join(f'{k} {v:.0f} GFLOP/s' for k, v in peaks.items()))
   print(f'peak memory: {memory / 2**20:.0f} MiB ({memory_kind}); device: {report["device"]}; CPU: {report["cpu"]} '

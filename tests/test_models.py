@@ -286,6 +286,47 @@ def test_bf16_matmuls_match_f32_with_float32_params_and_loss(name, arch, bf16_pa
   assert metrics['loss'].dtype == jnp.float32 and np.isfinite(float(metrics['loss']))
 
 
+@pytest.mark.parametrize('transpose', [False, True])
+@pytest.mark.parametrize('shapes', [((3, 7, 7, 5), 6), ((2, 14, 14, 3), 1), ((2, 6, 10, 2), 3)])
+def test_the_cpu_convs_are_flaxs_with_the_same_parameters_values_and_gradients(shapes, transpose, monkeypatch):
+  """`jnn.conv` on CPU (kernel gradients as matmuls of patches, `jaxae.cpu`) against Flax's `nn.Conv` and
+  `nn.ConvTranspose`, also inside a `lax.scan`, where XLA CPU's own kernel gradient is slow."""
+  import flax.linen as nn
+
+  monkeypatch.setattr(cpu, 'active', lambda: True)
+  x_shape, features = shapes
+  x = jax.random.normal(jax.random.key(0), x_shape)
+  ours = jnn.conv(features, 'f32', transpose)
+  theirs = (nn.ConvTranspose if transpose else nn.Conv)(features, jnn.KERNEL, strides=(2, 2), padding='SAME')
+  params = ours.init(jax.random.key(1), x)
+  for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(theirs.init(jax.random.key(1), x)), strict=True):
+    np.testing.assert_array_equal(a, b)
+  out = theirs.apply(params, x)
+  g = jax.random.normal(jax.random.key(2), out.shape)
+  np.testing.assert_allclose(ours.apply(params, x), out, rtol=1e-5, atol=1e-5)
+
+  def grads(net):
+    grad = jax.grad(lambda p, x: jnp.sum(net.apply(p, x) * g), (0, 1))
+    return jax.jit(lambda p, x: jax.lax.scan(lambda c, _: (c, grad(p, x)), 0, None, length=2)[1])(params, x)
+
+  for a, b in zip(jax.tree.leaves(grads(ours)), jax.tree.leaves(grads(theirs)), strict=True):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * float(jnp.abs(b).max()))
+
+
+def test_the_tied_conv_net_computes_the_same_on_both_branches(monkeypatch):
+  from jaxae.models import _tied
+
+  x = jax.random.normal(jax.random.key(0), (2, 8, 8, 3))
+  net = _tied.TiedAutoencoder((8, 8, 3), 4, (), (5, 6))
+  params = net.init(jax.random.key(1), x)
+  results = []
+  for active in (True, False):
+    monkeypatch.setattr(cpu, 'active', lambda active=active: active)
+    results.append((net.apply(params, x), jax.grad(lambda p: jnp.sum(net.apply(p, x) ** 2))(params)))
+  for a, b in zip(jax.tree.leaves(results[0]), jax.tree.leaves(results[1]), strict=True):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * float(jnp.abs(b).max()))
+
+
 def test_bf16_policy_off_cpu_is_flax_dtype_and_forward_mode_differentiable(bf16_path):
   """Off CPU a bf16 layer is `nn.Dense(dtype=bfloat16)` (bf16 activations, float32 params), which `jax.jvp` and
   `jax.jacfwd` differentiate; the CPU route is a `custom_vjp`, reverse mode only."""

@@ -6,6 +6,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxae import cpu
 from jaxae.nn import KERNEL, matmul
 
 _DN = ('NHWC', 'HWIO', 'NHWC')
@@ -69,6 +70,8 @@ class TiedAutoencoder(nn.Module):
     """Stride-2 'SAME' conv with kernel k, or its exact adjoint; for 'bf16' in bf16 (as Flax's `dtype`)."""
     if self.precision == 'bf16':
       h, k = h.astype(jnp.bfloat16), k.astype(jnp.bfloat16)
+    if cpu.active():  # the same functions, their kernel gradients where XLA CPU is fast
+      return cpu.conv_transpose(h, cpu.flipped(k), (2, 2)) if transpose else cpu.conv(h, k, (2, 2))
     if transpose:
       return jax.lax.conv_transpose(h, k, (2, 2), 'SAME', dimension_numbers=_DN, transpose_kernel=True)
     return jax.lax.conv_general_dilated(h, k, (2, 2), 'SAME', dimension_numbers=_DN)

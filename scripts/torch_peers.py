@@ -1,0 +1,104 @@
+"""PyTorch peers of jaxae's conv families, the same networks and work per step, for `benchmark.py --torch`.
+
+Not a jaxae dependency: `pip install torch` (CPU wheels) where you benchmark. Each peer is a plain PyTorch
+loop (NCHW, `nn.Conv2d(k=4, s=2, p=1)` and `nn.ConvTranspose2d(k=4, s=2, p=1)`: the shapes of jaxae's 'SAME'
+stride-2 4x4 layers), built from the jaxae config the benchmark uses:
+
+- `vae` (arch=conv): encoder convs `conv_features` (ReLU) -> linear to 2 x latent_dim; decoder linear ->
+  ReLU -> transposed convs back (ReLU but the last); summed Bernoulli cross-entropy from logits + KL; Adam.
+- `gan`/`dcgan` (arch=conv): D convs (LeakyReLU 0.2, dropout `d_dropout`) -> linear to a logit; G linear ->
+  ReLU -> transposed convs (ReLU, tanh output); per step one D update on real and G(z) (G not differentiated)
+  and one G update with fresh z through a frozen D, non-saturating losses, Adam(lr, b1); jaxae's `gan`
+  step does the same work.
+"""
+
+import math
+
+
+def _decoder(torch, features, latent_dim, shape, out):
+  """Linear -> [C_last, H/s, W/s] -> transposed convs back to `shape` (C, H, W); `out` after the last."""
+  nn = torch.nn
+  c, h, w = shape
+  s, rev = 2 ** len(features), list(features[::-1])
+  layers = [nn.Linear(latent_dim, rev[0] * (h // s) * (w // s)), nn.ReLU(), nn.Unflatten(1, (rev[0], h // s, w // s))]
+  for i, f in enumerate(rev[1:] + [c]):
+    layers += [nn.ConvTranspose2d(rev[i], f, 4, 2, 1), nn.ReLU() if i < len(rev) - 1 else out]
+  return nn.Sequential(*layers)
+
+
+def _encoder(torch, features, out_dim, shape, activation, dropout=0.0):
+  nn = torch.nn
+  c, h, w = shape
+  layers, prev = [], c
+  for f in features:
+    layers += [nn.Conv2d(prev, f, 4, 2, 1), activation(), nn.Dropout(dropout)]
+    prev = f
+  s = 2 ** len(features)
+  return nn.Sequential(*layers, nn.Flatten(), nn.Linear(prev * (h // s) * (w // s), out_dim))
+
+
+def peer(torch, config: dict, shape=(1, 28, 28)):
+  """`epoch(images) -> mean headline loss` for the family `config['model']` (conv): one pass over `images`
+  (`[N, C, H, W]` uint8 tensor) in shuffled batches of `config['batch_size']`, pixels scaled per batch."""
+  nn_f, features, latent = torch.nn.functional, tuple(config['conv_features']), config['latent_dim']
+  torch.manual_seed(0)
+  if config['model'] == 'vae':
+    enc = _encoder(torch, features, 2 * latent, shape, torch.nn.ReLU)
+    dec = _decoder(torch, features, latent, shape, torch.nn.Identity())
+    opt = torch.optim.Adam([*enc.parameters(), *dec.parameters()], lr=config['learning_rate'])
+
+    def step(x):
+      mu, logvar = enc(x).chunk(2, dim=1)
+      z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+      rec = nn_f.binary_cross_entropy_with_logits(dec(z), x, reduction='sum')
+      loss = (rec - 0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())) / x.shape[0]
+      opt.zero_grad()
+      loss.backward()
+      opt.step()
+      return loss.item()
+  elif config['model'] in ('gan', 'dcgan'):
+    d = _encoder(torch, features, 1, shape, lambda: torch.nn.LeakyReLU(0.2), config['d_dropout'])
+    g = _decoder(torch, features, latent, shape, torch.nn.Tanh())
+    betas = (config['adam_b1'], config['adam_b2'])
+    opt_d = torch.optim.Adam(d.parameters(), lr=config['learning_rate'], betas=betas)
+    opt_g = torch.optim.Adam(g.parameters(), lr=config['learning_rate'], betas=betas)
+
+    def step(x):
+      x = 2 * x - 1
+      with torch.no_grad():
+        fake = g(torch.randn(x.shape[0], latent))
+      real_out, fake_out = d(x), d(fake)
+      d_loss = (nn_f.binary_cross_entropy_with_logits(real_out, torch.ones_like(real_out))
+                + nn_f.binary_cross_entropy_with_logits(fake_out, torch.zeros_like(fake_out)))
+      opt_d.zero_grad()
+      d_loss.backward()
+      opt_d.step()
+      d.requires_grad_(False)
+      out = d(g(torch.randn(x.shape[0], latent)))
+      g_loss = nn_f.binary_cross_entropy_with_logits(out, torch.ones_like(out))
+      opt_g.zero_grad()
+      g_loss.backward()
+      opt_g.step()
+      d.requires_grad_(True)
+      return d_loss.item()
+  else:
+    raise ValueError(f"no PyTorch peer for {config['model']}")
+
+  def epoch(images) -> float:
+    total, n, b = 0.0, images.shape[0], config['batch_size']
+    for index in torch.randperm(n).split(b):
+      total += step(images[index].float() / 255) * len(index)
+    return total / n
+
+  return epoch
+
+
+def parameter_count(torch, config: dict, shape=(1, 28, 28)) -> int:
+  """Trainable parameters of the peer's networks (the benchmark checks they match jaxae's)."""
+  features, latent = tuple(config['conv_features']), config['latent_dim']
+  nets = ([_encoder(torch, features, 2 * latent, shape, torch.nn.ReLU), _decoder(torch, features, latent, shape,
+                                                                                   torch.nn.Identity())]
+          if config['model'] == 'vae' else
+          [_encoder(torch, features, 1, shape, torch.nn.ReLU), _decoder(torch, features, latent, shape,
+                                                                       torch.nn.Identity())])
+  return sum(math.prod(p.shape) for net in nets for p in net.parameters())
