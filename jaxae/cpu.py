@@ -82,10 +82,11 @@ def bf16_dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_elem
 
 
 # Convolutions. XLA CPU (jaxlib 0.10) computes a convolution's kernel gradient as a convolution over the batch,
-# on its fast (Eigen) path only outside loops: inside a `lax.scan` (every jaxae epoch) the same gradient of a
-# 14x14x64 -> 7x7x128 stride-2 conv takes 1.9 s against 27 ms, and the kernel gradient of `lax.conv_transpose`
-# is that slow even outside. `conv` and `conv_transpose` compute it as one matmul of the input's patches with
-# the output gradient instead, the same sum in another order; values and input gradients stay lax's.
+# on its fast (Eigen) path only outside loops: inside a `lax.scan` (every jaxae epoch) the kernel gradient of a
+# 14x14x64 -> 7x7x128 stride-2 conv takes 1.9 s against 27 ms outside, and that of `lax.conv_transpose` is that
+# slow everywhere. As one matmul of the input's windows (im2col) a conv and both its gradients are matmuls,
+# which that compiler runs at its matmul speed in loops too: a DCGAN epoch runs 1.8x faster than with lax's
+# convs' kernel gradients fixed alone (measured in scripts/benchmark.py, README "Speed").
 _DN = ('NHWC', 'HWIO', 'NHWC')
 
 
@@ -95,41 +96,24 @@ def _same_padding(size: int, k: int, s: int) -> tuple[int, int]:
   return total // 2, total - total // 2
 
 
-def _kernel_grad(x: jax.Array, g: jax.Array, kernel_shape, strides) -> jax.Array:
-  """d<conv(x, k), g>/dk for a 'SAME' conv of stride `strides`: patches of `x` `[B*H'*W', kh*kw*C_in]` times
-  `g` `[B*H'*W', C_out]`, in float32; `[kh, kw, C_in, C_out]`."""
-  kh, kw, _, co = kernel_shape
-  (sh, sw), (_, oh, ow, _) = strides, g.shape
-  pads = [(0, 0), _same_padding(x.shape[1], kh, sh), _same_padding(x.shape[2], kw, sw), (0, 0)]
-  xp = jnp.pad(x.astype(jnp.float32), pads)
-  patches = jnp.stack([xp[:, i:i + (oh - 1) * sh + 1:sh, j:j + (ow - 1) * sw + 1:sw] for i in range(kh)
+def _windows(x: jax.Array, kernel_shape, strides, out_hw) -> jax.Array:
+  """The 'SAME' windows of `x` `[B, H, W, C_in]`: `[B*H'*W', kh*kw*C_in]`, in `kernel_shape`'s order."""
+  kh, kw = kernel_shape[:2]
+  (sh, sw), (oh, ow) = strides, out_hw
+  xp = jnp.pad(x, [(0, 0), _same_padding(x.shape[1], kh, sh), _same_padding(x.shape[2], kw, sw), (0, 0)])
+  windows = jnp.stack([xp[:, i:i + (oh - 1) * sh + 1:sh, j:j + (ow - 1) * sw + 1:sw] for i in range(kh)
                        for j in range(kw)], axis=3)  # [B, H', W', kh*kw, C_in]
-  patches = patches.reshape(-1, patches.shape[3] * patches.shape[4])
-  return jnp.matmul(patches.T, g.astype(jnp.float32).reshape(-1, co)).reshape(kernel_shape)
+  return windows.reshape(-1, kh * kw * x.shape[3])
 
 
-def _conv(x: jax.Array, k: jax.Array, strides) -> jax.Array:
-  return jax.lax.conv_general_dilated(x, k, strides, 'SAME', dimension_numbers=_DN)
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def conv(x: jax.Array, kernel: jax.Array, strides: tuple[int, int]) -> jax.Array:
-  """`lax.conv_general_dilated(x, kernel, strides, 'SAME')` (NHWC, HWIO; Flax's `nn.Conv`), its kernel gradient
-  a matmul of patches (see above). Reverse mode only (`custom_vjp`)."""
-  return _conv(x, kernel, strides)
-
-
-def _conv_fwd(x, kernel, strides):
-  return conv(x, kernel, strides), (x, kernel)
-
-
-def _conv_bwd(strides, residuals, g):
-  x, kernel = residuals
-  dx = jax.vjp(lambda x: _conv(x, kernel, strides), x)[1](g)[0]
-  return dx, _kernel_grad(x, g, kernel.shape, strides).astype(kernel.dtype)
-
-
-conv.defvjp(_conv_fwd, _conv_bwd)
+  """`lax.conv_general_dilated(x, kernel, strides, 'SAME')` (NHWC, HWIO; Flax's `nn.Conv`) as a matmul of the
+  windows of `x` with the kernel, differentiated by JAX (bf16 inputs through `bf16_matmul`)."""
+  b, h, w, _ = x.shape
+  out_hw = (-(-h // strides[0]), -(-w // strides[1]))
+  matmul = bf16_matmul if x.dtype == jnp.bfloat16 else jnp.matmul
+  out = matmul(_windows(x, kernel.shape, strides, out_hw), kernel.reshape(-1, kernel.shape[3]))
+  return out.astype(x.dtype).reshape(b, *out_hw, kernel.shape[3])
 
 
 def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
@@ -153,9 +137,9 @@ def flipped(k: jax.Array) -> jax.Array:
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def conv_transpose(x: jax.Array, kernel: jax.Array, strides: tuple[int, int]) -> jax.Array:
   """`lax.conv_transpose(x, kernel, strides, 'SAME')` (NHWC, HWIO; Flax's `nn.ConvTranspose`) for even kernels
-  and strides that divide them, with both gradients taken as those of the strided convolution it is the
-  adjoint of: `dx = conv(g, flipped kernel)`, `dkernel` that conv's kernel gradient (a matmul of the patches of
-  `g`) at cotangent `x`. Reverse mode only (`custom_vjp`)."""
+  and strides that divide them, with both gradients those of the strided `conv` it is the adjoint of:
+  `dx = conv(g, flipped kernel)`, `dkernel` that conv's kernel gradient at cotangent `x`. Reverse mode only
+  (`custom_vjp`); its value is lax's (the adjoint of `conv` in x computes it more slowly there)."""
   return jax.lax.conv_transpose(x, kernel, strides, 'SAME', dimension_numbers=_DN)
 
 
@@ -165,8 +149,8 @@ def _conv_transpose_fwd(x, kernel, strides):
 
 def _conv_transpose_bwd(strides, residuals, g):
   x, kernel = residuals
-  dx = _conv(g, flipped(kernel), strides)
-  return dx, flipped(_kernel_grad(g, x, flipped(kernel).shape, strides)).astype(kernel.dtype)
+  dx, kernel_vjp = jax.vjp(lambda k: conv(g.astype(x.dtype), k, strides), flipped(kernel))
+  return dx, flipped(kernel_vjp(x)[0])
 
 
 conv_transpose.defvjp(_conv_transpose_fwd, _conv_transpose_bwd)
