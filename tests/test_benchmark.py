@@ -28,7 +28,7 @@ def test_benchmark_small_run_writes_a_report(tmp_path):
     # the reference trains the same model on the same batches and keys (512 = 8 whole batches)
     headline = row['final_train'][next(iter(row['final_train']))]
     assert abs(row['bare_scan_final_train'] - headline) <= 1e-3 * max(1.0, abs(headline)), row
-  assert '| vae | bf16 |' in proc.stdout and report['cpu']
+  assert '| vae | mlp | bf16 |' in proc.stdout and report['cpu']
   bad = subprocess.run([sys.executable, str(SCRIPT), '--precision', 'f16'], capture_output=True, text=True, timeout=60)
   assert bad.returncode == 2 and bad.stderr.strip() == (
       'benchmark: error: unknown --precision f16; choose from f32, bf16'), bad.stderr
@@ -76,3 +76,21 @@ def test_the_matmul_peak_times_several_calls_per_sync_as_on_an_accelerator():
   bf16 = roofline.matmul_peak('bf16', size=256, repeats=2, calls=2)
   assert min(one, several, bf16) > 0.1  # GFLOP/s: positive and finite, whatever the machine
   assert max(one, several, bf16) < 1e7
+
+
+def test_the_conv_families_run_beside_their_pytorch_peers_or_torch_is_said_missing(tmp_path):
+  """`--torch`: the same networks (parameter counts equal) timed in the same run; without torch, one line."""
+  out = tmp_path / 'conv.json'
+  proc = subprocess.run([sys.executable, str(SCRIPT), '--models', 'vae,dcgan', '--arch', 'conv', '--torch',
+                         '--examples', '256', '--epochs', '1', '--out', str(out)], capture_output=True, text=True,
+                        timeout=300)
+  if importlib.util.find_spec('torch') is None:
+    assert proc.returncode == 2 and proc.stderr.strip() == (
+        'benchmark: error: --torch needs PyTorch: pip install torch (its CPU wheels) in this environment')
+    return
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  rows = json.loads(out.read_text())['rows']
+  assert [(r['model'], r['arch']) for r in rows] == [('vae', 'conv'), ('dcgan', 'conv')]
+  for row in rows:
+    assert row['torch_parameters'] == row['parameters'] and row['torch_epoch_s_median'] > 0 and row['compile_s'] > 0
+    assert abs(row['torch_final_train']) < 1e4
