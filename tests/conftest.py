@@ -44,6 +44,13 @@ def mnist_dir():
   return MNIST_DIR
 
 
+def pytest_xdist_auto_num_workers(config) -> int:
+  """Workers for `-n auto` (pyproject's addopts): one per CPU core up to 8 (each holds its own compiled
+  programs), and at most 2 where the tests run on an accelerator (they share its memory and queue)."""
+  cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1
+  return min(cores, 8 if jax.default_backend() == 'cpu' else 2)
+
+
 def pytest_unconfigure(config):
   """The session's compilation cache goes with it (removed by the process that made it)."""
   if not hasattr(config, 'workerinput') and os.environ.get('JAXAE_TESTS_OWN_CACHE') == str(os.getpid()):
