@@ -1,9 +1,11 @@
-"""The CPU-only speedups: bf16 matmuls shaped for XLA's CPU compiler, chosen where `active()`.
+"""The CPU-only speedups, chosen where `active()`: bf16 matmuls and convolutions shaped for XLA's CPU compiler.
 
-Specific to XLA CPU (jaxlib 0.10): on GPU and TPU the compiler fuses plain bf16
-dots itself, and the barriers below could only block those fusions, so there
-`jaxae.nn` takes Flax's standard bf16 layers instead. `jaxae.nn.dense` and the tied
-autoencoder call `bf16_matmul` for precision='bf16' on CPU alone.
+Specific to XLA CPU (jaxlib 0.10). On GPU and TPU the compiler fuses plain bf16
+dots itself (the barriers below could only block those fusions) and runs convs and
+their gradients on its own kernels, so there `jaxae.nn` takes Flax's standard layers.
+On CPU alone `jaxae.nn.dense` and the tied autoencoder call `bf16_matmul` for
+precision='bf16', and every conv layer is `conv` or `conv_transpose` (same functions
+and parameters as Flax's, gradients as matmuls).
 """
 
 import functools

@@ -9,7 +9,8 @@ losses stay float32; each dense or conv layer casts its input and parameters to
 bf16 (`dtype=bfloat16`), its matmul or conv accumulates in float32 and returns
 bf16; every network casts its output to float32. On XLA CPU alone (`cpu.active()`)
 dense layers take `cpu.bf16_matmul` instead, whose dots that compiler's bf16
-kernels run (its output, hence the activations, stay float32).
+kernels run (its output, hence the activations, stay float32), and conv layers
+`cpu.conv` / `cpu.conv_transpose` (in f32 and bf16 alike: see `conv`).
 """
 
 from collections.abc import Callable, Sequence
