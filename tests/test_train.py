@@ -172,6 +172,22 @@ def test_a_checkpoint_is_due_at_its_interval_in_epochs_or_minutes_and_at_the_end
 
 
 
+def test_dcgan_trains_end_to_end_on_32x32x3_images_of_a_mock_cifar10(tmp_path):
+  import tensorflow_datasets as tfds
+
+  from jaxae.runs import load
+
+  with tfds.testing.mock_data(num_examples=48, policy=tfds.testing.MockPolicy.USE_CODE):
+    result = train.train_and_evaluate({'model': 'dcgan', 'dataset': 'cifar10', 'conv_features': (8, 16),
+                                       'latent_dim': 8, 'batch_size': 16, 'epochs': 2}, tmp_path, progress=False)
+  assert result.config['input_shape'] == (32, 32, 3) and result.records[-1]['step'] == 2 * 3
+  assert all(np.isfinite(r['d_loss']) for r in result.records)
+  assert (tmp_path / 'figures' / 'samples.png').stat().st_size > 1000
+  run = load(tmp_path)  # the model needs no data
+  images = run.model.sample(run.state, jax.random.key(0), 5, latent_dim=8)
+  assert images.shape == (5, 32, 32, 3) and 0 <= float(images.min()) <= float(images.max()) <= 1
+
+
 def test_a_full_run_on_a_tfds_dataset_under_mock_data(tmp_path):
   import tensorflow_datasets as tfds
 
