@@ -106,20 +106,25 @@ def test_divergence_stops_with_a_clear_error_and_saves_no_bad_checkpoint(tmp_pat
   assert [r['epoch'] for r in metrics.read(tmp_path / 'metrics.jsonl')] == [0]
 
 
-def test_a_nan_mid_run_is_named_exactly_from_the_last_checkpoint_and_nothing_after_it_is_saved(tmp_path,
-                                                                                                 monkeypatch):
-  """The fast chunk of epoch 2 meets a NaN loss at step 30 (a poisoned step, 4 steps past the checkpoint at 26):
-  the loop reruns the chunk exact from that checkpoint, names step 30 and the term, and keeps the workdir."""
-  train.train_and_evaluate(tiny(epochs=1), tmp_path, progress=False)
+def poison_vae(monkeypatch, term: str, step: int, value: float) -> None:
+  """The VAE's train step reports `value` for `term` at step `step` (its update itself stays finite)."""
   vae = models.get('vae')
   original = vae.train_step
 
   @functools.wraps(original)
   def poisoned(state, batch, key, **hp):
     new, step_metrics = original(state, batch, key, **hp)
-    return new, {**step_metrics, 'rec': jnp.where(state.step == 30, jnp.nan, step_metrics['rec'])}
+    return new, {**step_metrics, term: jnp.where(state.step == step, value, step_metrics[term])}
 
   monkeypatch.setattr(vae, 'train_step', poisoned)
+
+
+def test_a_nan_mid_run_is_named_exactly_from_the_last_checkpoint_and_nothing_after_it_is_saved(tmp_path,
+                                                                                                 monkeypatch):
+  """The fast chunk of epoch 2 meets a NaN loss at step 30 (a poisoned step, 4 steps past the checkpoint at 26):
+  the loop reruns the chunk exact from that checkpoint, names step 30 and the term, and keeps the workdir."""
+  train.train_and_evaluate(tiny(epochs=1), tmp_path, progress=False)
+  poison_vae(monkeypatch, 'rec', 30, jnp.nan)
   before = {p: p.read_bytes() for p in (tmp_path / 'checkpoints').rglob('*') if p.is_file()}
   with pytest.raises(UserError, match=r'non-finite rec at step 30 \(epoch 2\); the checkpoint at step 26 is the '
                      'last good state and is kept'):
@@ -132,15 +137,7 @@ def test_a_nan_chunks_after_the_last_checkpoint_is_named_by_replaying_from_it(tm
   """With checkpoints every 3 epochs, epoch 3's fast chunk meets the NaN at step 60 with epoch 2 unsaved: the loop
   replays epoch 2 from the checkpoint at 26, then epoch 3 exact, and names step 60."""
   train.train_and_evaluate(tiny(epochs=1), tmp_path, progress=False)
-  vae = models.get('vae')
-  original = vae.train_step
-
-  @functools.wraps(original)
-  def poisoned(state, batch, key, **hp):
-    new, step_metrics = original(state, batch, key, **hp)
-    return new, {**step_metrics, 'kl': jnp.where(state.step == 60, jnp.inf, step_metrics['kl'])}
-
-  monkeypatch.setattr(vae, 'train_step', poisoned)
+  poison_vae(monkeypatch, 'kl', 60, jnp.inf)
   with pytest.raises(UserError, match=r'non-finite kl at step 60 \(epoch 3\); the checkpoint at step 26 is the '):
     train.train_and_evaluate(tiny(epochs=4, checkpoint_epochs=3), tmp_path, progress=False)
   assert checkpoint.step_folders(tmp_path / 'checkpoints') == [26]

@@ -169,12 +169,11 @@ def _due(config: dict, fns: Compiled, position: int, last_save: float) -> bool:
           or 0 < config['checkpoint_minutes'] * 60 <= time.monotonic() - last_save)
 
 
-def _rerun_exact(run: _Run, ckpt: checkpoint.Checkpointer, position: int):
+def _rerun_exact(run: _Run, ckpt: checkpoint.Checkpointer, position: int, steps_per_epoch: int):
   """A fast chunk met a non-finite value: the chunks since the last save again, from it (they were finite), then
   chunk `position` exact, whose guard names the first bad step and term. Returns `(state, guard, sums)`."""
   fns, train_x, keys = run.fns, run.train_x, run.keys
   state, saved = ckpt.restore(run.initial())
-  steps_per_epoch = -(-len(run.splits.train['image']) // run.config['batch_size'])
   for p in range(_position(saved, steps_per_epoch, fns, state.step), position):
     epoch, c = divmod(p, fns.per_epoch)
     state = fns.chunk(state, train_x, epoch + 1, c * fns.steps, keys)[0]
@@ -210,7 +209,7 @@ def _train(run: _Run, state, ckpt: checkpoint.Checkpointer, workdir: Path, progr
       t0 = time.perf_counter()
       state, guard, chunk_sums = fns.chunk(state, run.train_x, epoch, c * fns.steps, keys)
       if fns.fast and not bool(fns.finite(guard, state)):  # stop mode: rerun exact, to name the first bad step
-        state, guard, chunk_sums = _rerun_exact(run, ckpt, position)
+        state, guard, chunk_sums = _rerun_exact(run, ckpt, position, steps_per_epoch)
       guard, chunk_sums = jax.device_get((guard, chunk_sums))  # the one host sync per chunk; state stays on device
       seconds = (0.0 if c == 0 else seconds) + time.perf_counter() - t0
       check_guard(guard, [k for k in chunk_sums if k != 'count'], float(chunk_sums['count']), epoch,
