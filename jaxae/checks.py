@@ -11,6 +11,7 @@ from jaxae.errors import require
 __all__ = ['ARCHS', 'check', 'check_network', 'require']
 
 ARCHS = ('mlp', 'conv')
+NORMS = ('none', 'batch', 'layer')  # conv normalisations: jaxae.nn.normalize
 
 
 def check(config: Mapping[str, Any], *, choices: Mapping[str, tuple] | None = None, positive=(),
@@ -27,7 +28,12 @@ def check(config: Mapping[str, Any], *, choices: Mapping[str, tuple] | None = No
 
 
 def check_network(config: Mapping[str, Any]) -> None:
-  """The keys of the shared encoder/decoder blocks: `arch`, `latent_dim`, `conv_features`."""
-  check(config, choices={'arch': ARCHS}, positive=('latent_dim',))
+  """The keys of the shared encoder/decoder blocks: `arch`, `latent_dim`, `conv_features`, `norm` (and a GAN's
+  `d_norm`)."""
+  norms = [k for k in ('norm', 'd_norm') if k in config]
+  check(config, choices={'arch': ARCHS, **dict.fromkeys(norms, NORMS)}, positive=('latent_dim',))
   if config['arch'] == 'conv':
     require(len(config['conv_features']) > 0, 'arch=conv needs at least one conv_features entry')
+  for key in norms:
+    require(config[key] == 'none' or config['arch'] == 'conv',
+            f"{key}={config[key]} normalises conv layers: set arch=conv, or {key}=none")

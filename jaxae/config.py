@@ -61,6 +61,8 @@ DESCRIPTIONS = dict(  # the base keys and the network keys every family shares; 
                      'backend\'s: TF32 on recent NVIDIA GPUs, bf16 passes on TPU, float32 on CPU), high, highest',
     arch='mlp or conv (stride-2 4x4 convs)', hidden='MLP hidden widths, encoder order, e.g. 512,256 (empty: linear)',
     conv_features='conv channels per stride-2 layer, encoder order', latent_dim='code / latent size',
+    norm='conv nets: none, batch (batch norm, running averages at evaluation) or layer norm, after every conv '
+         'layer but the encoder\'s first and the decoder\'s output',
     likelihood='decoder likelihood: bernoulli (logits, binary cross-entropy) or gaussian (unit variance, 0.5 SSE)',
 )
 

@@ -20,22 +20,23 @@ import jax
 import jax.numpy as jnp
 
 from jaxae import cpu
+from jaxae.checks import NORMS  # noqa: F401  (what `normalize` takes)
 from jaxae.cpu import bf16_dot_general, bf16_matmul
 
 KERNEL = (4, 4)  # conv kernel; stride 2 halves H and W per layer
 PRECISIONS = ('f32', 'bf16')
 
 
-def dense(features: int, precision: str) -> nn.Dense:
+def dense(features: int, precision: str, use_bias: bool = True) -> nn.Dense:
   """A Dense layer with float32 parameters; 'bf16' computes in bf16 with float32 accumulation (module docstring)."""
   if precision != 'bf16':
-    return nn.Dense(features)
+    return nn.Dense(features, use_bias=use_bias)
   if cpu.active():
-    return nn.Dense(features, dot_general=bf16_dot_general)
-  return nn.Dense(features, dtype=jnp.bfloat16)
+    return nn.Dense(features, use_bias=use_bias, dot_general=bf16_dot_general)
+  return nn.Dense(features, use_bias=use_bias, dtype=jnp.bfloat16)
 
 
-def conv(features: int, precision: str, transpose: bool = False) -> nn.Module:
+def conv(features: int, precision: str, transpose: bool = False, use_bias: bool = True) -> nn.Module:
   """A stride-2 4x4 'SAME' conv (or transposed conv), bf16 compute for 'bf16'.
 
   On XLA CPU both take their gradients where that compiler is fast (`cpu.conv`, `cpu.conv_transpose`; the same
@@ -44,11 +45,28 @@ def conv(features: int, precision: str, transpose: bool = False) -> nn.Module:
   dtype = jnp.bfloat16 if precision == 'bf16' else None
   if not cpu.active():
     cls = nn.ConvTranspose if transpose else nn.Conv
-    return cls(features, KERNEL, strides=(2, 2), padding='SAME', dtype=dtype)
+    return cls(features, KERNEL, strides=(2, 2), padding='SAME', use_bias=use_bias, dtype=dtype)
   if transpose:
-    return ConvTranspose(features, dtype=dtype)
-  return nn.Conv(features, KERNEL, strides=(2, 2), padding='SAME', dtype=dtype,
+    return ConvTranspose(features, dtype=dtype, use_bias=use_bias)
+  return nn.Conv(features, KERNEL, strides=(2, 2), padding='SAME', use_bias=use_bias, dtype=dtype,
                  conv_general_dilated=cpu.conv_general_dilated)
+
+
+def normalize(norm: str, h: jax.Array, train: bool) -> jax.Array:
+  """Normalises a hidden feature map `h: [B, H, W, C]` (float32 out), as `norm` says.
+
+  - 'batch': batch norm (Ioffe & Szegedy 2015) over B, H, W per channel: the batch's statistics when `train`
+    (their running averages, momentum 0.9 as PyTorch's 0.1, updated in the 'batch_stats' collection),
+    the running averages otherwise;
+  - 'layer': layer norm over H, W, C per example (Ba et al. 2016; what Gulrajani et al. advise for a WGAN-GP
+    critic, whose gradient penalty needs outputs that depend on each example alone);
+  - 'none': `h` itself.
+  """
+  if norm == 'batch':
+    return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5)(h.astype(jnp.float32))
+  if norm == 'layer':
+    return nn.LayerNorm(reduction_axes=(-3, -2, -1))(h.astype(jnp.float32))
+  return h
 
 
 class ConvTranspose(nn.Module):
@@ -58,13 +76,17 @@ class ConvTranspose(nn.Module):
 
   features: int
   dtype: jnp.dtype | None = None
+  use_bias: bool = True
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     kernel = self.param('kernel', nn.initializers.lecun_normal(), (*KERNEL, x.shape[-1], self.features))
+    x, kernel = nn.dtypes.promote_dtype(x, kernel, dtype=self.dtype)
+    y = cpu.conv_transpose(x, kernel, (2, 2))
+    if not self.use_bias:
+      return y
     bias = self.param('bias', nn.initializers.zeros_init(), (self.features,))
-    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
-    return cpu.conv_transpose(x, kernel, (2, 2)) + bias.reshape(1, 1, 1, -1)
+    return y + bias.astype(y.dtype).reshape(1, 1, 1, -1)
 
 
 def matmul(a: jax.Array, b: jax.Array, precision: str) -> jax.Array:
@@ -132,19 +154,25 @@ class MLPDecoder(nn.Module):
 
 
 class ConvEncoder(nn.Module):
-  """`[B, H, W, C] -> [B, out_dim]`: stride-2 4x4 convs (ReLU), then a linear layer."""
+  """`[B, H, W, C] -> [B, out_dim]`: stride-2 4x4 convs (ReLU), then a linear layer.
+
+  `norm` (`NORMS`) normalises every conv layer's output but the first (as DCGAN's discriminator: not the
+  input layer); with batch norm those convs have no bias (the norm's shift replaces it).
+  """
 
   features: Sequence[int]
   out_dim: int
   dropout_rate: float = 0.0
   precision: str = 'f32'
   activation: Callable = nn.relu
+  norm: str = 'none'
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     h = x
-    for f in self.features:
-      h = self.activation(conv(f, self.precision)(h))
+    for i, f in enumerate(self.features):
+      norm = self.norm if i else 'none'
+      h = self.activation(normalize(norm, conv(f, self.precision, use_bias=norm != 'batch')(h), train))
       h = nn.Dropout(self.dropout_rate, deterministic=not train)(h)
     return dense(self.out_dim, self.precision)(h.reshape(h.shape[0], -1)).astype(jnp.float32)
 
@@ -154,7 +182,8 @@ class ConvDecoder(nn.Module):
 
   A linear layer to `[H/s, W/s, features[-1]]` (s = 2**len(features)), then
   stride-2 transposed convs back through the features in reverse; the last one
-  outputs C channels without activation.
+  outputs C channels without activation. `norm` (`NORMS`) normalises every layer's output but the last
+  (as DCGAN's generator: project, batch norm, ReLU; no norm at the output).
   """
 
   features: Sequence[int]
@@ -162,19 +191,21 @@ class ConvDecoder(nn.Module):
   dropout_rate: float = 0.0
   precision: str = 'f32'
   activation: Callable = nn.relu
+  norm: str = 'none'
 
   @nn.compact
   def __call__(self, z: jax.Array, train: bool = False) -> jax.Array:
     height, width, channels = self.image_shape
     s = 2 ** len(self.features)
     rev = list(self.features[::-1])
-    h = self.activation(dense(height // s * width // s * rev[0], self.precision)(z))
-    h = h.reshape(z.shape[0], height // s, width // s, rev[0])
-    for f in rev[1:] + [channels]:
+    bias = self.norm != 'batch'
+    h = dense(height // s * width // s * rev[0], self.precision, use_bias=bias)(z)
+    h = self.activation(normalize(self.norm, h.reshape(z.shape[0], height // s, width // s, rev[0]), train))
+    for f in rev[1:]:
       h = nn.Dropout(self.dropout_rate, deterministic=not train)(h)
-      out = conv(f, self.precision, transpose=True)(h)
-      h = self.activation(out)
-    return out.astype(jnp.float32)
+      h = self.activation(normalize(self.norm, conv(f, self.precision, transpose=True, use_bias=bias)(h), train))
+    h = nn.Dropout(self.dropout_rate, deterministic=not train)(h)
+    return conv(channels, self.precision, transpose=True)(h).astype(jnp.float32)
 
 
 def leaky_relu(x: jax.Array) -> jax.Array:
@@ -183,16 +214,17 @@ def leaky_relu(x: jax.Array) -> jax.Array:
 
 
 def make_encoder(arch: str, out_dim: int, hidden, conv_features, dropout_rate=0.0, precision='f32',
-                 activation=nn.relu):
-  """Builds the encoder named by `arch` ('mlp' or 'conv'); discriminators are encoders to one logit."""
+                 activation=nn.relu, norm='none'):
+  """Builds the encoder named by `arch` ('mlp' or 'conv'; `norm` is the conv net's); discriminators are encoders
+  to one logit."""
   if arch == 'conv':
-    return ConvEncoder(tuple(conv_features), out_dim, dropout_rate, precision, activation)
+    return ConvEncoder(tuple(conv_features), out_dim, dropout_rate, precision, activation, norm)
   return MLPEncoder(tuple(hidden), out_dim, dropout_rate, precision, activation)
 
 
 def make_decoder(arch: str, image_shape, hidden, conv_features, dropout_rate=0.0, precision='f32',
-                 activation=nn.relu):
+                 activation=nn.relu, norm='none'):
   """Builds the decoder mirroring `make_encoder(arch, ...)`; generators are decoders from noise."""
   if arch == 'conv':
-    return ConvDecoder(tuple(conv_features), tuple(image_shape), dropout_rate, precision, activation)
+    return ConvDecoder(tuple(conv_features), tuple(image_shape), dropout_rate, precision, activation, norm)
   return MLPDecoder(tuple(hidden[::-1]), tuple(image_shape), dropout_rate, precision, activation)

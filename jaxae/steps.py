@@ -1,10 +1,12 @@
 """Optimizers, training states, and the one place where steps get their hyperparameters.
 
 The loop's contract for a state is small: a pytree with an int32 `step` (composite
-steps taken) and `params` (every trainable array, checked by the non-finite guard).
-One-player families use flax's `TrainState`; several-player families (AAE, GANs)
-use `PlayerState`: named parts (`params[part]`) and named phases, each phase
-updating a tuple of parts with its own optax transform and state.
+steps taken), `params` (every trainable array, checked by the non-finite guard) and
+`batch_stats` (the networks' non-parameter state: batch norm's running averages,
+`{}` for networks without; updated by training steps, read by evaluation).
+One-player families use `TrainState` (flax's, plus `batch_stats`); several-player
+families (AAE, GANs) use `PlayerState`: named parts (`params[part]`) and named phases,
+each phase updating a tuple of parts with its own optax transform and state.
 
 A family's `train_step(state, batch, key, *, hp...)` is pure and not jitted;
 `bind` fixes its keyword-only hyperparameters from a config, and the loop jits
@@ -23,7 +25,16 @@ from flax import struct
 from flax.core import FrozenDict
 from flax.training import train_state
 
-TrainState = train_state.TrainState
+
+class TrainState(train_state.TrainState):
+  """Flax's `TrainState` plus `batch_stats`, the network's 'batch_stats' collection (`{}` without batch norm),
+  as in the Flax ImageNet example; `apply_gradients(grads=g, batch_stats=s)` stores new statistics."""
+
+  batch_stats: Any = struct.field(default_factory=dict)
+
+  def variables(self) -> dict:
+    """`{'params': params, 'batch_stats': batch_stats}`: what `apply_fn` takes."""
+    return {'params': self.params, 'batch_stats': self.batch_stats}
 
 
 def make_schedule(learning_rate: float, schedule: str, warmup_steps: int, decay_steps: int):
@@ -57,13 +68,15 @@ def make_optimizer(config: Mapping[str, Any], updates_per_step: int = 1) -> opta
   return opt
 
 
-def create_train_state(apply_fn: Callable, params, config: Mapping[str, Any]) -> TrainState:
-  """A `TrainState` with `make_optimizer(config)` and an int32 array step.
+def create_train_state(apply_fn: Callable, variables: Mapping[str, Any], config: Mapping[str, Any]) -> TrainState:
+  """A `TrainState` of `net.init`'s `variables` ('params', and 'batch_stats' if any) with `make_optimizer(config)`
+  and an int32 array step.
 
   (`TrainState.create` leaves `step` a Python int, which would make the first
   and second calls of a jitted step trace twice.)
   """
-  state = TrainState.create(apply_fn=apply_fn, params=params, tx=make_optimizer(config))
+  state = TrainState.create(apply_fn=apply_fn, params=variables['params'], tx=make_optimizer(config),
+                            batch_stats=variables.get('batch_stats', {}))
   return state.replace(step=jnp.zeros((), jnp.int32))
 
 
@@ -86,6 +99,7 @@ class PlayerState(struct.PyTreeNode):
   Attributes:
     step: int32 scalar, composite steps taken (every phase of one step counts once).
     params: `{part: params}`, e.g. `{'generator': ..., 'discriminator': ...}`.
+    batch_stats: `{part: batch_stats}` for the parts with batch norm (`run` updates them, `apply` reads them).
     opt_state: `{phase: optax state}` over that phase's parts only.
     nets: `{part: linen module}` (static).
     phases: `{phase: Phase}` (static). A part may belong to several phases: the
@@ -96,17 +110,34 @@ class PlayerState(struct.PyTreeNode):
   step: jax.Array
   params: dict
   opt_state: dict
+  batch_stats: dict
   nets: FrozenDict = struct.field(pytree_node=False)
   phases: FrozenDict = struct.field(pytree_node=False)
 
   @classmethod
-  def create(cls, nets: Mapping[str, Any], params: Mapping[str, Any], phases: Mapping[str, Phase]) -> 'PlayerState':
+  def create(cls, nets: Mapping[str, Any], variables: Mapping[str, Any], phases: Mapping[str, Phase]) -> 'PlayerState':
+    """From `{part: net.init(...)}` (each `{'params', and 'batch_stats' if the net has batch norm}`)."""
+    params = {part: v['params'] for part, v in variables.items()}
+    stats = {part: v['batch_stats'] for part, v in variables.items() if 'batch_stats' in v}
     opt_state = {name: phase.tx.init({p: params[p] for p in phase.parts}) for name, phase in phases.items()}
-    return cls(jnp.zeros((), jnp.int32), dict(params), opt_state, FrozenDict(nets), FrozenDict(phases))
+    return cls(jnp.zeros((), jnp.int32), params, opt_state, stats, FrozenDict(nets), FrozenDict(phases))
+
+  def variables(self, part: str) -> dict:
+    return {'params': self.params[part], 'batch_stats': self.batch_stats.get(part, {})}
 
   def apply(self, part: str, *args, **kwargs):
-    """Runs network `part` with its params: `nets[part].apply({'params': params[part]}, ...)`."""
-    return self.nets[part].apply({'params': self.params[part]}, *args, **kwargs)
+    """Runs network `part` in evaluation mode (batch norm reads the running averages):
+    `nets[part].apply({'params': params[part], 'batch_stats': ...}, ...)`."""
+    return self.nets[part].apply(self.variables(part), *args, **kwargs)
+
+  def run(self, part: str, *args, **kwargs) -> tuple[Any, 'PlayerState']:
+    """Runs network `part` in training mode (`train=True`: dropout, batch norm on the batch's statistics):
+    `(output, state with part's running averages updated)`."""
+    out, updates = self.nets[part].apply(self.variables(part), *args, train=True, mutable=['batch_stats'],
+                                         **kwargs)
+    if part not in self.batch_stats:
+      return out, self
+    return out, self.replace(batch_stats={**self.batch_stats, part: updates['batch_stats']})
 
   def apply_phase(self, phase: str, grads: Mapping[str, Any]) -> 'PlayerState':
     """One update of phase `phase` from `grads` (`{part: grads}` for its parts); other parts untouched."""
@@ -118,18 +149,19 @@ class PlayerState(struct.PyTreeNode):
 
 
 def phase_step(state: PlayerState, phase: str, loss_fn: Callable, *args):
-  """One update of `phase` on `loss_fn(state, *args) -> (loss, aux)`.
+  """One update of `phase` on `loss_fn(state, *args) -> (loss, (aux, state))`.
 
-  The loss sees every part through `state.apply`; only the phase's parts are
-  differentiated (the others enter as constants).
+  The loss sees every part through `state.run` (training mode), which returns the state with new batch
+  statistics, and returns that state; only the phase's parts are differentiated (the others enter as
+  constants, their statistics updated all the same, as PyTorch's modules in train mode).
 
   Returns:
-    `(state, aux)`.
+    `(state, aux)`: the phase's update applied, the batch statistics of the loss's forward passes kept.
   """
   parts = state.phases[phase].parts
   loss = lambda sub: loss_fn(state.replace(params={**state.params, **sub}), *args)
-  grads, aux = jax.grad(loss, has_aux=True)({p: state.params[p] for p in parts})
-  return state.apply_phase(phase, grads), aux
+  grads, (aux, after) = jax.grad(loss, has_aux=True)({p: state.params[p] for p in parts})
+  return state.replace(batch_stats=after.batch_stats).apply_phase(phase, grads), aux
 
 
 def hyperparameters(fn: Callable) -> tuple[str, ...]:

@@ -94,7 +94,8 @@ def findings(name: str, out: Path, output: str) -> list[str]:
   elif name == 'resume':
     report = read_json_line(output)
     if report:
-      lines.append(f"kills {report['kills']}, params bitwise identical: {report['params_bitwise_identical']}, "
+      lines.append(f"kills {report['kills']}, params and batch statistics bitwise identical: "
+                   f"{report['weights_bitwise_identical']}, "
                    f"metrics complete: {report['metrics_complete_no_duplicates']}")
   elif name == 'tests' and (out / 'pytest.xml').exists():
     suite = ElementTree.parse(out / 'pytest.xml').getroot()

@@ -70,14 +70,14 @@ def soak(config: dict, workdir: Path, cycles: int, seed: int) -> dict:
   reference = train_and_evaluate(config, workdir / 'reference', progress=False)
   logged = [(r['epoch'], r['split']) for r in metrics.read(workdir / 'killed' / 'metrics.jsonl')]
   expected = [(r['epoch'], r['split']) for r in reference.records]
-  identical = all(np.array_equal(a, b) for a, b in zip(
-      jax.tree.leaves(reference.state.params), jax.tree.leaves(resumed.state.params), strict=True))
+  weights = lambda state: jax.tree.leaves((state.params, state.batch_stats))  # batch norm's running averages too
+  identical = all(np.array_equal(a, b) for a, b in zip(weights(reference.state), weights(resumed.state), strict=True))
   report = {'model': config['model'], 'cycles': cycles, 'kills': kills, 'epochs': config['epochs'],
             'metrics_complete_no_duplicates': logged == expected,
             'checkpoints_restorable': restorable_checkpoints(workdir / 'killed'),
-            'params_bitwise_identical': bool(identical),
+            'weights_bitwise_identical': bool(identical),
             'step': int(resumed.state.step), 'reference_step': int(reference.state.step)}
-  report['ok'] = (report['metrics_complete_no_duplicates'] and report['params_bitwise_identical']
+  report['ok'] = (report['metrics_complete_no_duplicates'] and report['weights_bitwise_identical']
                   and report['step'] == report['reference_step'] and bool(report['checkpoints_restorable']))
   return report
 

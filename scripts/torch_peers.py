@@ -9,29 +9,33 @@ stride-2 4x4 layers), built from the jaxae config the benchmark uses:
 - `gan`/`dcgan` (arch=conv): D convs (LeakyReLU 0.2, dropout `d_dropout`) -> linear to a logit; G linear ->
   ReLU -> transposed convs (ReLU, tanh output); per step one D update on real and G(z) (G not differentiated)
   and one G update with fresh z through a frozen D, non-saturating losses, Adam(lr, b1); jaxae's `gan`
-  step does the same work.
+  step does the same work. With `norm`/`d_norm` = 'batch' (the `dcgan` preset), `nn.BatchNorm2d` (no bias in
+  the layer before it) where jaxae puts its batch norm: every layer of G but the output, of D but the input.
 """
 
 import math
 
 
-def _decoder(torch, features, latent_dim, shape, out):
+def _decoder(torch, features, latent_dim, shape, out, norm='none'):
   """Linear -> [C_last, H/s, W/s] -> transposed convs back to `shape` (C, H, W); `out` after the last."""
   nn = torch.nn
   c, h, w = shape
-  s, rev = 2 ** len(features), list(features[::-1])
-  layers = [nn.Linear(latent_dim, rev[0] * (h // s) * (w // s)), nn.ReLU(), nn.Unflatten(1, (rev[0], h // s, w // s))]
-  for i, f in enumerate(rev[1:] + [c]):
-    layers += [nn.ConvTranspose2d(rev[i], f, 4, 2, 1), nn.ReLU() if i < len(rev) - 1 else out]
-  return nn.Sequential(*layers)
+  s, rev, bn = 2 ** len(features), list(features[::-1]), norm == 'batch'
+  bn_relu = lambda f: [nn.BatchNorm2d(f)] * bn + [nn.ReLU()]
+  layers = [nn.Linear(latent_dim, rev[0] * (h // s) * (w // s), bias=not bn),
+            nn.Unflatten(1, (rev[0], h // s, w // s)), *bn_relu(rev[0])]
+  for i, f in enumerate(rev[1:]):
+    layers += [nn.ConvTranspose2d(rev[i], f, 4, 2, 1, bias=not bn), *bn_relu(f)]
+  return nn.Sequential(*layers, nn.ConvTranspose2d(rev[-1], c, 4, 2, 1), out)
 
 
-def _encoder(torch, features, out_dim, shape, activation, dropout=0.0):
+def _encoder(torch, features, out_dim, shape, activation, dropout=0.0, norm='none'):
   nn = torch.nn
   c, h, w = shape
   layers, prev = [], c
-  for f in features:
-    layers += [nn.Conv2d(prev, f, 4, 2, 1), activation(), nn.Dropout(dropout)]
+  for i, f in enumerate(features):
+    bn = norm == 'batch' and i > 0
+    layers += [nn.Conv2d(prev, f, 4, 2, 1, bias=not bn), *[nn.BatchNorm2d(f)] * bn, activation(), nn.Dropout(dropout)]
     prev = f
   s = 2 ** len(features)
   return nn.Sequential(*layers, nn.Flatten(), nn.Linear(prev * (h // s) * (w // s), out_dim))
@@ -57,8 +61,8 @@ def peer(torch, config: dict, shape=(1, 28, 28)):
       opt.step()
       return loss.item()
   elif config['model'] in ('gan', 'dcgan'):
-    d = _encoder(torch, features, 1, shape, lambda: torch.nn.LeakyReLU(0.2), config['d_dropout'])
-    g = _decoder(torch, features, latent, shape, torch.nn.Tanh())
+    d = _encoder(torch, features, 1, shape, lambda: torch.nn.LeakyReLU(0.2), config['d_dropout'], config['d_norm'])
+    g = _decoder(torch, features, latent, shape, torch.nn.Tanh(), config['norm'])
     betas = (config['adam_b1'], config['adam_b2'])
     opt_d = torch.optim.Adam(d.parameters(), lr=config['learning_rate'], betas=betas)
     opt_g = torch.optim.Adam(g.parameters(), lr=config['learning_rate'], betas=betas)
@@ -96,9 +100,7 @@ def peer(torch, config: dict, shape=(1, 28, 28)):
 def parameter_count(torch, config: dict, shape=(1, 28, 28)) -> int:
   """Trainable parameters of the peer's networks (the benchmark checks they match jaxae's)."""
   features, latent = tuple(config['conv_features']), config['latent_dim']
-  nets = ([_encoder(torch, features, 2 * latent, shape, torch.nn.ReLU), _decoder(torch, features, latent, shape,
-                                                                                   torch.nn.Identity())]
-          if config['model'] == 'vae' else
-          [_encoder(torch, features, 1, shape, torch.nn.ReLU), _decoder(torch, features, latent, shape,
-                                                                       torch.nn.Identity())])
+  out_dim, d_norm = (2 * latent, 'none') if config['model'] == 'vae' else (1, config['d_norm'])
+  nets = [_encoder(torch, features, out_dim, shape, torch.nn.ReLU, norm=d_norm),
+          _decoder(torch, features, latent, shape, torch.nn.Identity(), config['norm'])]
   return sum(math.prod(p.shape) for net in nets for p in net.parameters())

@@ -28,6 +28,12 @@ def test_defaults_merge_the_family_keys():
     ({'checkpoint_every': -1}, 'checkpoint_every must be >= 0'),
     ({'arch': 'conv', 'conv_features': ()}, 'arch=conv needs'),
     ({'seed': -1}, 'seed must be >= 0'),
+    ({'norm': 'group'}, "norm='group' is not one of none, batch, layer"),
+    ({'norm': 'layer'}, 'norm=layer normalises conv layers: set arch=conv, or norm=none'),
+    ({'model': 'dcgan', 'arch': 'mlp', 'norm': 'none'}, 'd_norm=batch normalises conv layers: set arch=conv'),
+    ({'model': 'vae', 'arch': 'conv', 'norm': 'batch'}, 'norm=batch would make each ELBO .* set norm=layer'),
+    ({'model': 'tied_ae', 'arch': 'conv', 'norm': 'batch'}, 'the tied network has no norm layers'),
+    ({'model': 'wgan_gp', 'arch': 'conv', 'd_norm': 'batch'}, 'gradient penalty needs critic outputs .* d_norm=layer'),
     ({'nope': 1}, 'unknown config key'),
 ])
 def test_bad_values_are_user_errors_naming_the_key(overrides, message):

@@ -16,8 +16,10 @@ FAMILIES = models.names()
 
 
 def make(name, arch='mlp', shape=(28, 28, 1), **overrides):
+  """A family's state on a batch of 6 random images; an MLP drops the conv nets' norms (DCGAN's batch norm)."""
+  norms = {k: 'none' for k in ('norm', 'd_norm') if arch == 'mlp' and k in config_lib.defaults(name)}
   config = config_lib.resolve({'model': name, 'arch': arch, 'hidden': (64, 32), 'latent_dim': 8,
-                               'conv_features': (8, 16), **overrides})
+                               'conv_features': (8, 16), **norms, **overrides})
   batch = {'image': jax.random.uniform(jax.random.key(9), (6, *shape))}
   model = models.get(name)
   return model, config, model.create_state(jax.random.key(0), config, batch), batch
@@ -202,8 +204,8 @@ def test_dropout_is_off_at_evaluation():
 
 def test_denoising_loss_targets_the_clean_input():
   model, config, state, batch = make('dae', noise='masking', noise_level=0.5)
-  loss, _ = model.loss_fn(state.params, state.apply_fn, batch, jax.random.key(1), likelihood='bernoulli',
-                          noise='masking', noise_level=0.5)
+  loss, _ = model.loss_fn(state.params, state.batch_stats, state.apply_fn, batch, jax.random.key(1),
+                          likelihood='bernoulli', noise='masking', noise_level=0.5)
   from jaxae import corruption, losses
   noise_key, _ = jax.random.split(jax.random.key(1))
   x_tilde = corruption.masking(batch['image'], noise_key, 0.5)

@@ -65,9 +65,9 @@ def one_cpu_device(workdir, overrides) -> list[dict]:
   return run_on_cpu_devices(workdir, overrides, devices=1)['records']
 
 
-def last_params(workdir):
+def last_params(workdir, collection='params'):
   with checkpoint.Checkpointer(workdir / 'checkpoints') as ckpt:
-    return ckpt.read(ckpt.steps()[-1])['params']
+    return ckpt.read(ckpt.steps()[-1])[collection]
 
 
 def test_four_devices_match_one_device_and_compile_once_also_on_resume(tmp_path, name='vae'):
@@ -82,6 +82,19 @@ def test_four_devices_match_one_device_and_compile_once_also_on_resume(tmp_path,
   assert [(r['epoch'], r['split'], r['step']) for r in resumed['records']] == [(r['epoch'], r['split'], r['step'])
                                                                                 for r in one]
   np.testing.assert_allclose([r['loss'] for r in resumed['records']], [r['loss'] for r in one], rtol=2e-5)
+
+
+def test_batch_norm_over_four_devices_normalises_by_the_whole_batch_as_one_device_does(tmp_path):
+  """DCGAN's batch norm, the batch sharded over 4 devices: the same losses and running averages as 1 device."""
+  overrides = tiny(model='dcgan', epochs=2, batch_size=64, holdout=0.8)
+  four = run_on_cpu_devices(tmp_path / 'four', overrides)
+  one = one_cpu_device(tmp_path / 'one', overrides)
+  for key in ('d_loss', 'g_loss'):
+    np.testing.assert_allclose([r[key] for r in four['records']], [r[key] for r in one], rtol=2e-5)
+  stats = [last_params(tmp_path / run, 'batch_stats') for run in ('four', 'one')]
+  assert jax.tree.structure(stats[0]) == jax.tree.structure(stats[1]) and len(jax.tree.leaves(stats[0])) == 6
+  for a, b in zip(*map(jax.tree.leaves, stats), strict=True):
+    np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-6)
 
 
 def test_a_batch_size_that_does_not_split_over_the_devices_is_refused(tmp_path):

@@ -234,7 +234,7 @@ def test_kills_mid_epoch_while_streaming_records_resume_bitwise(tmp_path):
                          '--set', 'stream_steps=4'], capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, (proc.stdout, proc.stderr[-2000:])
   report = json.loads(proc.stdout.strip().splitlines()[-1])
-  assert report['ok'] and report['kills'] >= 1 and report['params_bitwise_identical']
+  assert report['ok'] and report['kills'] >= 1 and report['weights_bitwise_identical']
   assert report['checkpoints_restorable'][-1] == 6 * 47  # 3,000 / 64: 47 steps per epoch, 5 chunks of 10
 
 

@@ -70,13 +70,19 @@ class Checkpointer:
       return template, 0
     target = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
     metadata = self._metadata(step)
-    self._check_fits(step, metadata['state'] if self._legacy(step) else metadata, target)
+    saved = metadata['state'] if self._legacy(step) else metadata
+    self._check_fits(step, saved, target)
+    before_batch_norm = 'batch_stats' not in saved  # written before states carried batch statistics
+    if before_batch_norm:  # none to read (`_check_fits`: the template has none either); orbax restores the rest
+      target = {field: getattr(target, field) for field in ('step', 'params', 'opt_state')}  # into a dict
     if self._legacy(step):
       sums = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype), metadata['sums'])
       item = ocp.args.StandardRestore({'state': target, 'sums': sums})
       state = self._restore(step, ocp.args.Composite(default=item))['default']['state']
     else:
       state = self._restore(step, ocp.args.Composite(state=ocp.args.StandardRestore(target)))['state']
+    if before_batch_norm:
+      state = template.replace(**state)
     if not bool(all_finite(state)):  # jaxae never saves a non-finite state: these bytes were damaged on disk
       raise UserError(f'checkpoint {step} in {self.manager.directory} holds NaN or Inf values, which jaxae never '
                       f'saves: its files are damaged; {self._fallback(step)}')

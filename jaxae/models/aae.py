@@ -8,7 +8,9 @@ each with its own optimizer state:
 3. regularisation, generator: the encoder learns to fool D (non-saturating
    loss `-log D(f(x))`, weighted by `adv_weight`).
 Generation decodes prior samples. Priors: `jaxae.priors` (gaussian, a mixture
-of 10 2-D Gaussians, uniform).
+of 10 2-D Gaussians, uniform). Every training forward pass runs in training mode
+(`state.run`): with `norm=batch` the conv encoder and decoder normalise each batch and
+keep running averages, which evaluation, codes and samples use.
 
 References:
   Makhzani, Shlens, Jaitly, Goodfellow & Frey, Adversarial Autoencoders,
@@ -35,7 +37,7 @@ KEYS = dict(  # what this family's own config keys mean (jaxae-train --list-conf
 def defaults() -> dict:
   return dict(
       arch='mlp', hidden=(512, 256), conv_features=(32, 64), latent_dim=8, likelihood='bernoulli',
-      prior='gaussian', disc_hidden=(256, 256), adv_weight=1.0,
+      prior='gaussian', disc_hidden=(256, 256), adv_weight=1.0, norm='none',
   )
 
 
@@ -51,43 +53,46 @@ def create_state(key: jax.Array, config, sample_batch) -> steps.PlayerState:
   if arch == 'conv':
     jnn.check_conv_shape(x.shape[1:], len(conv))
   nets = {
-      'encoder': jnn.make_encoder(arch, config['latent_dim'], hidden, conv, precision=precision),
-      'decoder': jnn.make_decoder(arch, x.shape[1:], hidden, conv, precision=precision),
+      'encoder': jnn.make_encoder(arch, config['latent_dim'], hidden, conv, precision=precision, norm=config['norm']),
+      'decoder': jnn.make_decoder(arch, x.shape[1:], hidden, conv, precision=precision, norm=config['norm']),
       'discriminator': jnn.MLPEncoder(tuple(config['disc_hidden']), 1, precision=precision,
                                       activation=jnn.leaky_relu),
   }
   z = jnp.zeros((1, config['latent_dim']))
   inputs = {'encoder': x, 'decoder': z, 'discriminator': z}
   keys = dict(zip(nets, jax.random.split(key, len(nets)), strict=True))
-  params = {name: net.init(keys[name], inputs[name])['params'] for name, net in nets.items()}
+  variables = {name: net.init(keys[name], inputs[name]) for name, net in nets.items()}
   tx = steps.make_optimizer(config)
-  return steps.PlayerState.create(nets, params, {name: steps.Phase(parts, tx) for name, parts in PHASES.items()})
+  return steps.PlayerState.create(nets, variables, {name: steps.Phase(parts, tx) for name, parts in PHASES.items()})
 
 
 def reconstruction_loss(state, x, mask, likelihood):
-  """Phase 1: mean reconstruction NLL of `g(f(x))`."""
-  out = state.apply('decoder', state.apply('encoder', x))
+  """Phase 1: mean reconstruction NLL of `g(f(x))`: `(rec, (metrics, state))` for `steps.phase_step`."""
+  z, state = state.run('encoder', x)
+  out, state = state.run('decoder', z)
   rec = losses.masked_mean(losses.reconstruction_nll(out, x, likelihood), mask)
-  return rec, {'rec': rec}
+  return rec, ({'rec': rec}, state)
 
 
 def discriminator_logits(state, x, z_prior):
-  """`(D(z_prior), D(f(x)))` logits, each `[B]`."""
+  """`(D(z_prior), D(f(x)))` logits, each `[B]`, in evaluation mode."""
   return state.apply('discriminator', z_prior)[:, 0], state.apply('discriminator', state.apply('encoder', x))[:, 0]
 
 
 def discriminator_loss(state, x, z_prior, mask):
   """Phase 2: D's cross-entropy, prior samples real and codes fake; also the mean D on each."""
-  real, fake = discriminator_logits(state, x, z_prior)
+  codes, state = state.run('encoder', x)
+  real, fake = state.apply('discriminator', z_prior)[:, 0], state.apply('discriminator', codes)[:, 0]
   loss = losses.masked_mean(losses.gan_real_loss(real) + losses.gan_fake_loss(fake), mask)
-  return loss, {'d_loss': loss, 'd_real': losses.masked_mean(jax.nn.sigmoid(real), mask),
-                'd_fake': losses.masked_mean(jax.nn.sigmoid(fake), mask)}
+  return loss, ({'d_loss': loss, 'd_real': losses.masked_mean(jax.nn.sigmoid(real), mask),
+                 'd_fake': losses.masked_mean(jax.nn.sigmoid(fake), mask)}, state)
 
 
 def generator_loss(state, x, mask, adv_weight):
   """Phase 3: the encoder's non-saturating loss `-log D(f(x))`, times `adv_weight`."""
-  g_loss = losses.masked_mean(losses.gan_real_loss(state.apply('discriminator', state.apply('encoder', x))), mask)
-  return adv_weight * g_loss, {'g_loss': g_loss}
+  codes, state = state.run('encoder', x)
+  g_loss = losses.masked_mean(losses.gan_real_loss(state.apply('discriminator', codes)[:, 0]), mask)
+  return adv_weight * g_loss, ({'g_loss': g_loss}, state)
 
 
 def train_step(state, batch, key, *, likelihood, prior, latent_dim, adv_weight):

@@ -7,7 +7,9 @@ One network family covers four classic models, switched by config fields:
 - denoising (`noise` in gaussian / masking / salt_and_pepper, `noise_level`):
   loss of g(f(x~)) against the clean x, x~ drawn inside the step;
 - dropout (`input_dropout`, `dropout_rate`): through the 'dropout' stream, off
-  at evaluation.
+  at evaluation;
+- conv nets may normalise (`norm`): batch norm trains on each batch's statistics and
+  evaluates with their running averages (`state.batch_stats`), or layer norm.
 `tied_ae`, `dae` and `dropout_ae` are presets of this module.
 
 References:
@@ -44,7 +46,7 @@ def defaults() -> dict:
   return dict(
       arch='mlp', hidden=(512, 256), conv_features=(32, 64), latent_dim=32,
       likelihood='bernoulli', tied=False, noise='none', noise_level=0.0,
-      input_dropout=0.0, dropout_rate=0.0,
+      input_dropout=0.0, dropout_rate=0.0, norm='none',
   )
 
 
@@ -53,6 +55,8 @@ def validate(config) -> None:
   checks.check_network(config)
   checks.check(config, choices={'likelihood': losses.LIKELIHOODS, 'noise': corruption.KINDS},
                    non_negative=('noise_level',), probabilities=('input_dropout', 'dropout_rate'))
+  checks.require(not (config['tied'] and config['norm'] != 'none'),
+                 f"the tied network has no norm layers: set norm=none or tied=false (norm={config['norm']})")
   if config['noise'] in ('masking', 'salt_and_pepper'):
     checks.require(config['noise_level'] <= 1,
                        f"noise_level is a probability for {config['noise']}: set it in [0, 1]")
@@ -93,8 +97,8 @@ def make_network(config, image_shape) -> nn.Module:
     )
   args = (config['arch'], config['hidden'], config['conv_features'], config['dropout_rate'], config['precision'])
   return Autoencoder(
-      jnn.make_encoder(args[0], config['latent_dim'], *args[1:]),
-      jnn.make_decoder(args[0], image_shape, *args[1:]),
+      jnn.make_encoder(args[0], config['latent_dim'], *args[1:], norm=config['norm']),
+      jnn.make_decoder(args[0], image_shape, *args[1:], norm=config['norm']),
       config['input_dropout'],
   )
 
@@ -102,43 +106,48 @@ def make_network(config, image_shape) -> nn.Module:
 def create_state(key: jax.Array, config, sample_batch) -> steps.TrainState:
   x = sample_batch['image'][:1]
   net = make_network(config, x.shape[1:])
-  params = net.init({'params': key}, x)['params']
-  return steps.create_train_state(net.apply, params, config)
+  return steps.create_train_state(net.apply, net.init({'params': key}, x), config)
 
 
-def loss_fn(params, apply_fn, batch, key, *, likelihood, noise, noise_level):
-  """Mean reconstruction NLL of the (corrupted, dropped-out) input against the clean one."""
+def loss_fn(params, batch_stats, apply_fn, batch, key, *, likelihood, noise, noise_level):
+  """Mean reconstruction NLL of the (corrupted, dropped-out) input against the clean one, in training mode.
+
+  Returns:
+    `(loss, (metrics, batch_stats))`: the running averages updated by this batch (`{}` without batch norm).
+  """
   noise_key, dropout_key = jax.random.split(key)
   x = batch['image']
   x_tilde = corruption.corrupt(x, noise_key, noise, noise_level)
-  out = apply_fn({'params': params}, x_tilde, train=True, rngs={'dropout': dropout_key})
+  out, updates = apply_fn({'params': params, 'batch_stats': batch_stats}, x_tilde, train=True,
+                          rngs={'dropout': dropout_key}, mutable=['batch_stats'])
   loss = losses.masked_mean(losses.reconstruction_nll(out, x, likelihood), batch.get('mask'))
-  return loss, {'loss': loss, 'rec': loss}
+  return loss, ({'loss': loss, 'rec': loss}, updates['batch_stats'])
 
 
 def train_step(state, batch, key, *, likelihood, noise, noise_level):
   """`(state, batch, key) -> (state, {'loss', 'rec'})`; key feeds noise and dropout."""
-  return steps.gradient_step(
-      state, loss_fn, batch, key, likelihood=likelihood, noise=noise, noise_level=noise_level
-  )
+  grad_fn = jax.grad(loss_fn, has_aux=True)
+  grads, (metrics, batch_stats) = grad_fn(state.params, state.batch_stats, state.apply_fn, batch, key,
+                                          likelihood=likelihood, noise=noise, noise_level=noise_level)
+  return state.apply_gradients(grads=grads, batch_stats=batch_stats), metrics
 
 
 def eval_step(state, batch, key, *, likelihood):
   """Clean-input reconstruction NLL sums: `{'loss', 'rec', 'count'}` (key unused)."""
   del key
-  out = state.apply_fn({'params': state.params}, batch['image'])
+  out = state.apply_fn(state.variables(), batch['image'])
   rec = losses.masked_sum(losses.reconstruction_nll(out, batch['image'], likelihood), batch.get('mask'))
   return {'loss': rec, 'rec': rec, 'count': losses.masked_count(batch)}
 
 
 def encode(state, x: jax.Array) -> jax.Array:
   """Codes `[B, latent_dim]` of images `x: [B, H, W, C]` (deterministic)."""
-  return state.apply_fn({'params': state.params}, x, method='encode')
+  return state.apply_fn(state.variables(), x, method='encode')
 
 
 def decode(state, z: jax.Array, *, likelihood) -> jax.Array:
   """Images `[B, H, W, C]` in [0, 1] (decoder means) from codes `z`."""
-  out = state.apply_fn({'params': state.params}, z, method='decode')
+  out = state.apply_fn(state.variables(), z, method='decode')
   return losses.decoder_mean(out, likelihood)
 
 

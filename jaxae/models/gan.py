@@ -19,8 +19,10 @@ DCGAN: ReLU in G, LeakyReLU in D).
 D drops units with rate `d_dropout` while training (0.3, as in the common PyTorch
 MNIST write-ups; 0 for WGAN-GP); evaluation runs D without dropout.
 `arch='conv'` gives the DCGAN networks: stride-2 4x4 convs in D, transposed
-convs in G (without batch norm, so D's outputs depend on each example alone,
-which the gradient penalty needs).
+convs in G, each normalised as `norm` (G) and `d_norm` (D) say (`jaxae.nn.normalize`):
+the `dcgan` preset uses batch norm in both, as Radford et al. (not in G's output
+layer nor D's input layer); a WGAN-GP critic takes layer norm or none, since its
+gradient penalty needs outputs that depend on each example alone (Gulrajani et al.).
 
 References:
   Goodfellow et al., Generative Adversarial Nets, NeurIPS 2014.
@@ -47,20 +49,24 @@ LOSSES = ('nonsaturating', 'wasserstein')
 KEYS = dict(  # what this family's own config keys mean (jaxae-train --list-config)
     loss='nonsaturating (logits) or wasserstein (critic)', n_critic='critic updates per generator update',
     gp_weight='gradient penalty weight lambda (0: none)', d_dropout='dropout rate in the discriminator',
+    d_norm='the conv discriminator\'s normalisation (none, batch, layer; `norm` is the generator\'s)',
 )
 
 
 def defaults() -> dict:
   return dict(
       arch='mlp', hidden=(512, 256), conv_features=(64, 128), latent_dim=100, loss='nonsaturating',
-      n_critic=1, gp_weight=0.0, d_dropout=0.3, learning_rate=2e-4, adam_b1=0.5,
+      n_critic=1, gp_weight=0.0, d_dropout=0.3, learning_rate=2e-4, adam_b1=0.5, norm='none', d_norm='none',
   )
 
 
 def validate(config) -> None:
   checks.check_network(config)
   checks.check(config, choices={'loss': LOSSES}, positive=('n_critic',), non_negative=('gp_weight',),
-                   probabilities=('d_dropout',))
+               probabilities=('d_dropout',))
+  checks.require(not (config['d_norm'] == 'batch' and config['gp_weight'] > 0),
+                 'the gradient penalty needs critic outputs that depend on each example alone: set d_norm=layer or '
+                 'none with gp_weight > 0 (Gulrajani et al.)')
 
 
 def create_state(key: jax.Array, config, sample_batch) -> steps.PlayerState:
@@ -69,62 +75,85 @@ def create_state(key: jax.Array, config, sample_batch) -> steps.PlayerState:
   if arch == 'conv':
     jnn.check_conv_shape(x.shape[1:], len(conv))
   g_activation = jnn.leaky_relu if arch == 'mlp' else jax.nn.relu  # the MLP GAN's and DCGAN's generators
-  nets = {'generator': jnn.make_decoder(arch, x.shape[1:], hidden, conv, precision=precision, activation=g_activation),
+  nets = {'generator': jnn.make_decoder(arch, x.shape[1:], hidden, conv, precision=precision, activation=g_activation,
+                                        norm=config['norm']),
           'discriminator': jnn.make_encoder(arch, 1, hidden, conv, config['d_dropout'], precision,
-                                            activation=jnn.leaky_relu)}
+                                            activation=jnn.leaky_relu, norm=config['d_norm'])}
   k_g, k_d = jax.random.split(key)
-  params = {'generator': nets['generator'].init(k_g, jnp.zeros((1, config['latent_dim'])))['params'],
-            'discriminator': nets['discriminator'].init(k_d, x)['params']}
+  variables = {'generator': nets['generator'].init(k_g, jnp.zeros((1, config['latent_dim']))),
+               'discriminator': nets['discriminator'].init(k_d, x)}
   phases = {'discriminator': steps.Phase(('discriminator',), steps.make_optimizer(config, config['n_critic'])),
             'generator': steps.Phase(('generator',), steps.make_optimizer(config))}
-  return steps.PlayerState.create(nets, params, phases)
+  return steps.PlayerState.create(nets, variables, phases)
 
 
 def generate(state, z: jax.Array) -> jax.Array:
-  """Images `G(z)`: `[B, H, W, C]` in [0, 1] (the tanh output rescaled)."""
-  return 0.5 * (jnp.tanh(state.apply('generator', z)) + 1.0)
+  """Images `G(z)`: `[B, H, W, C]` in [0, 1] (the tanh output rescaled); batch norm reads its running averages."""
+  return _to_image(state.apply('generator', z))
 
 
-def critic(state, x: jax.Array, dropout_key: jax.Array | None = None) -> jax.Array:
-  """`D(x)` of images in [0, 1], fed centred to [-1, 1]: `[B]` logits (non-saturating) or scores
-  (Wasserstein); dropout (`d_dropout`) only with a key."""
-  x = 2.0 * x - 1.0
-  if dropout_key is None:
-    return state.apply('discriminator', x)[:, 0]
-  return state.apply('discriminator', x, train=True, rngs={'dropout': dropout_key})[:, 0]
+def critic(state, x: jax.Array) -> jax.Array:
+  """`D(x)` of images in [0, 1], fed centred to [-1, 1]: `[B]` logits (non-saturating) or scores (Wasserstein),
+  in evaluation mode (no dropout; batch norm reads its running averages)."""
+  return state.apply('discriminator', 2.0 * x - 1.0)[:, 0]
+
+
+def _to_image(out):
+  return 0.5 * (jnp.tanh(out) + 1.0)
+
+
+def _forward(state, part, v, key):
+  """`(out, state)`: network `part` on `v` in training mode with a key (dropout from it; batch norm on the
+  batch, its running averages updated in the returned state), in evaluation mode (`state` unchanged) without."""
+  if key is None:
+    return state.apply(part, v), state
+  return state.run(part, v, rngs={'dropout': key})
+
+
+def _critic(state, x, key):
+  out, state = _forward(state, 'discriminator', 2.0 * x - 1.0, key)
+  return out[:, 0], state
 
 
 def discriminator_terms(state, x, z, eps, loss, gp_weight, dropout_key=None):
-  """Per-example D loss `[B]` and its parts: `(d_loss, {'d_real', 'd_fake'[, 'gp']})`, real pairs with fake i.
+  """Per-example D loss `[B]`, its parts and the state: `(d_loss, {'d_real', 'd_fake'[, 'gp']}, state)`, real
+  pairs with fake i.
 
-  With `dropout_key` (training), D drops units, real and fake with independent masks.
+  With `dropout_key` (training), G and D run in training mode: D drops units, real and fake with independent
+  masks, and batch norm normalises each batch (real, then fake) by its own statistics, as PyTorch's DCGAN does.
   """
-  fake = generate(state, z)
   k_real, k_fake, k_gp = jax.random.split(dropout_key, 3) if dropout_key is not None else (None,) * 3
-  real_out, fake_out = critic(state, x, k_real), critic(state, fake, k_fake)
+  fake, state = _forward(state, 'generator', z, k_fake)
+  fake = _to_image(fake)
+  real_out, state = _critic(state, x, k_real)
+  fake_out, state = _critic(state, fake, k_fake)
   if loss == 'nonsaturating':
     return (losses.gan_real_loss(real_out) + losses.gan_fake_loss(fake_out),
-            {'d_real': jax.nn.sigmoid(real_out), 'd_fake': jax.nn.sigmoid(fake_out)})
-  gp = losses.gradient_penalty(lambda v: critic(state, v, k_gp), x, fake, eps)
-  return fake_out - real_out + gp_weight * gp, {'d_real': real_out, 'd_fake': fake_out, 'gp': gp}
+            {'d_real': jax.nn.sigmoid(real_out), 'd_fake': jax.nn.sigmoid(fake_out)}, state)
+  gp = losses.gradient_penalty(lambda v: _critic(state, v, k_gp)[0], x, fake, eps)  # no batch norm (validate)
+  return fake_out - real_out + gp_weight * gp, {'d_real': real_out, 'd_fake': fake_out, 'gp': gp}, state
 
 
 def discriminator_loss(state, x, mask, z, eps, loss, gp_weight, dropout_key=None):
-  """One discriminator (critic) update's loss: the masked mean of `discriminator_terms`."""
-  d_loss, parts = discriminator_terms(state, x, z, eps, loss, gp_weight, dropout_key)
+  """One discriminator (critic) update's loss: the masked mean of `discriminator_terms`;
+  `(d_loss, (metrics, state))` for `steps.phase_step`."""
+  d_loss, parts, state = discriminator_terms(state, x, z, eps, loss, gp_weight, dropout_key)
   d_loss = losses.masked_mean(d_loss, mask)
-  return d_loss, {'d_loss': d_loss, **{k: losses.masked_mean(v, mask) for k, v in parts.items()}}
+  return d_loss, ({'d_loss': d_loss, **{k: losses.masked_mean(v, mask) for k, v in parts.items()}}, state)
 
 
 def generator_terms(state, z, loss, dropout_key=None):
-  """Per-example G loss `[B]`: `-log D(G(z))` or `-f(G(z))`."""
-  out = critic(state, generate(state, z), dropout_key)
-  return losses.gan_real_loss(out) if loss == 'nonsaturating' else -out
+  """Per-example G loss `[B]` (`-log D(G(z))` or `-f(G(z))`) and the state, training mode with a key."""
+  fake, state = _forward(state, 'generator', z, dropout_key)
+  out, state = _critic(state, _to_image(fake), dropout_key)
+  return (losses.gan_real_loss(out) if loss == 'nonsaturating' else -out), state
 
 
 def generator_loss(state, z, loss, dropout_key=None):
-  g_loss = jnp.mean(generator_terms(state, z, loss, dropout_key))
-  return g_loss, {'g_loss': g_loss}
+  """The generator update's loss: `(g_loss, (metrics, state))` for `steps.phase_step`."""
+  g_terms, state = generator_terms(state, z, loss, dropout_key)
+  g_loss = jnp.mean(g_terms)
+  return g_loss, ({'g_loss': g_loss}, state)
 
 
 def draws(key, x, latent_dim):
@@ -157,8 +186,8 @@ def eval_step(state, batch, key, *, loss, latent_dim, gp_weight):
   """Sums over held-out images of d_loss, d_real, d_fake (gp), g_loss, and `count`; key draws z and eps."""
   x, mask = batch['image'], batch.get('mask')
   z, eps, _ = draws(key, x, latent_dim)
-  d_loss, parts = discriminator_terms(state, x, z, eps, loss, gp_weight)
-  per_example = {'d_loss': d_loss, **parts, 'g_loss': generator_terms(state, z, loss)}
+  d_loss, parts, _ = discriminator_terms(state, x, z, eps, loss, gp_weight)
+  per_example = {'d_loss': d_loss, **parts, 'g_loss': generator_terms(state, z, loss)[0]}
   return {**{k: losses.masked_sum(v, mask) for k, v in per_example.items()}, 'count': losses.masked_count(batch)}
 
 

@@ -40,7 +40,7 @@ KEYS = dict(  # what this family's own config keys mean (jaxae-train --list-conf
 def defaults() -> dict:
   return dict(
       arch='mlp', hidden=(512, 256), conv_features=(32, 64), latent_dim=16,
-      likelihood='bernoulli', beta=1.0, iwae_samples=1,
+      likelihood='bernoulli', beta=1.0, iwae_samples=1, norm='none',
   )
 
 
@@ -48,6 +48,8 @@ def validate(config) -> None:
   checks.check_network(config)
   checks.check(config, choices={'likelihood': losses.LIKELIHOODS}, non_negative=('beta',),
                    positive=('iwae_samples',))
+  checks.require(config['norm'] != 'batch', 'norm=batch would make each ELBO and IWAE bound depend on the other '
+                 'examples of its batch; set norm=layer (per example) or none')
   checks.require(config['iwae_samples'] == 1 or config['beta'] == 1,
                      f"the IWAE bound (iwae_samples={config['iwae_samples']}) has no beta: "
                      'set beta=1 or iwae_samples=1')
@@ -92,17 +94,15 @@ def make_network(config, image_shape) -> VAE:
   arch, hidden, conv = config['arch'], config['hidden'], config['conv_features']
   if arch == 'conv':
     jnn.check_conv_shape(image_shape, len(conv))
-  return VAE(
-      jnn.make_encoder(arch, 2 * config['latent_dim'], hidden, conv, precision=config['precision']),
-      jnn.make_decoder(arch, image_shape, hidden, conv, precision=config['precision']),
-  )
+  kw = dict(precision=config['precision'], norm=config['norm'])
+  return VAE(jnn.make_encoder(arch, 2 * config['latent_dim'], hidden, conv, **kw),
+             jnn.make_decoder(arch, image_shape, hidden, conv, **kw))
 
 
 def create_state(key: jax.Array, config, sample_batch) -> steps.TrainState:
   x = sample_batch['image'][:1]
   net = make_network(config, x.shape[1:])
-  params = net.init({'params': key, 'latent': key}, x)['params']
-  return steps.create_train_state(net.apply, params, config)
+  return steps.create_train_state(net.apply, net.init({'params': key, 'latent': key}, x), config)
 
 
 def negative_elbo_terms(params, apply_fn, x, key, likelihood):
