@@ -51,12 +51,13 @@ def test_a_run_loads_with_its_dataset_gone_and_no_training_step_traced(tmp_path,
 
 
 @pytest.mark.parametrize('name', ['vae', 'gan'])
-def test_a_run_written_by_jaxae_round_2_loads_and_evaluates_to_its_logged_numbers(tmp_path, name):
+@pytest.mark.parametrize('written_by', ['round2', 'session26'])
+def test_a_run_written_by_an_older_jaxae_loads_and_evaluates_to_its_logged_numbers(tmp_path, name, written_by):
   """tests/fixtures/round2_*: runs written by the code before the loop moved (one-item `{'state', 'sums'}`
-  checkpoints, no input_shape in config.json): their held-out metrics, recomputed from the loaded parameters,
-  equal what that run logged; and they resume."""
+  checkpoints, no input_shape in config.json); session26_*: before states carried batch statistics. Their
+  held-out metrics, recomputed from the loaded parameters, equal what that run logged; and they resume."""
   workdir = tmp_path / 'run'
-  shutil.copytree(FIXTURES / f'round2_{name}', workdir)
+  shutil.copytree(FIXTURES / f'{written_by}_{name}', workdir)
   loaded = load(workdir)
   logged = metrics.read(workdir / 'metrics.jsonl')[-1]
   eval_step = steps.bind(loaded.model.eval_step, loaded.config)
