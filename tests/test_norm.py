@@ -9,7 +9,7 @@ import pytest
 from conftest import tiny
 
 from jaxae import config as config_lib
-from jaxae import models
+from jaxae import models, steps
 from jaxae import nn as jnn
 
 
@@ -95,16 +95,20 @@ def test_dcgan_steps_update_the_running_averages_and_evaluation_reads_them():
   assert rows_depend_on_the_batch(lambda v: new.run('discriminator', v)[0], x)
 
 
-def test_a_batch_norm_autoencoder_keeps_running_averages_and_evaluates_with_them(tmp_path):
-  ae = models.get('ae')
-  config = config_lib.resolve(tiny(model='ae', arch='conv', norm='batch'))
+@pytest.mark.parametrize('name', ['ae', 'aae'])
+def test_a_batch_norm_autoencoder_keeps_running_averages_and_evaluates_with_them(name):
+  """One player (`TrainState.batch_stats`) and several (`PlayerState`: the AAE's encoder and decoder)."""
+  model = models.get(name)
+  config = config_lib.resolve(tiny(model=name, arch='conv', norm='batch'))
   x = jax.random.uniform(jax.random.key(2), (16, 8, 8, 1))
-  state = ae.create_state(jax.random.key(0), config, {'image': x})
-  assert set(state.batch_stats['encoder']) == {'BatchNorm_0'} and len(state.batch_stats['decoder']) == 2
-  hp = dict(likelihood='bernoulli', noise='none', noise_level=0.0)
-  new, metrics = ae.train_step(state, {'image': x, 'mask': jnp.ones(16)}, jax.random.key(1), **hp)
-  mean = new.batch_stats['encoder']['BatchNorm_0']['mean']
-  assert float(jnp.abs(mean).max()) > 0 and np.isfinite(float(metrics['loss']))
-  assert not rows_depend_on_the_batch(lambda v: ae.encode(new, v), x)
-  loss = lambda s: ae.eval_step(s, {'image': x, 'mask': jnp.ones(16)}, None, likelihood='bernoulli')['loss']
-  assert float(loss(new)) != float(loss(new.replace(batch_stats=state.batch_stats)))  # it reads the averages
+  state = model.create_state(jax.random.key(0), config, {'image': x})
+  stats = state.batch_stats  # {'encoder', 'decoder'}: the AAE's parts, the autoencoder's submodules
+  assert set(stats['encoder']) == {'BatchNorm_0'} and len(stats['decoder']) == 2
+  batch = {'image': x, 'mask': jnp.ones(16)}
+  new, metrics = jax.jit(steps.bind(model.train_step, config))(state, batch, jax.random.key(1))
+  assert float(jnp.abs(new.batch_stats['encoder']['BatchNorm_0']['mean']).max()) > 0
+  assert all(np.isfinite(float(v)) for v in metrics.values())
+  assert not rows_depend_on_the_batch(lambda v: model.encode(new, v), x)
+  evaluate = jax.jit(steps.bind(model.eval_step, config))
+  loss = lambda s: float(evaluate(s, batch, jax.random.key(3))[model.HEADLINE[0]])
+  assert loss(new) != loss(new.replace(batch_stats=state.batch_stats))  # it reads the averages
