@@ -208,6 +208,23 @@ class ConvDecoder(nn.Module):
     return conv(channels, self.precision, transpose=True)(h).astype(jnp.float32)
 
 
+def dcgan_init(key: jax.Array, params):
+  """`params` redrawn as Radford et al. initialise DCGAN: every kernel from N(0, 0.02^2), batch norm scales from
+  N(1, 0.02^2) (as the PyTorch DCGAN example), biases and shifts kept (zeros)."""
+  leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
+  keys = jax.random.split(key, len(leaves))
+
+  def redraw(path, leaf, k):
+    name = getattr(path[-1], 'key', None)
+    if name == 'kernel':
+      return 0.02 * jax.random.normal(k, leaf.shape, leaf.dtype)
+    if name == 'scale':
+      return 1.0 + 0.02 * jax.random.normal(k, leaf.shape, leaf.dtype)
+    return leaf
+
+  return jax.tree_util.tree_unflatten(treedef, [redraw(p, v, k) for (p, v), k in zip(leaves, keys, strict=True)])
+
+
 def leaky_relu(x: jax.Array) -> jax.Array:
   """LeakyReLU with slope 0.2, the discriminators' activation in the GAN and DCGAN papers."""
   return nn.leaky_relu(x, 0.2)

@@ -33,6 +33,7 @@ def test_defaults_merge_the_family_keys():
     ({'model': 'dcgan', 'arch': 'mlp', 'norm': 'none'}, 'd_norm=batch normalises conv layers: set arch=conv'),
     ({'model': 'vae', 'arch': 'conv', 'norm': 'batch'}, 'norm=batch would make each ELBO .* set norm=layer'),
     ({'model': 'tied_ae', 'arch': 'conv', 'norm': 'batch'}, 'the tied network has no norm layers'),
+    ({'model': 'gan', 'init': 'xavier'}, "init='xavier' is not one of flax, dcgan"),
     ({'model': 'wgan_gp', 'arch': 'conv', 'd_norm': 'batch'}, 'gradient penalty needs critic outputs .* d_norm=layer'),
     ({'nope': 1}, 'unknown config key'),
 ])

@@ -68,6 +68,10 @@ def test_dcgan_has_batch_norm_where_radford_et_al_put_it(image_shape):
   assert g['BatchNorm_0']['scale'].shape == (16,) and g['BatchNorm_1']['scale'].shape == (8,)
   assert sorted(state.batch_stats) == ['discriminator', 'generator']
   assert config['d_dropout'] == 0.0 and (config['learning_rate'], config['adam_b1']) == (2e-4, 0.5)
+  kernels = [v for p, v in jax.tree_util.tree_leaves_with_path(state.params) if p[-1].key == 'kernel']
+  assert len(kernels) == 6 and abs(float(jnp.concatenate([k.ravel() for k in kernels]).std()) - 0.02) < 2e-3
+  scales = jnp.concatenate([s['scale'] for part in state.params.values() for n, s in part.items() if 'Batch' in n])
+  assert abs(float(scales.mean()) - 1.0) < 0.01 and 0.01 < float(scales.std()) < 0.03  # N(1, 0.02), Radford et al.
   gan = models.get('dcgan')
   images = gan.sample(state, jax.random.key(1), 3, latent_dim=config['latent_dim'])
   assert images.shape == (3, *image_shape) and float(images.min()) >= 0 and float(images.max()) <= 1

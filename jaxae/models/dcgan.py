@@ -1,7 +1,7 @@
 """DCGAN: convolutional generator and discriminator (stride-2 4x4 convs, 64-128 features), for
 28x28, 32x32 (and any H, W divisible by 4) images, as Radford et al.: batch norm in G (all but the
-output layer) and D (all but the input layer), ReLU in G, LeakyReLU 0.2 in D, no dropout, Adam 2e-4,
-beta1 0.5.
+output layer) and D (all but the input layer), ReLU in G, LeakyReLU 0.2 in D, no dropout, kernels
+initialised from N(0, 0.02), Adam 2e-4, beta1 0.5.
 
 A preset of `jaxae.models.gan`: same losses and steps, other defaults.
 
@@ -15,4 +15,5 @@ from jaxae.models.gan import *  # noqa: F403  (the family contract: gan.__all__)
 
 
 def defaults() -> dict:
-  return {**gan.defaults(), 'arch': 'conv', 'norm': 'batch', 'd_norm': 'batch', 'd_dropout': 0.0}
+  return {**gan.defaults(), 'arch': 'conv', 'norm': 'batch', 'd_norm': 'batch', 'd_dropout': 0.0,
+          'init': 'dcgan'}

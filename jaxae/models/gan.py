@@ -50,19 +50,22 @@ KEYS = dict(  # what this family's own config keys mean (jaxae-train --list-conf
     loss='nonsaturating (logits) or wasserstein (critic)', n_critic='critic updates per generator update',
     gp_weight='gradient penalty weight lambda (0: none)', d_dropout='dropout rate in the discriminator',
     d_norm='the conv discriminator\'s normalisation (none, batch, layer; `norm` is the generator\'s)',
+    init='initial weights: flax (its layers\' defaults) or dcgan (kernels N(0, 0.02), as Radford et al.)',
 )
+INITS = ('flax', 'dcgan')
 
 
 def defaults() -> dict:
   return dict(
       arch='mlp', hidden=(512, 256), conv_features=(64, 128), latent_dim=100, loss='nonsaturating',
       n_critic=1, gp_weight=0.0, d_dropout=0.3, learning_rate=2e-4, adam_b1=0.5, norm='none', d_norm='none',
+      init='flax',
   )
 
 
 def validate(config) -> None:
   checks.check_network(config)
-  checks.check(config, choices={'loss': LOSSES}, positive=('n_critic',), non_negative=('gp_weight',),
+  checks.check(config, choices={'loss': LOSSES, 'init': INITS}, positive=('n_critic',), non_negative=('gp_weight',),
                probabilities=('d_dropout',))
   checks.require(not (config['d_norm'] == 'batch' and config['gp_weight'] > 0),
                  'the gradient penalty needs critic outputs that depend on each example alone: set d_norm=layer or '
@@ -82,6 +85,9 @@ def create_state(key: jax.Array, config, sample_batch) -> steps.PlayerState:
   k_g, k_d = jax.random.split(key)
   variables = {'generator': nets['generator'].init(k_g, jnp.zeros((1, config['latent_dim']))),
                'discriminator': nets['discriminator'].init(k_d, x)}
+  if config['init'] == 'dcgan':
+    for part, k in zip(variables, jax.random.split(jax.random.fold_in(key, 1), 2), strict=True):
+      variables[part] = {**variables[part], 'params': jnn.dcgan_init(k, variables[part]['params'])}
   phases = {'discriminator': steps.Phase(('discriminator',), steps.make_optimizer(config, config['n_critic'])),
             'generator': steps.Phase(('generator',), steps.make_optimizer(config))}
   return steps.PlayerState.create(nets, variables, phases)
