@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxae import cpu
-from jaxae.checks import NORMS  # noqa: F401  (what `normalize` takes)
+from jaxae.checks import NORMS
 from jaxae.cpu import bf16_dot_general, bf16_matmul
 
 KERNEL = (4, 4)  # conv kernel; stride 2 halves H and W per layer
@@ -66,7 +66,9 @@ def normalize(norm: str, h: jax.Array, train: bool) -> jax.Array:
     return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5)(h.astype(jnp.float32))
   if norm == 'layer':
     return nn.LayerNorm(reduction_axes=(-3, -2, -1))(h.astype(jnp.float32))
-  return h
+  if norm == 'none':
+    return h
+  raise ValueError(f'norm={norm!r} is not one of {NORMS}')
 
 
 class ConvTranspose(nn.Module):

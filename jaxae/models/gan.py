@@ -101,7 +101,7 @@ def generate(state, z: jax.Array) -> jax.Array:
 def critic(state, x: jax.Array) -> jax.Array:
   """`D(x)` of images in [0, 1], fed centred to [-1, 1]: `[B]` logits (non-saturating) or scores (Wasserstein),
   in evaluation mode (no dropout; batch norm reads its running averages)."""
-  return state.apply('discriminator', 2.0 * x - 1.0)[:, 0]
+  return _critic(state, x, None)[0]
 
 
 def _to_image(out):
