@@ -5,8 +5,10 @@ from jaxae.config import resolve as resolve_config
 from jaxae.errors import UserError
 from jaxae.loop import Keys, Result, make_keys, train_and_evaluate
 from jaxae.runs import Loaded, load
+from jaxae.share import export
 
 __all__ = [
-    'Keys', 'Loaded', 'Result', 'UserError', 'corruption', 'data', 'evaluation', 'load', 'losses', 'make_keys',
-    'metrics', 'models', 'nn', 'pca', 'plotting', 'priors', 'resolve_config', 'steps', 'tour', 'train_and_evaluate',
+    'Keys', 'Loaded', 'Result', 'UserError', 'corruption', 'data', 'evaluation', 'export', 'load', 'losses',
+    'make_keys', 'metrics', 'models', 'nn', 'pca', 'plotting', 'priors', 'resolve_config', 'steps', 'tour',
+    'train_and_evaluate',
 ]

@@ -1,6 +1,10 @@
-"""Load a trained run: `jaxae.load(workdir)` -> the family, the trained state, the config (and, on demand, the data).
+"""Load a trained model: `jaxae.load(path)` -> the family, the trained state, the config (and, on demand, the data).
 
-Loading needs only the workdir: the family and the input shape come from
+`path` is a training workdir or a folder exported from one (`jaxae.export`, `jaxae.portable`).
+`loaded.sample(key, n)`, `encode(x)`, `decode(z)` and `reconstruct(x)` call the family's functions
+with the run's hyperparameters bound, jitted once per shape.
+
+Loading a workdir needs only the workdir: the family and the input shape come from
 `config.json`, the state from the checkpoint's model item, restored into a
 template that the family's `create_state` builds on this process's default
 device, whatever number of devices wrote it. No dataset is read and no training
@@ -13,10 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import jax
 import numpy as np
 
 from jaxae import data as data_lib
-from jaxae import models
+from jaxae import models, portable, steps
 from jaxae.errors import require
 from jaxae.loop import checkpoint
 from jaxae.loop.keys import Keys, make_keys
@@ -44,9 +49,35 @@ class Loaded:
             'its own data (data_dir, or data= for your arrays)')
     return splits
 
+  def sample(self, key: jax.Array, n: int) -> jax.Array:
+    """`n` generated images `[n, H, W, C]` in [0, 1] drawn with `key` (families that can `sample`)."""
+    return self._jitted('sample', static_argnums=2)(self.state, key, n)
+
+  def encode(self, x) -> jax.Array:
+    """Codes `[N, latent_dim]` of images `x: [N, H, W, C]` in [0, 1] (families that can `encode`)."""
+    return self._jitted('encode')(self.state, jax.numpy.asarray(x, jax.numpy.float32))
+
+  def decode(self, z) -> jax.Array:
+    """Images `[N, H, W, C]` in [0, 1] from codes `z: [N, latent_dim]`."""
+    return self._jitted('decode')(self.state, jax.numpy.asarray(z, jax.numpy.float32))
+
+  def reconstruct(self, x) -> jax.Array:
+    """`decode(encode(x))`: `[N, H, W, C]` in [0, 1]."""
+    return self.decode(self.encode(x))
+
+  def _jitted(self, name: str, **jit_options):
+    capability = 'sample' if name == 'sample' else 'encode'
+    require(models.can(self.model, capability), f"a {self.config['model']} model has no {name}(): "
+            f"the families that have one are {', '.join(models.with_capability(capability))}")
+    cache = self.__dict__.setdefault('_fns', {})  # frozen dataclass: the cache lives beside the fields
+    if name not in cache:
+      cache[name] = jax.jit(steps.bind(getattr(self.model, name), self.config), **jit_options)
+    return cache[name]
+
 
 def load(workdir: str | Path, step: int | None = None, data: dict | None = None) -> Loaded:
-  """The run in `workdir` at checkpoint `step` (default: the latest). Reads, never writes.
+  """The run in `workdir` at checkpoint `step` (default: the latest), or the model exported to `workdir`
+  (`jaxae.export`). Reads, never writes.
 
   `data`: for a run trained on your own arrays (dataset 'arrays'), the same
   `jaxae.data.from_arrays(...)` again (used only when `splits` is asked for).
@@ -55,6 +86,8 @@ def load(workdir: str | Path, step: int | None = None, data: dict | None = None)
     UserError: no run or no checkpoint in `workdir`, or a corrupt config or checkpoint.
   """
   workdir = Path(workdir)
+  if portable.is_exported(workdir):
+    return _load_exported(workdir, step, data)
   config = checkpoint.read_config(workdir)
   require(config is not None, f'{workdir} holds no run (no config.json): train one first with '
           f'jaxae-train --workdir {workdir}')
@@ -69,3 +102,13 @@ def load(workdir: str | Path, step: int | None = None, data: dict | None = None)
     require(step is None or step in ckpt.steps(), f'{workdir} has no checkpoint {step}; it keeps {ckpt.steps()}')
     state, step = ckpt.restore(state, step)
   return Loaded(model, state, config, keys, step, data)
+
+
+def _load_exported(folder: Path, step: int | None, data: dict | None) -> Loaded:
+  header = portable.read_header(folder)
+  require(step in (None, header['step']), f"{folder} is a model exported at step {header['step']}; it holds no "
+          f'step {step}: load it without a step')
+  config = header['config']
+  keys = make_keys(config['seed'], config['prng_impl'])
+  model, state = portable.load_state(folder, header, keys)
+  return Loaded(model, state, config, keys, header['step'], data)

@@ -1,4 +1,5 @@
-"""Evaluate trained runs: one or more workdirs, a choice of suites; writes results.json, report.md and figures.
+"""Evaluate trained runs: one or more workdirs, a choice of suites; writes results.json, report.md,
+comparison.md (one row per run, each suite's headline numbers with units) and figures.
 
   python scripts/evaluate.py runs/gan runs/vae --suites samples --out runs/eval
   python scripts/evaluate.py runs/ae runs/vae --suites compression,probe,latent --out runs/eval
@@ -24,9 +25,9 @@ from jaxae.loop.train import matmul_precision
 from jaxae.runs import load
 
 
-def report(results: dict) -> str:
-  """Markdown: one table per suite, a row per run."""
-  lines = ['# jaxae evaluation', '']
+def report(results: dict, about: dict) -> str:
+  """Markdown: the comparison table, then one table per suite with all its numbers, a row per run."""
+  lines = ['# jaxae evaluation', '', evaluation.comparison(results, about)]
   for suite in sorted({s for r in results.values() for s in r}):
     rows = {run: r[suite]['metrics'] for run, r in results.items() if suite in r}
     keys = sorted({k for m in rows.values() for k in m if not isinstance(m[k], (list, dict))})  # the rest: results.json
@@ -80,9 +81,11 @@ def main(argv=None) -> int:
   except UserError as e:
     print(f'evaluate: error: {e}', file=sys.stderr)
     return 2
+  about = {name: {'model': r.config['model'], 'step': r.step} for name, r in runs.items()}
   (out / 'results.json').write_text(json.dumps(results, indent=2))
-  (out / 'report.md').write_text(report(results))
-  print(report(results))
+  (out / 'comparison.md').write_text(evaluation.comparison(results, about))
+  (out / 'report.md').write_text(report(results, about))
+  print(report(results, about))
   return 0
 
 

@@ -28,3 +28,24 @@ def get(name: str) -> ModuleType:
   if name not in names():
     raise UserError(f"unknown suite '{name}': choose from {', '.join(names())}")
   return importlib.import_module(f'{__name__}.{name}')
+
+
+def headline(suite: str, metrics: dict) -> dict:
+  """The suite's headline numbers of `metrics` (its `HEADLINE`), labelled with their units: `{'iwae_nll (nats)':
+  85.2, ...}`; those the run's metrics lack are left out."""
+  return {f'{k} ({unit})': metrics[k] for k, unit in get(suite).HEADLINE.items() if k in metrics}
+
+
+def comparison(results: dict, about: dict) -> str:
+  """A Markdown table, one row per run: `about[run]` (e.g. model, step), then every suite's headline numbers.
+
+  `results`: `{run: {suite: {'metrics': {...}}}}`, as `scripts/evaluate.py` writes to results.json.
+  """
+  rows = {run: {**about.get(run, {}), **{f'{suite}: {k}': v for suite, r in suites.items()
+                                          for k, v in headline(suite, r['metrics']).items()}}
+          for run, suites in results.items()}
+  columns = list(dict.fromkeys(k for row in rows.values() for k in row))
+  cell = lambda v: f'{v:.4g}' if isinstance(v, float) else ('' if v is None else str(v))
+  lines = ['| run | ' + ' | '.join(columns) + ' |', '|---' * (len(columns) + 1) + '|']
+  lines += [f'| {run} | ' + ' | '.join(cell(row.get(c)) for c in columns) + ' |' for run, row in rows.items()]
+  return '\n'.join(lines) + '\n'

@@ -21,6 +21,8 @@ from jaxae import models, plotting
 from jaxae.errors import require
 from jaxae.evaluation import common
 
+HEADLINE = {'auroc_mean': 'AUROC'}  # the comparison table's columns (`jaxae.evaluation.headline`)
+
 
 def auroc(positive, negative) -> float:
   """Area under the ROC curve: P(a positive scores above a negative), ties counting one half

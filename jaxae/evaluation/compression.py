@@ -14,6 +14,8 @@ import numpy as np
 from jaxae import pca, plotting
 from jaxae.evaluation import common
 
+HEADLINE = {'mse_per_pixel': 'MSE/pixel', 'mse_vs_pca': 'x PCA'}  # the comparison table's columns
+
 
 def check(loaded) -> None:
   common.require_encoder(loaded.model, 'compression')

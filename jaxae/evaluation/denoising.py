@@ -18,6 +18,8 @@ import numpy as np
 from jaxae import corruption, plotting
 from jaxae.evaluation import common
 
+HEADLINE = {'gaussian0.3_psnr_db': 'dB', 'masking0.25_psnr_db': 'dB'}  # the comparison table's columns
+
 _corrupt = jax.jit(corruption.corrupt, static_argnums=2)  # one program per kind: the level is an argument
 NOISES = (('gaussian', 0.1), ('gaussian', 0.3), ('gaussian', 0.5), ('masking', 0.25), ('salt_and_pepper', 0.1))
 

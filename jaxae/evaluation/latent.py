@@ -17,6 +17,8 @@ from jax.scipy.special import ndtri
 from jaxae import models, pca, plotting, steps
 from jaxae.evaluation import common
 
+HEADLINE = {}  # figures only: no column in the comparison table
+
 GRID = 15
 STEPS = 10
 PAIRS = 6

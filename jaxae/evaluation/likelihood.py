@@ -25,6 +25,8 @@ from jaxae import models, roofline, steps
 from jaxae.errors import require
 from jaxae.evaluation import common
 
+HEADLINE = {'nelbo': 'nats', 'iwae_nll': 'nats'}  # the comparison table's columns
+
 ROWS = 32_768  # decoded images per chunk (batch_size * chunk): about 100 MB at 784 pixels
 
 

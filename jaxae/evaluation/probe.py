@@ -20,6 +20,8 @@ from jaxae import pca
 from jaxae.errors import require
 from jaxae.evaluation import common
 
+HEADLINE = {'linear_probe_accuracy': 'accuracy', 'knn_accuracy': 'accuracy'}  # the comparison table's columns
+
 KNN_K = 5
 
 

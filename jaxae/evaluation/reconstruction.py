@@ -3,6 +3,8 @@
 from jaxae import plotting
 from jaxae.evaluation import common
 
+HEADLINE = {'mse_per_pixel': 'MSE/pixel', 'psnr_db': 'dB'}  # the comparison table's columns
+
 
 def check(loaded) -> None:
   common.require_encoder(loaded.model, 'reconstruction')

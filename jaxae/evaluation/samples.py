@@ -26,6 +26,9 @@ from jaxae import models, plotting, steps
 from jaxae.errors import require
 from jaxae.evaluation import classifier, common
 
+HEADLINE = {'classifier_fd': 'FD', 'classifier_fd_train_images': 'FD floor', 'histogram_tv': 'TV',
+            'parzen_ll': 'nats'}  # the comparison table's columns (`jaxae.evaluation.headline`)
+
 SIGMAS = tuple(np.round(np.logspace(np.log10(0.05), np.log10(1.0), 14), 4))
 
 
