@@ -7,7 +7,8 @@ logged something new, sleeps a random 0-1 s and kills it with SIGKILL. Then a
 last run finishes the job, and the soak checks that every epoch and split
 appears exactly once in metrics.jsonl, that every kept checkpoint restores,
 and that the final parameters equal, bit for bit, those of an uninterrupted
-run with the same config. Prints a JSON report; exit 0 when all checks pass,
+run with the same config, and that the TensorBoard events hold the same
+tags at the same steps as that run's, each once. Prints a JSON report; exit 0 when all checks pass,
 1 when one fails, 2 on bad input.
 """
 
@@ -26,7 +27,7 @@ import numpy as np
 from jaxae import config as config_lib
 from jaxae import metrics, models, train_and_evaluate
 from jaxae.errors import ArgumentParser, UserError
-from jaxae.loop import checkpoint
+from jaxae.loop import checkpoint, tensorboard
 
 TRAIN = Path(__file__).resolve().parent / 'train.py'
 TINY = {'epochs': 40, 'batch_size': 64, 'latent_dim': 4, 'hidden': (32, 16), 'conv_features': (8, 16),
@@ -70,14 +71,17 @@ def soak(config: dict, workdir: Path, cycles: int, seed: int) -> dict:
   reference = train_and_evaluate(config, workdir / 'reference', progress=False)
   logged = [(r['epoch'], r['split']) for r in metrics.read(workdir / 'killed' / 'metrics.jsonl')]
   expected = [(r['epoch'], r['split']) for r in reference.records]
+  events = lambda run: {tag: [s for s, _ in v] for tag, v in tensorboard.scalars(workdir / run).items()}
   weights = lambda state: jax.tree.leaves((state.params, state.batch_stats))  # batch norm's running averages too
   identical = all(np.array_equal(a, b) for a, b in zip(weights(reference.state), weights(resumed.state), strict=True))
   report = {'model': config['model'], 'cycles': cycles, 'kills': kills, 'epochs': config['epochs'],
             'metrics_complete_no_duplicates': logged == expected,
+            'tensorboard_complete_no_duplicates': events('killed') == events('reference'),
             'checkpoints_restorable': restorable_checkpoints(workdir / 'killed'),
             'weights_bitwise_identical': bool(identical),
             'step': int(resumed.state.step), 'reference_step': int(reference.state.step)}
-  report['ok'] = (report['metrics_complete_no_duplicates'] and report['weights_bitwise_identical']
+  report['ok'] = (report['metrics_complete_no_duplicates'] and report['tensorboard_complete_no_duplicates']
+                  and report['weights_bitwise_identical']
                   and report['step'] == report['reference_step'] and bool(report['checkpoints_restorable']))
   return report
 

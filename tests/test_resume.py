@@ -29,6 +29,7 @@ def run_soak(tmp_path, model, cycles, epochs, *extra):
 def test_sigkill_then_rerun_is_bitwise_identical_to_an_uninterrupted_run(tmp_path, name):
   report = run_soak(tmp_path, name, cycles=1, epochs=8)
   assert report['ok'] and report['weights_bitwise_identical'] and report['metrics_complete_no_duplicates']
+  assert report['tensorboard_complete_no_duplicates']
 
 
 def test_short_soak_several_kills_with_mid_epoch_checkpoints(tmp_path):

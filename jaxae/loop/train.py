@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from jaxae import config as config_lib
 from jaxae import data, metrics, models
 from jaxae.errors import UserError, require
-from jaxae.loop import checkpoint, lock, parallel
+from jaxae.loop import checkpoint, lock, parallel, tensorboard
 from jaxae.loop import workdir as workdir_lib
 from jaxae.loop.compile import Compiled, compile_fns
 from jaxae.loop.keys import Keys, impl_name, make_keys
@@ -129,8 +129,10 @@ def _train_in(run: _Run, state, workdir: Path, progress: bool) -> Result:
   workdir.mkdir(parents=True, exist_ok=True)
   with lock.held(workdir) if parallel.is_primary() else contextlib.nullcontext():
     with checkpoint.Checkpointer(workdir / 'checkpoints', run.config['keep_checkpoints']) as ckpt:
-      state, records = _train(run, state, ckpt, workdir, progress)
-    workdir_lib.write_figures(run.model, state, run.splits.eval, run.keys, run.config, workdir, records, run.mesh)
+      state, records, events = _train(run, state, ckpt, workdir, progress)
+    figures = workdir_lib.write_figures(run.model, state, run.splits.eval, run.keys, run.config, workdir, records,
+                                        run.mesh)
+    events.figures(int(state.step), figures)
   return Result(state, run.config, records)
 
 
@@ -153,10 +155,12 @@ def _header(config: dict, mesh, done: int) -> dict:
           'prng_impl': impl_name(config['prng_impl']), 'jax': jax.__version__}
 
 
-def _log_epoch(log, epoch, state, split, sums, **extra) -> dict:
+def _log_epoch(logs, epoch, state, split, sums, **extra) -> dict:
+  """One epoch record to metrics.jsonl and the TensorBoard events (`logs`: both)."""
   means = metrics.means({k: v for k, v in sums.items() if k != 'skipped_steps'})
   record = {'epoch': epoch, 'split': split, 'step': int(state.step), **means, **extra}
-  log.write(record)
+  logs[0].write(record)
+  logs[1].scalars(record['step'], split, {k: v for k, v in record.items() if k not in ('epoch', 'split', 'step')})
   return record
 
 
@@ -182,7 +186,7 @@ def _rerun_exact(run: _Run, ckpt: checkpoint.Checkpointer, position: int, steps_
 
 
 def _train(run: _Run, state, ckpt: checkpoint.Checkpointer, workdir: Path, progress: bool):
-  """Resumes from `ckpt` and trains to `config['epochs']`; returns `(state, metric records)`."""
+  """Resumes from `ckpt` and trains to `config['epochs']`; returns `(state, metric records, event log)`."""
   config, keys, fns, n_train = run.config, run.keys, run.fns, len(run.splits.train['image'])
   steps_per_epoch = -(-n_train // config['batch_size'])
   state, done = ckpt.restore(state)
@@ -194,8 +198,10 @@ def _train(run: _Run, state, ckpt: checkpoint.Checkpointer, workdir: Path, progr
   config_due = parallel.is_primary() and position > 0
   if parallel.is_primary() and position == 0:
     checkpoint.write_config(workdir, config)
-  log = metrics.MetricsLog(workdir / 'metrics.jsonl' if parallel.is_primary() else None,
-                           position // fns.per_epoch if position else -1, _header(config, run.mesh, done))
+  log = (metrics.MetricsLog(workdir / 'metrics.jsonl' if parallel.is_primary() else None,
+                            position // fns.per_epoch if position else -1, _header(config, run.mesh, done)),
+         tensorboard.EventLog(workdir / tensorboard.FOLDER / tensorboard.FILE if parallel.is_primary() else None,
+                              done if position else -1, config_lib.to_json(config)))
   if position == 0:
     _log_epoch(log, 0, state, 'eval', jax.device_get(fns.evaluate(state, run.eval_x, keys.eval)))
 
@@ -236,4 +242,4 @@ def _train(run: _Run, state, ckpt: checkpoint.Checkpointer, workdir: Path, progr
       done = now
       if STOP.is_set():  # Ctrl-C in the CLI: stop on a saved chunk boundary
         raise KeyboardInterrupt
-  return state, log.records
+  return state, log[0].records, log[1]

@@ -97,9 +97,10 @@ def resolve_schedule(config: dict, steps_per_epoch: int) -> dict:
   return {**config, 'decay_steps': config['epochs'] * steps_per_epoch}
 
 
-def write_figures(model, state, eval_set, keys: Keys, config, workdir: Path, records, mesh=None) -> None:
+def write_figures(model, state, eval_set, keys: Keys, config, workdir: Path, records, mesh=None) -> dict:
   """figures/: one PNG per grid `model.eval_images` returns (reconstructions under their originals), the
-  headline metrics per epoch, and for 2-D codes their scatter by label (written by process 0)."""
+  headline metrics per epoch, and for 2-D codes their scatter by label (written by process 0, which returns
+  `{name: Figure}`; the others return `{}`)."""
   x = data.to_float(eval_set['image'][: config['num_figure_images']])
   images = {} if len(x) == 0 else jax.device_get(  # num_figure_images=0: the loss figure alone
       steps.bind(model.eval_images, config)(state, parallel.replicate({'image': x}, mesh), keys.vis))
@@ -108,7 +109,7 @@ def write_figures(model, state, eval_set, keys: Keys, config, workdir: Path, rec
     n = min(len(eval_set['image']), 2000)
     codes = jax.device_get(model.encode(state, parallel.replicate(data.to_float(eval_set['image'][:n]), mesh)))
   if not parallel.is_primary():
-    return
+    return {}
   out = workdir / 'figures'
   out.mkdir(exist_ok=True)
   figures = {'loss': plotting.loss_curves(records, model.HEADLINE)}
@@ -120,6 +121,7 @@ def write_figures(model, state, eval_set, keys: Keys, config, workdir: Path, rec
     figures['codes'] = plotting.codes(codes, eval_set['label'][: len(codes)], density)
   for name, fig in figures.items():
     fig.savefig(out / f'{name}.png', dpi=100)
+  return figures
 
 
 def filesystem_error(e: OSError, workdir: Path) -> UserError:
