@@ -11,6 +11,9 @@ os.environ.setdefault('TFDS_DATA_DIR', '/nonexistent-tfds-dir')  # never touch a
 if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
   os.environ['JAX_COMPILATION_CACHE_DIR'] = tempfile.mkdtemp(prefix='jaxae-tests-xla-cache-')
   os.environ['JAXAE_TESTS_OWN_CACHE'] = str(os.getpid())  # a pytest this session starts must not remove it
+if 'JAXAE_CACHE' not in os.environ:  # the samples suite's classifiers: once per dataset in the session, never in ~
+  os.environ['JAXAE_CACHE'] = tempfile.mkdtemp(prefix='jaxae-tests-cache-')
+  os.environ['JAXAE_TESTS_OWN_JAXAE_CACHE'] = str(os.getpid())
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES', '0')
 # The tests run tiny programs a few times each: LLVM's optimisation of the generated CPU code costs more than it
@@ -24,7 +27,13 @@ os.environ.setdefault('XLA_PYTHON_CLIENT_PREALLOCATE', 'false')  # on a GPU: wor
 os.environ.setdefault('JAX_DEFAULT_MATMUL_PRECISION', 'highest')
 
 import jax  # noqa: E402
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+
+from jaxae import config as config_lib  # noqa: E402
+from jaxae import models  # noqa: E402
+from jaxae.loop import checkpoint  # noqa: E402
+from jaxae.loop.keys import make_keys  # noqa: E402
 
 jax.config.update('jax_numpy_rank_promotion', 'raise')
 
@@ -35,6 +44,23 @@ def tiny(**overrides) -> dict:
   """A small config that trains in seconds on digits."""
   return {'model': 'vae', 'hidden': (64, 32), 'latent_dim': 8, 'conv_features': (8, 16),
           'epochs': 2, 'batch_size': 64, **overrides}
+
+
+def saved_run(workdir, name: str, **overrides):
+  """A workdir holding one checkpoint of `name` whose every weight (and batch statistic) was moved away from its
+  initial value, so a load that re-initialised anything would not match. Returns `(config, state)`."""
+  config = {**config_lib.resolve(tiny(model=name, **overrides)), 'input_shape': (8, 8, 1)}
+  state = models.get(name).create_state(make_keys(0, 'auto').init, config, {'image': np.zeros((1, 8, 8, 1))})
+  moved = lambda tree, seed: jax.tree.map(lambda a, k: a + jax.random.normal(k, a.shape, a.dtype) * 0.1, tree,
+                                          jax.tree.unflatten(jax.tree.structure(tree), list(jax.random.split(
+                                              jax.random.key(seed), len(jax.tree.leaves(tree))))))
+  state = state.replace(params=moved(state.params, 1), batch_stats=moved(state.batch_stats, 2),
+                        step=np.int32(7))
+  workdir.mkdir(parents=True)
+  checkpoint.write_config(workdir, config)
+  with checkpoint.Checkpointer(workdir / 'checkpoints', 1) as ckpt:
+    ckpt.save(7, state, {})
+  return config, state
 
 
 @pytest.fixture
@@ -52,6 +78,8 @@ def pytest_xdist_auto_num_workers(config) -> int:
 
 
 def pytest_unconfigure(config):
-  """The session's compilation cache goes with it (removed by the process that made it)."""
+  """The session's caches go with it (removed by the process that made them)."""
   if not hasattr(config, 'workerinput') and os.environ.get('JAXAE_TESTS_OWN_CACHE') == str(os.getpid()):
     shutil.rmtree(os.environ['JAX_COMPILATION_CACHE_DIR'], ignore_errors=True)
+  if not hasattr(config, 'workerinput') and os.environ.get('JAXAE_TESTS_OWN_JAXAE_CACHE') == str(os.getpid()):
+    shutil.rmtree(os.environ['JAXAE_CACHE'], ignore_errors=True)

@@ -10,7 +10,7 @@ import matplotlib.figure
 import numpy as np
 import pytest
 import scipy.linalg
-from conftest import tiny
+from conftest import saved_run, tiny
 
 from jaxae import data, evaluation
 from jaxae.errors import UserError
@@ -62,6 +62,31 @@ def test_class_histogram_and_a_classifier_that_learns_digits():
   clf = classifier.train(jax.random.key(0), x[:1500], y[:1500], x[1500:], y[1500:], epochs=15)
   assert clf.accuracy > 0.9
   assert classifier.features(clf, x[:10]).shape == (10, 128)
+
+
+def test_the_samples_suite_trains_one_classifier_per_dataset_and_names_it(tmp_path, monkeypatch):
+  """Two runs on the same data are measured with the same cached classifier (trained once); other data get
+  another; a damaged cache entry is trained again, bitwise the same (key 0)."""
+  monkeypatch.setenv('JAXAE_CACHE', str(tmp_path / 'cache'))
+  trained, original = [], classifier.train
+  monkeypatch.setattr(classifier, 'train', lambda *a, **k: trained.append(1) or original(*a, **k))
+
+  def evaluate(name, model='gan', **overrides):
+    saved_run(tmp_path / name, model, **overrides)
+    return samples.run(load(tmp_path / name), jax.random.key(0), num_samples=200, classifier_epochs=2)[0]
+
+  a, b = evaluate('gan'), evaluate('vae', 'vae')
+  assert len(trained) == 1 and a['classifier_hash'] == b['classifier_hash'] and a['data_hash'] == b['data_hash']
+  assert a['classifier_accuracy'] == b['classifier_accuracy'] > 0.5 and a['floor_images'] == 200
+  other = evaluate('other', holdout=0.2)
+  assert len(trained) == 2 and other['data_hash'] != a['data_hash'] and other['classifier_hash'] != a['classifier_hash']
+  entry = classifier.cache_dir() / f"{a['data_hash']}-e2"
+  weights = entry / classifier.FILES[0]
+  weights.write_bytes(weights.read_bytes()[:-8] + bytes(8))  # damaged
+  again = evaluate('again')
+  assert len(trained) == 3 and again['classifier_hash'] == a['classifier_hash']
+  assert again['classifier_fd'] == a['classifier_fd']  # the same run (saved_run is seeded), the same classifier
+  assert sorted(p.name for p in classifier.cache_dir().iterdir()) == sorted([entry.name, f"{other['data_hash']}-e2"])
 
 
 def test_load_returns_the_trained_state_and_refuses_missing_runs(tmp_path):

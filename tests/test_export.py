@@ -9,37 +9,18 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-from conftest import tiny
+from conftest import saved_run, tiny
 from safetensors.numpy import save_file
 
 import jaxae
-from jaxae import config as config_lib
 from jaxae import data as data_lib
 from jaxae import models, portable, share, steps
 from jaxae.errors import UserError
 from jaxae.loop import checkpoint, train
-from jaxae.loop.keys import make_keys
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / 'scripts'))
 import evaluate  # noqa: E402
 import export  # noqa: E402
-
-
-def saved_run(workdir: Path, name: str, **overrides):
-  """A workdir holding one checkpoint of `name` whose every weight (and batch statistic) was moved away from its
-  initial value, so a load that re-initialised anything would not match. Returns `(config, state)`."""
-  config = {**config_lib.resolve(tiny(model=name, **overrides)), 'input_shape': (8, 8, 1)}
-  state = models.get(name).create_state(make_keys(0, 'auto').init, config, {'image': np.zeros((1, 8, 8, 1))})
-  moved = lambda tree, seed: jax.tree.map(lambda a, k: a + jax.random.normal(k, a.shape, a.dtype) * 0.1, tree,
-                                          jax.tree.unflatten(jax.tree.structure(tree), list(jax.random.split(
-                                              jax.random.key(seed), len(jax.tree.leaves(tree))))))
-  state = state.replace(params=moved(state.params, 1), batch_stats=moved(state.batch_stats, 2),
-                        step=np.int32(7))
-  workdir.mkdir(parents=True)
-  checkpoint.write_config(workdir, config)
-  with checkpoint.Checkpointer(workdir / 'checkpoints', 1) as ckpt:
-    ckpt.save(7, state, {})
-  return config, state
 
 
 def no_data_nor_orbax(monkeypatch):

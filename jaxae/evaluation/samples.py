@@ -119,15 +119,16 @@ def generate(loaded, key, n: int, batch_size: int = 1000) -> np.ndarray:
 def run(loaded, key, *, num_samples: int = 10_000, classifier_epochs: int = 20, num_valid: int = 1000, **_):
   """Sample quality of a loaded run against its held-out images.
 
-  Returns `(metrics, figures)`: the classifier's held-out accuracy, the classifier
-  Fréchet distance of the samples and, as its floor, of as many training images
-  (both against the held-out set), the samples' class histogram and that of the
-  held-out labels, and the Parzen log-likelihood of the held-out set (bandwidth
-  chosen on `num_valid` training images, as the GAN paper chose it on a
-  validation split, never on the test images).
+  Returns `(metrics, figures)`: the classifier Fréchet distance of the samples and, as
+  its floor, of as many training images as samples (as many as there are, if fewer),
+  both against the held-out set, in the feature space of the dataset's cached classifier
+  (`classifier.cached`: its hash, the data's hash and its held-out accuracy are reported);
+  the samples' class histogram and that of the held-out labels; and the Parzen
+  log-likelihood of the held-out set (bandwidth chosen on `num_valid` training images,
+  as the GAN paper chose it on a validation split, never on the test images).
   """
   check(loaded)
-  k_clf, k_sample, k_valid = jax.random.split(key, 3)
+  _, k_sample, k_valid = jax.random.split(key, 3)
   train, test = loaded.splits
   x = generate(loaded, k_sample, num_samples)
   valid = np.random.default_rng(np.asarray(jax.random.key_data(k_valid))[-1]).permutation(len(train['image']))
@@ -135,17 +136,17 @@ def run(loaded, key, *, num_samples: int = 10_000, classifier_epochs: int = 20, 
              **parzen(x, train['image'][valid[:num_valid]], test['image'])}
   figures = {'samples': plotting.samples(x[:64], title=f"{loaded.config['model']} samples")}
   if (train['label'] >= 0).all():
-    clf = classifier.train(k_clf, train['image'], train['label'], test['image'], test['label'],
-                           epochs=classifier_epochs)
+    clf = classifier.cached(train['image'], train['label'], test['image'], test['label'], epochs=classifier_epochs)
     n_classes = clf.net.n_classes
     held_out = gaussian_fit(classifier.features(clf, test['image']))
-    reference = train['image'][valid[: len(test['image'])]]
+    reference = train['image'][valid[:num_samples]]
     hist = class_histogram(classifier.predict(clf, x), n_classes)
     metrics.update(
-        classifier_accuracy=clf.accuracy,
+        classifier_hash=clf.hash, data_hash=clf.data_hash, classifier_accuracy=clf.accuracy,
         classifier_fd=frechet_distance(*gaussian_fit(classifier.features(clf, x)), *held_out),
         classifier_fd_train_images=frechet_distance(*gaussian_fit(classifier.features(clf, reference)), *held_out),
-        class_histogram=hist.tolist(), held_out_histogram=class_histogram(test['label'], n_classes).tolist(),
+        floor_images=len(reference), class_histogram=hist.tolist(),
+        held_out_histogram=class_histogram(test['label'], n_classes).tolist(),
         histogram_tv=float(0.5 * np.abs(hist - class_histogram(test['label'], n_classes)).sum()))
     figures['class_histogram'] = plotting.histogram(hist, np.asarray(metrics['held_out_histogram']))
   return metrics, figures
