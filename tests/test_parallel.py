@@ -16,9 +16,11 @@ import numpy as np
 import pytest
 from conftest import tiny
 
+import jaxae
 from jaxae import metrics
 from jaxae.errors import UserError
 from jaxae.loop import checkpoint, parallel, train
+from jaxae.runs import load
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -95,6 +97,12 @@ def test_batch_norm_over_four_devices_normalises_by_the_whole_batch_as_one_devic
   assert jax.tree.structure(stats[0]) == jax.tree.structure(stats[1]) and len(jax.tree.leaves(stats[0])) == 6
   for a, b in zip(*map(jax.tree.leaves, stats), strict=True):
     np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-6)
+  exported = jaxae.load(jaxae.export(tmp_path / 'four', tmp_path / 'exported'))  # trained on 4, loaded on 1
+  trained = load(tmp_path / 'four')
+  for a, b in zip(jax.tree.leaves((exported.state.params, exported.state.batch_stats)),
+                  jax.tree.leaves((trained.state.params, trained.state.batch_stats)), strict=True):
+    assert np.array_equal(a, b) and len(a.sharding.device_set) == 1
+  assert np.array_equal(exported.sample(jax.random.key(1), 3), trained.sample(jax.random.key(1), 3))
 
 
 def test_a_batch_size_that_does_not_split_over_the_devices_is_refused(tmp_path):
