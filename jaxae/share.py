@@ -25,8 +25,7 @@ def export(workdir: str | Path, out: str | Path, step: int | None = None) -> Pat
     UserError: no run in `workdir`, or `out` exists and is not an earlier export (nothing is overwritten).
   """
   out = Path(out)
-  require(not out.exists() or (out / 'config.json').is_file() and (out / WEIGHTS).is_file() or
-          (out.is_dir() and not any(out.iterdir())),
+  require(not out.exists() or (out / WEIGHTS).is_file() or (out.is_dir() and not any(out.iterdir())),
           f'{out} exists and is not an exported model: give a new or empty folder')
   loaded = runs.load(workdir, step)
   config = {k: (None if k in LOCAL else v) for k, v in loaded.config.items()}
