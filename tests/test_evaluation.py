@@ -122,6 +122,22 @@ def test_evaluate_script_writes_results_and_refuses_a_suite_that_does_not_fit(tm
   assert sum(metrics['class_histogram']) == pytest.approx(1.0)
   assert (tmp_path / 'eval' / 'figures' / 'gan-samples-samples.png').exists()
   assert '| gan |' in (tmp_path / 'eval' / 'report.md').read_text()
+  table = (tmp_path / 'eval' / 'comparison.md').read_text().splitlines()
+  assert table[0].startswith('| run | model | step | samples: classifier_fd (FD) |') and len(table) == 3
+  assert table[2].startswith(f"| gan | gan | 26 | {metrics['classifier_fd']:.4g} |")
+
+
+def test_the_comparison_table_has_a_row_per_run_and_each_suites_headline_numbers_with_units():
+  results = {'vae': {'likelihood': {'metrics': {'nelbo': 90.123456, 'iwae_nll': 85.5, 'iwae_seconds': 3.0}},
+                     'samples': {'metrics': {'classifier_fd': 41.7, 'histogram_tv': 0.13, 'parzen_ll': 204.0}}},
+             'gan': {'samples': {'metrics': {'classifier_fd': 19.2, 'classifier_fd_train_images': 8.5}}}}
+  table = evaluation.comparison(results, {'vae': {'model': 'vae'}, 'gan': {'model': 'gan'}}).splitlines()
+  assert table == [
+      '| run | model | likelihood: nelbo (nats) | likelihood: iwae_nll (nats) | samples: classifier_fd (FD) | '
+      'samples: classifier_fd_train_images (FD floor) | samples: histogram_tv (TV) | samples: parzen_ll (nats) |',
+      '|---|---|---|---|---|---|---|---|',
+      '| vae | vae | 90.12 | 85.5 | 41.7 |  | 0.13 | 204 |',
+      '| gan | gan |  |  | 19.2 | 8.5 |  |  |']
 
 
 @pytest.fixture(scope='module')

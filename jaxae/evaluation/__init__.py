@@ -44,7 +44,10 @@ def comparison(results: dict, about: dict) -> str:
   rows = {run: {**about.get(run, {}), **{f'{suite}: {k}': v for suite, r in suites.items()
                                           for k, v in headline(suite, r['metrics']).items()}}
           for run, suites in results.items()}
-  columns = list(dict.fromkeys(k for row in rows.values() for k in row))
+  suites = list(dict.fromkeys(suite for r in results.values() for suite in r))
+  present = {k for row in rows.values() for k in row}
+  columns = list(dict.fromkeys(k for a in about.values() for k in a))
+  columns += [f'{s}: {k} ({u})' for s in suites for k, u in get(s).HEADLINE.items() if f'{s}: {k} ({u})' in present]
   cell = lambda v: f'{v:.4g}' if isinstance(v, float) else ('' if v is None else str(v))
   lines = ['| run | ' + ' | '.join(columns) + ' |', '|---' * (len(columns) + 1) + '|']
   lines += [f'| {run} | ' + ' | '.join(cell(row.get(c)) for c in columns) + ' |' for run, row in rows.items()]
