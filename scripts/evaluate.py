@@ -27,7 +27,7 @@ from jaxae.runs import load
 
 def report(results: dict, about: dict) -> str:
   """Markdown: the comparison table, then one table per suite with all its numbers, a row per run."""
-  lines = ['# jaxae evaluation', '', evaluation.comparison(results, about)]
+  lines = ['# jaxae evaluation', '', evaluation.comparison(results, about), '']
   for suite in sorted({s for r in results.values() for s in r}):
     rows = {run: r[suite]['metrics'] for run, r in results.items() if suite in r}
     keys = sorted({k for m in rows.values() for k in m if not isinstance(m[k], (list, dict))})  # the rest: results.json
