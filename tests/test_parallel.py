@@ -19,7 +19,7 @@ from conftest import tiny
 import jaxae
 from jaxae import metrics
 from jaxae.errors import UserError
-from jaxae.loop import checkpoint, parallel, train
+from jaxae.loop import checkpoint, parallel, tensorboard, train
 from jaxae.runs import load
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -173,6 +173,8 @@ def test_two_processes_match_one_device_and_resume_also_in_the_other_data_mode(t
   two = metrics.read(tmp_path / 'two' / 'metrics.jsonl')
   assert [(r['epoch'], r['split'], r['step']) for r in two] == [(r['epoch'], r['split'], r['step']) for r in one]
   np.testing.assert_allclose([r['loss'] for r in two], [r['loss'] for r in one], rtol=2e-5)
+  events = lambda run: {tag: [s for s, _ in v] for tag, v in tensorboard.scalars(tmp_path / run).items()}
+  assert events('two') == events('one')  # process 0 alone wrote them, each step once across the two launches
   params, one_params = last_params(tmp_path / 'two'), last_params(tmp_path / 'one')
   for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(one_params), strict=True):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
