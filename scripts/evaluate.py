@@ -11,6 +11,7 @@ line and exits 2; nothing in the workdirs is changed.
 """
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -53,6 +54,8 @@ def main(argv=None) -> int:
   p.add_argument('--iwae-samples', type=int, default=5000,
                  help='importance samples K of the likelihood suite (default: 5000)')
   p.add_argument('--seed', type=int, default=0, help='seed of the evaluation draws (default: 0)')
+  p.add_argument('--data-dir', help="the data's folder on this machine (IDX, records or TFDS), for an exported "
+                 'model (exports leave local paths out) or a run whose data moved; checked against its fingerprint')
   p.add_argument('--no-progress', action='store_true')
   args = p.parse_args(argv)
   try:
@@ -61,6 +64,8 @@ def main(argv=None) -> int:
     require(args.out is not None or len(args.workdirs) == 1, 'give --out when evaluating several workdirs')
     suites = [evaluation.get(name) for name in args.suites.split(',')]
     runs = {Path(w).name or w: load(w) for w in args.workdirs}
+    if args.data_dir:
+      runs = {name: dataclasses.replace(r, config={**r.config, 'data_dir': args.data_dir}) for name, r in runs.items()}
     for loaded in runs.values():
       for suite in suites:
         suite.check(loaded)

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from conftest import saved_run, tiny
 from safetensors.numpy import save_file
+from test_load import _write_idx
 
 import jaxae
 from jaxae import data as data_lib
@@ -106,3 +107,21 @@ def test_bad_exports_and_bad_folders_are_one_line_and_change_nothing(tmp_path, c
   (out / 'config.json').write_text(json.dumps({**header, 'format_version': portable.FORMAT_VERSION + 1}))
   with pytest.raises(UserError, match='exported by a newer jaxae'):
     jaxae.load(out)
+
+
+def test_an_exported_model_evaluates_on_its_data_found_elsewhere_and_only_on_them(tmp_path, capsys):
+  digits = data_lib.load_digits()['train']
+  pixels, labels = (digits['image'][:400, ..., 0] * 255).astype(np.uint8), digits['label'][:400]
+  _write_idx(tmp_path / 'idx', pixels, labels)
+  _write_idx(tmp_path / 'other', pixels[::-1], labels[::-1])
+  train.train_and_evaluate(tiny(epochs=1, dataset='idx', data_dir=str(tmp_path / 'idx')), tmp_path / 'run',
+                           progress=False)
+  out = share.export(tmp_path / 'run', tmp_path / 'exported')
+  shutil.rmtree(tmp_path / 'run')
+  args = [str(out), '--suites', 'reconstruction', '--no-progress', '--out', str(tmp_path / 'eval')]
+  for extra, said in (([], 'needs data_dir'), (['--data-dir', str(tmp_path / 'other')], 'not those it was trained')):
+    assert evaluate.main([*args, *extra]) == 2
+    err = capsys.readouterr().err
+    assert said in err and len(err.strip().splitlines()) == 1
+  assert evaluate.main([*args, '--data-dir', str(tmp_path / 'idx')]) == 0
+  assert json.loads((tmp_path / 'eval' / 'results.json').read_text())['exported']['reconstruction']
