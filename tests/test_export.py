@@ -1,9 +1,9 @@
 """Portable export: every family's weights and outputs round-trip bitwise through a folder that needs no run
 directory, no dataset and no orbax; the model card shows the run's numbers; bad input is one line, exit 2."""
 
+import importlib.util
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import jax
@@ -19,9 +19,15 @@ from jaxae import models, portable, share, steps
 from jaxae.errors import UserError
 from jaxae.loop import checkpoint, train
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / 'scripts'))
-import evaluate  # noqa: E402
-import export  # noqa: E402
+
+def script(name: str):
+  spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / 'scripts' / f'{name}.py')
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+evaluate, export = script('evaluate'), script('export')
 
 
 def no_data_nor_orbax(monkeypatch):
