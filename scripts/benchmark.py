@@ -62,7 +62,7 @@ def compiled_epoch(model, config, images, keys, data_mode: str):
     records.write(folder, 'train', records.chunks_of(images))
     images = records.load(folder)['train']['image']
   fns = compile_fns(model, config, n, resident=data_mode == 'resident')
-  return lambda state, epoch: (lambda s, g, sums: (s, sums))(*fns.chunk(state, images, epoch, 0, keys))
+  return lambda state, epoch: (lambda s, g, sums: (s, sums))(*fns.chunk(state, {'image': images}, epoch, 0, keys))
 
 
 def bare_scan_epoch(model, config, images, keys, batch: int = BATCH):

@@ -152,8 +152,8 @@ def test_the_composite_epoch_and_eval_compile_once():
   fns = compile_fns(model, {**config, 'checkpoint_every': 1}, 100)  # 2 chunks, the last partial
   for epoch in (1, 2):
     for start in (0, 1):
-      state, _, _ = fns.chunk(state, x, epoch, start, keys)
-    fns.evaluate(state, x, keys.eval)
+      state, _, _ = fns.chunk(state, {'image': x}, epoch, start, keys)
+    fns.evaluate(state, {'image': x}, keys.eval)
   assert fns.chunk._cache_size() == 1 and fns.evaluate._cache_size() == 1 and int(state.step) == 4
 
 

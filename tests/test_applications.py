@@ -142,7 +142,7 @@ def test_evaluate_accepts_numpy_images():
   model = models.get('vae')
   state = model.create_state(jax.random.key(0), config, {'image': DIGITS['image'][:1]})
   x = DIGITS['image'][:100]
-  sums = scan.evaluate(steps.bind(model.eval_step, config), state, x, jax.random.key(1), batch_size=32)
+  sums = scan.evaluate(steps.bind(model.eval_step, config), state, {'image': x}, jax.random.key(1), batch_size=32)
   assert float(sums['count']) == 100 and np.isfinite(float(sums['nelbo']))
 
 

@@ -61,7 +61,7 @@ def test_a_run_written_by_an_older_jaxae_loads_and_evaluates_to_its_logged_numbe
   loaded = load(workdir)
   logged = metrics.read(workdir / 'metrics.jsonl')[-1]
   eval_step = steps.bind(loaded.model.eval_step, loaded.config)
-  sums = jax.device_get(scan.evaluate(eval_step, loaded.state, loaded.splits.eval['image'], loaded.keys.eval,
+  sums = jax.device_get(scan.evaluate(eval_step, loaded.state, {'image': loaded.splits.eval['image']}, loaded.keys.eval,
                                       batch_size=loaded.config['eval_batch_size']))
   for k in loaded.model.HEADLINE:
     np.testing.assert_allclose(float(sums[k]) / float(sums['count']), logged[k], rtol=1e-6)

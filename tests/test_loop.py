@@ -1,6 +1,7 @@
 """The engine's parts: the step and its guard (fast and exact), the scans, compile-once, streaming = resident."""
 
 import functools
+import types
 from typing import NamedTuple
 
 import jax
@@ -35,13 +36,39 @@ def _probe_step(state, batch, key):
   return state.replace(step=state.step + 1), {'loss': nonbinary, 'key_bits': jax.random.key_data(key)[-1] * 0.0}
 
 
+def _label_probe(state, batch, key):
+  """A fake family step that counts the real rows whose label is not their image's (image i holds i / 1000,
+  its label is i % 7)."""
+  wrong = jnp.sum((jnp.mod(jnp.round(batch['image'][:, 0, 0, 0] * 1000), 7) != batch['label']) * batch['mask'])
+  return state.replace(step=state.step + 1), {'wrong': wrong}
+
+
+def test_labels_travel_with_their_images_resident_streamed_and_in_evaluation():
+  n = 50
+  data_ = {'image': np.broadcast_to((np.arange(n) / 1000)[:, None, None, None], (n, 2, 2, 1)).astype(np.float32),
+           'label': (np.arange(n) % 7).astype(np.int32)}
+  probe = types.SimpleNamespace(train_step=_label_probe, eval_step=lambda state, batch, key: {
+      'wrong': _label_probe(state, batch, key)[1]['wrong'], 'count': jnp.sum(batch['mask'])})
+  config = config_lib.resolve(tiny(batch_size=16, stream_steps=2))
+  state = steps.TrainState(step=jnp.zeros((), jnp.int32), apply_fn=None, params={}, tx=None, opt_state=None)
+  keys = make_keys(0)
+  for resident in (True, False):  # groups of 2, 2 (the last padded) when streamed
+    fns = compile_fns(probe, config, n, resident=resident)
+    state, _, sums = fns.chunk(state, data_ if not resident else jax.tree.map(jnp.asarray, data_), 1, 0, keys)
+    assert float(sums['count']) == n and float(sums['wrong']) == 0.0
+  sums = fns.evaluate(state, data_, keys.eval)
+  assert float(sums['count']) == n and float(sums['wrong']) == 0.0
+  shuffled = {**data_, 'label': (data_['label'] + 1) % 7}  # the probe does see a mismatch
+  assert float(fns.evaluate(state, shuffled, keys.eval)['wrong']) == n
+
+
 @pytest.mark.parametrize('dynamic', [False, True])
 def test_dynamic_binarization_feeds_binary_batches(dynamic):
   state = steps.TrainState(step=jnp.zeros((), jnp.int32), apply_fn=None, params={}, tx=None, opt_state=None)
   keys = make_keys(0)
   step_fn = functools.partial(step.step, _probe_step, keys, exact=True, dynamic_binarize=dynamic,
                               skip_nonfinite=False)
-  state, _, sums = scan.resident_chunk(step_fn, state, jnp.full((50, 4, 4, 1), 0.3), 1, 0, keys.shuffle,
+  state, _, sums = scan.resident_chunk(step_fn, state, {'image': jnp.full((50, 4, 4, 1), 0.3)}, 1, 0, keys.shuffle,
                                        batch_size=16, chunk=4)
   assert float(sums['count']) == 50 and int(state.step) == 4
   assert (float(sums['loss']) == 0.0) == dynamic
@@ -68,7 +95,7 @@ def test_the_exact_guard_names_the_first_bad_step_and_stops_or_skips_it(nonfinit
   state, keys, config = _fns(nonfinite)
   fns = compile_fns(models.get('vae'), config, 100)
   assert fns.fast == (nonfinite == 'stop') and (fns.chunk is fns.exact) == (nonfinite == 'skip')
-  state, guard, sums = fns.exact(state, jnp.asarray(_poisoned()[1]), 1, 0, keys)
+  state, guard, sums = fns.exact(state, {'image': jnp.asarray(_poisoned()[1])}, 1, 0, keys)
   assert int(guard.bad_step) == 3 and step.terms(TERMS)[int(guard.bad_term)] == 'kl'
   assert all(np.isfinite(p).all() for p in jax.tree.leaves(state.params))
   if nonfinite == 'stop':
@@ -86,7 +113,7 @@ def test_a_fast_chunk_flags_what_the_exact_guard_names_and_equals_it_when_finite
   bit for bit; on poisoned data `finite` is false (the loop then reruns the chunk exact)."""
   state, keys, config = _fns()
   fns = compile_fns(models.get('vae'), config, 100)
-  clean, poisoned = (jnp.asarray(a) for a in _poisoned())
+  clean, poisoned = ({'image': jnp.asarray(a)} for a in _poisoned())
   fast = fns.chunk(jax.tree.map(jnp.copy, state), clean, 1, 0, keys)
   exact = fns.exact(jax.tree.map(jnp.copy, state), clean, 1, 0, keys)
   assert bool(fns.finite(fast[1], fast[0]))
@@ -139,8 +166,8 @@ def test_a_streamed_chunk_equals_the_resident_one_also_with_a_nan(nonfinite):
   resident, streamed = compile_fns(model, config, 100), compile_fns(model, config, 100, resident=False)
   for x in _poisoned():
     for kind in ('chunk', 'exact'):
-      r = getattr(resident, kind)(jax.tree.map(jnp.copy, state), jnp.asarray(x), 1, 0, keys)
-      s = getattr(streamed, kind)(jax.tree.map(jnp.copy, state), x, 1, 0, keys)
+      r = getattr(resident, kind)(jax.tree.map(jnp.copy, state), {'image': jnp.asarray(x)}, 1, 0, keys)
+      s = getattr(streamed, kind)(jax.tree.map(jnp.copy, state), {'image': x}, 1, 0, keys)
       assert [int(v) for v in r[1]] == [int(v) for v in s[1]]
       finite = bool(resident.finite(r[1], r[0]))
       assert finite == bool(streamed.finite(s[1], s[0]))
@@ -160,12 +187,12 @@ def test_chunks_and_eval_compile_once_padded_or_streamed():
   assert not padded.fast and (padded.steps, padded.per_epoch) == (3, 3)
   for epoch in (1, 2):
     for start in (0, 3, 6):
-      state, _, sums = padded.chunk(state, jnp.asarray(x), epoch, start, keys)
-    padded.evaluate(state, jnp.asarray(x), keys.eval)
+      state, _, sums = padded.chunk(state, {'image': jnp.asarray(x)}, epoch, start, keys)
+    padded.evaluate(state, {'image': jnp.asarray(x)}, keys.eval)
   assert padded.chunk._cache_size() == 1 and padded.evaluate._cache_size() == 1 and int(state.step) == 14
   streamed = compile_fns(model, {**config, 'stream_steps': 3}, 100, resident=False)  # groups of 3, 3, 1 + padding
   for epoch in (3, 4):
-    state, _, sums = streamed.chunk(state, x, epoch, 0, keys)
+    state, _, sums = streamed.chunk(state, {'image': x}, epoch, 0, keys)
     assert float(sums['count']) == 100
   full_scan, padded_scan = streamed.chunk.args  # fast full groups; the padded last one exact, as `exact` scans
   assert padded_scan is streamed.exact.args[0] and streamed.fast and int(state.step) == 28

@@ -68,8 +68,9 @@ def test_uint8_images_stay_uint8_in_the_loop_and_train_exactly_as_their_floats(t
   floats = data.from_arrays(data.to_float(RAW), DIGITS['label'])
   config = tiny(data_mode=data_mode, binarize='dynamic')
   run, _ = train._setup(config, tmp_path / 'setup', pixels)
-  assert run.train_x.dtype == np.uint8 and run.train_x.nbytes == run.train_x.size == 1617 * 64  # 1 byte a pixel
-  assert isinstance(run.train_x, np.ndarray) == (data_mode == 'streaming')
+  images = run.train_data['image']
+  assert images.dtype == np.uint8 and images.nbytes == images.size == 1617 * 64  # 1 byte a pixel
+  assert isinstance(images, np.ndarray) == (data_mode == 'streaming')
   a = train.train_and_evaluate(config, tmp_path / 'u8', progress=False, data=pixels)
   b = train.train_and_evaluate(config, tmp_path / 'f32', progress=False, data=floats)
   assert [r['loss'] for r in a.records] == [r['loss'] for r in b.records]

@@ -3,11 +3,12 @@
 Hyperparameters are bound first (`steps.bind`), then each function is jitted
 once, the training state donated:
 
-    chunk(state, images, epoch, start, keys) -> (state, guard, metric sums)
-    evaluate(state, eval_images, key) -> metric sums
+    chunk(state, data, epoch, start, keys) -> (state, guard, metric sums)
+    evaluate(state, eval_data, key) -> metric sums
 
-`chunk` runs batches `[start, start + steps)` of epoch `epoch`, resident (one
-compiled scan, images on the device) or streamed (`data_mode`: groups of
+`data`: `{'image': [N, H, W, C], 'label': [N]}` (labels optional). `chunk` runs
+batches `[start, start + steps)` of epoch `epoch`, resident (one compiled scan,
+the data on the device) or streamed (`data_mode`: groups of
 `stream_steps` batches read on the host, each group one compiled scan).
 """
 
@@ -55,8 +56,8 @@ def compile_fns(model, config, n_train: int, mesh=None, resident: bool = True) -
   def scan_group(exact, state, guard, batches, keys):
     return scan.scan_steps(functools.partial(step, train_step, keys, exact=exact, **options), state, guard, batches)
 
-  def resident_chunk(exact, state, images, epoch, start, keys):
-    return scan.resident_chunk(functools.partial(step, train_step, keys, exact=exact, **options), state, images,
+  def resident_chunk(exact, state, data, epoch, start, keys):
+    return scan.resident_chunk(functools.partial(step, train_step, keys, exact=exact, **options), state, data,
                                epoch, start, keys.shuffle, batch_size=config['batch_size'], chunk=n_steps)
 
   # Steps not applied must keep the old state (exact): in skip mode, and in all-masked padding batches.

@@ -2,7 +2,7 @@
 
 `step` is what every scan of the engine runs, for every family:
 
-    batch (uint8 or float pixels, a mask)
+    batch (uint8 or float pixels, labels, a mask)
       -> sharded over the 'data' mesh axis, pixels made float32 (dynamically binarized if asked)
       -> key = fold_in(keys.step, state.step)
       -> family.train_step(state, batch, key)          (hyperparameters bound by `loop.compile`)
@@ -65,18 +65,19 @@ def all_finite(tree) -> jax.Array:
 
 def step(train_step, keys: Keys, carry, batch, *, exact: bool, dynamic_binarize: bool, skip_nonfinite: bool,
          mesh=None):
-  """One step of the loop: `((state, guard), {'image': [B, H, W, C], 'mask': [B]}) -> ((state, guard), sums)`.
+  """One step of the loop: `((state, guard), {'image': [B, H, W, C], 'label': [B], 'mask': [B]}) ->
+  ((state, guard), sums)` (a batch without labels passes none on).
 
   `train_step(state, batch, key) -> (state, metrics)` is the family's, hyperparameters bound. `sums` are the
   step's metrics times its count of real examples, and 'count' (0 for a step not applied).
   """
   state, guard = carry
-  x = to_float(parallel.shard_batch(batch['image'], mesh))
-  mask = parallel.shard_batch(batch['mask'], mesh)
+  batch = {k: parallel.shard_batch(v, mesh) for k, v in batch.items()}
+  x, mask = to_float(batch['image']), batch['mask']
   if dynamic_binarize:
     x = jax.random.bernoulli(jax.random.fold_in(keys.binarize, state.step), x).astype(x.dtype)
   key = jax.random.fold_in(keys.step, state.step)
-  new, metrics = train_step(state, {'image': x, 'mask': mask}, key)
+  new, metrics = train_step(state, {**batch, 'image': x}, key)
 
   finite = [jnp.isfinite(metrics[k]) for k in sorted(metrics)] + [all_finite(new.params) if exact else True]
   finite = jnp.stack(finite)

@@ -49,8 +49,8 @@ class _Run(NamedTuple):
   splits: data.Splits
   keys: Keys
   mesh: Any
-  train_x: Any
-  eval_x: Any
+  train_data: dict  # {'image', 'label'}: on the device (resident) or the host / disk (streamed)
+  eval_data: dict  # {'image', 'label'} on the device
   fns: Compiled
   initial: Callable  # () -> the fresh state, replicated
 
@@ -84,12 +84,15 @@ def _setup(overrides: dict, workdir: Path, sets: dict | None = None) -> tuple[_R
     parallel.check_batch_size(key, config[key], mesh)
   resident = config['data_mode'] == 'resident' or (  # records on disk stream unless resident is asked for
       config['data_mode'] == 'auto' and not data.is_lazy(train_x) and parallel.fits_on_device(train_x.nbytes))
+  train_data = {'image': train_x, 'label': np.asarray(splits.train['label'], np.int32)}
   if resident:
-    train_x = parallel.replicate(np.asarray(train_x) if data.is_lazy(train_x) else train_x, mesh)
-  eval_x = parallel.replicate(np.asarray(eval_x), mesh)  # evaluation sets are small: resident in both modes
+    train_data = parallel.replicate({**train_data, 'image': np.asarray(train_x) if data.is_lazy(train_x) else
+                                     train_x}, mesh)
+  eval_data = parallel.replicate({'image': np.asarray(eval_x), 'label': np.asarray(splits.eval['label'], np.int32)},
+                                 mesh)  # evaluation sets are small: resident in both modes
   fns = compile_fns(model, config, len(train_x), mesh, resident)
   initial = lambda: parallel.replicate(model.create_state(keys.init, config, sample), mesh)
-  run = _Run(config, model, splits, parallel.replicate(keys, mesh), mesh, train_x, eval_x, fns, initial)
+  run = _Run(config, model, splits, parallel.replicate(keys, mesh), mesh, train_data, eval_data, fns, initial)
   return run, parallel.replicate(state, mesh)
 
 
@@ -176,13 +179,13 @@ def _due(config: dict, fns: Compiled, position: int, last_save: float) -> bool:
 def _rerun_exact(run: _Run, ckpt: checkpoint.Checkpointer, position: int, steps_per_epoch: int):
   """A fast chunk met a non-finite value: the chunks since the last save again, from it (they were finite), then
   chunk `position` exact, whose guard names the first bad step and term. Returns `(state, guard, sums)`."""
-  fns, train_x, keys = run.fns, run.train_x, run.keys
+  fns, train_data, keys = run.fns, run.train_data, run.keys
   state, saved = ckpt.restore(run.initial())
   for p in range(_position(saved, steps_per_epoch, fns, state.step), position):
     epoch, c = divmod(p, fns.per_epoch)
-    state = fns.chunk(state, train_x, epoch + 1, c * fns.steps, keys)[0]
+    state = fns.chunk(state, train_data, epoch + 1, c * fns.steps, keys)[0]
   epoch, c = divmod(position, fns.per_epoch)
-  return fns.exact(state, train_x, epoch + 1, c * fns.steps, keys)
+  return fns.exact(state, train_data, epoch + 1, c * fns.steps, keys)
 
 
 def _train(run: _Run, state, ckpt: checkpoint.Checkpointer, workdir: Path, progress: bool):
@@ -203,7 +206,7 @@ def _train(run: _Run, state, ckpt: checkpoint.Checkpointer, workdir: Path, progr
          tensorboard.EventLog(workdir / tensorboard.FOLDER / tensorboard.FILE if parallel.is_primary() else None,
                               done if position else -1, config_lib.to_json(config)))
   if position == 0:
-    _log_epoch(log, 0, state, 'eval', jax.device_get(fns.evaluate(state, run.eval_x, keys.eval)))
+    _log_epoch(log, 0, state, 'eval', jax.device_get(fns.evaluate(state, run.eval_data, keys.eval)))
 
   bar = tqdm(total=config['epochs'] * steps_per_epoch, initial=done,
              disable=not (progress and parallel.is_primary()), unit='step', desc=config['model'])
@@ -213,7 +216,7 @@ def _train(run: _Run, state, ckpt: checkpoint.Checkpointer, workdir: Path, progr
       epoch, c = divmod(position, fns.per_epoch)
       epoch += 1
       t0 = time.perf_counter()
-      state, guard, chunk_sums = fns.chunk(state, run.train_x, epoch, c * fns.steps, keys)
+      state, guard, chunk_sums = fns.chunk(state, run.train_data, epoch, c * fns.steps, keys)
       if fns.fast and not bool(fns.finite(guard, state)):  # stop mode: rerun exact, to name the first bad step
         state, guard, chunk_sums = _rerun_exact(run, ckpt, position, steps_per_epoch)
       guard, chunk_sums = jax.device_get((guard, chunk_sums))  # the one host sync per chunk; state stays on device
@@ -228,7 +231,7 @@ def _train(run: _Run, state, ckpt: checkpoint.Checkpointer, workdir: Path, progr
                            skipped_steps=int(sums['skipped_steps']))
         postfix.update({f'train {k}': f'{train[k]:.3f}' for k in run.model.HEADLINE})
         if epoch % config['eval_every'] == 0 or epoch == config['epochs']:
-          test = _log_epoch(log, epoch, state, 'eval', jax.device_get(fns.evaluate(state, run.eval_x, keys.eval)))
+          test = _log_epoch(log, epoch, state, 'eval', jax.device_get(fns.evaluate(state, run.eval_data, keys.eval)))
           postfix.update({f'eval {k}': f'{test[k]:.3f}' for k in run.model.HEADLINE})
         bar.set_postfix(postfix)
       now = (epoch - 1) * steps_per_epoch + min((c + 1) * fns.steps, steps_per_epoch)
