@@ -48,7 +48,7 @@ def _number(v) -> str:
 def render(header: dict, figures: list[str], sizes: dict[str, int]) -> str:
   """The card's Markdown."""
   config, name, numbers = header['config'], header['model'], header.get('metrics', {})
-  family = models.get(name).__doc__.strip().splitlines()[0]
+  family = ' '.join(models.get(name).__doc__.strip().split('\n\n')[0].split())  # the docstring's first paragraph
   shape = '×'.join(map(str, header['input_shape']))
   fp = config.get('data_fingerprint', {})
   data = f"`{config['dataset']}`" + (f" ({fp['train']['count']:,} training and {fp['eval']['count']:,} held-out "
