@@ -34,7 +34,8 @@ import jax, jax.numpy as jnp
 jax.print_environment_info()
 print('devices:', jax.devices(), '| backend:', jax.default_backend(), '| prng:', jax.config.jax_default_prng_impl)
 x, y = jnp.full((1024, 1024), 1.0001, jnp.float32), jnp.ones((1024, 1024), jnp.float32)
-print(f'f32 matmul at the default precision: {float((x @ y)[0, 0]):.4f} (float32: 1024.0996; TF32 or bf16: 1024.0000)')
+print(f'f32 matmul at the default precision: {float((x @ y)[0, 0]):.4f} (float32: 1024.1024 less its rounding, '
+      '1024.09-1024.12 by summation order; TF32 or bf16: 1024.0000)')
 print(f"f32 matmul at highest: {float(jnp.matmul(x, y, precision='highest')[0, 0]):.4f}")
 '''
 
