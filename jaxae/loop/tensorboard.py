@@ -53,24 +53,24 @@ def read(path: str | Path) -> list[Event]:
   return events
 
 
-def scalars(workdir: str | Path) -> dict[str, list[tuple[int, float]]]:
-  """`{tag: [(step, value), ...]}` of a run's event file, in the order written."""
+def _series(workdir: str | Path, field: str, value) -> dict[str, list]:
+  """`{tag: [(step, value(v)), ...]}` of the summary values of a run's event file that hold `field`."""
   out = {}
   for e in read(Path(workdir) / FOLDER / FILE):
     for v in e.summary.value:
-      if v.HasField('simple_value'):
-        out.setdefault(v.tag, []).append((e.step, v.simple_value))
+      if v.HasField(field):
+        out.setdefault(v.tag, []).append((e.step, value(v)))
   return out
+
+
+def scalars(workdir: str | Path) -> dict[str, list[tuple[int, float]]]:
+  """`{tag: [(step, value), ...]}` of a run's event file, in the order written."""
+  return _series(workdir, 'simple_value', lambda v: v.simple_value)
 
 
 def images(workdir: str | Path) -> dict[str, list[tuple[int, bytes]]]:
   """`{tag: [(step, PNG bytes), ...]}` of a run's event file."""
-  out = {}
-  for e in read(Path(workdir) / FOLDER / FILE):
-    for v in e.summary.value:
-      if v.HasField('image'):
-        out.setdefault(v.tag, []).append((e.step, v.image.encoded_image_string))
-  return out
+  return _series(workdir, 'image', lambda v: v.image.encoded_image_string)
 
 
 class EventLog:
