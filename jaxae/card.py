@@ -41,10 +41,6 @@ def summary(workdir: Path, step: int) -> dict:
   return out
 
 
-def _number(v) -> str:
-  return f'{v:.4g}' if isinstance(v, float) else str(v)
-
-
 def render(header: dict, figures: list[str], sizes: dict[str, int]) -> str:
   """The card's Markdown."""
   config, name, numbers = header['config'], header['model'], header.get('metrics', {})
@@ -64,11 +60,11 @@ def render(header: dict, figures: list[str], sizes: dict[str, int]) -> str:
   held = numbers.get('held_out', {})
   if held:
     lines += [f"## Held-out metrics (epoch {numbers['epoch']})", '', '| metric | value | unit |', '|---|---|---|']
-    lines += [f'| {k} | {_number(v)} | {unit(k, config)} |' for k, v in held.items()]
+    lines += [f'| {k} | {evaluation.number(v)} | {unit(k, config)} |' for k, v in held.items()]
     lines += ['']
   for suite, values in numbers.get('evaluation', {}).items():
     lines += [f'## Evaluation: {suite}', '', '| metric | value |', '|---|---|']
-    lines += [f'| {k} | {_number(v)} |' for k, v in values.items()] + ['']
+    lines += [f'| {k} | {evaluation.number(v)} |' for k, v in values.items()] + ['']
   if figures:
     lines += ['## Figures', ''] + [f'![{f[:-4]}](figures/{f})' for f in figures] + ['']
   calls = []

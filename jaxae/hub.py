@@ -35,9 +35,7 @@ class JaxaeModel(ModelHubMixin, library_name='jaxae', tags=['jaxae', 'jax', 'fla
 
   def _save_pretrained(self, save_directory: Path) -> None:
     if portable.is_exported(self.source):
-      for f in share.listing(Path(self.source)):
-        (save_directory / f).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(Path(self.source) / f, save_directory / f)
+      shutil.copytree(self.source, save_directory, dirs_exist_ok=True)
     else:
       share.export(self.source, save_directory)
 

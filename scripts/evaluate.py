@@ -34,7 +34,7 @@ def report(results: dict, about: dict) -> str:
     keys = sorted({k for m in rows.values() for k in m if not isinstance(m[k], (list, dict))})  # the rest: results.json
     lines += [f'## {suite}', '', '| run | ' + ' | '.join(keys) + ' |', '|---' * (len(keys) + 1) + '|']
     for run, m in rows.items():
-      cells = [f'{m[k]:.4g}' if isinstance(m.get(k), float) else str(m.get(k, '')) for k in keys]
+      cells = [evaluation.number(m.get(k)) for k in keys]
       lines.append(f'| {run} | ' + ' | '.join(cells) + ' |')
     for run, m in rows.items():
       if 'class_histogram' in m:

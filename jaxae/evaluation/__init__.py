@@ -30,6 +30,11 @@ def get(name: str) -> ModuleType:
   return importlib.import_module(f'{__name__}.{name}')
 
 
+def number(v) -> str:
+  """A table cell: floats to 4 significant digits, nothing for None."""
+  return f'{v:.4g}' if isinstance(v, float) else ('' if v is None else str(v))
+
+
 def headline(suite: str, metrics: dict) -> dict:
   """The suite's headline numbers of `metrics` (its `HEADLINE`), labelled with their units: `{'iwae_nll (nats)':
   85.2, ...}`; those the run's metrics lack are left out."""
@@ -48,7 +53,6 @@ def comparison(results: dict, about: dict) -> str:
   present = {k for row in rows.values() for k in row}
   columns = list(dict.fromkeys(k for a in about.values() for k in a))
   columns += [f'{s}: {k} ({u})' for s in suites for k, u in get(s).HEADLINE.items() if f'{s}: {k} ({u})' in present]
-  cell = lambda v: f'{v:.4g}' if isinstance(v, float) else ('' if v is None else str(v))
   lines = ['| run | ' + ' | '.join(columns) + ' |', '|---' * (len(columns) + 1) + '|']
-  lines += [f'| {run} | ' + ' | '.join(cell(row.get(c)) for c in columns) + ' |' for run, row in rows.items()]
+  lines += [f'| {run} | ' + ' | '.join(number(row.get(c)) for c in columns) + ' |' for run, row in rows.items()]
   return '\n'.join(lines) + '\n'

@@ -17,7 +17,6 @@ References:
   TFRecord: https://www.tensorflow.org/tutorials/load_data/tfrecord#tfrecords_format_details
 """
 
-import io
 import struct
 import time
 from pathlib import Path
@@ -107,17 +106,16 @@ class EventLog:
                              if isinstance(v, (int, float)) and not isinstance(v, bool)])
     self._write([Event(wall_time=time.time(), step=step, summary=summary)])
 
-  def figures(self, step: int, figures: dict) -> None:
-    """Each matplotlib figure of `{name: Figure}` as a PNG image tagged `figures/<name>`, at `step`, in place of
-    any drawn at `step` before (a finished run started again draws its figures again)."""
+  def figures(self, step: int, pngs: dict) -> None:
+    """Each PNG file of `{name: path}` (the run's `figures/`) as an image tagged `figures/<name>`, at `step`, in
+    place of any drawn at `step` before (a finished run started again draws its figures again)."""
     if self.path is None:
       return
     self._rewrite(lambda e: e.step != step or not any(v.HasField('image') for v in e.summary.value))
     values = []
-    for name, fig in figures.items():
-      png = io.BytesIO()
-      fig.savefig(png, format='png', dpi=100)
-      width, height = struct.unpack('>II', png.getvalue()[16:24])  # the PNG's IHDR chunk
+    for name, path in pngs.items():
+      png = Path(path).read_bytes()
+      width, height = struct.unpack('>II', png[16:24])  # the PNG's IHDR chunk
       values.append(Summary.Value(tag=f'figures/{name}', image=Summary.Image(
-          height=height, width=width, colorspace=4, encoded_image_string=png.getvalue())))
+          height=height, width=width, colorspace=4, encoded_image_string=png)))
     self._write([Event(wall_time=time.time(), step=step, summary=Summary(value=values))])

@@ -135,7 +135,7 @@ def _train_in(run: _Run, state, workdir: Path, progress: bool) -> Result:
       state, records, events = _train(run, state, ckpt, workdir, progress)
     figures = workdir_lib.write_figures(run.model, state, run.splits.eval, run.keys, run.config, workdir, records,
                                         run.mesh)
-    events.figures(int(state.step), figures)
+    events.figures(int(state.step), {name: workdir / 'figures' / f'{name}.png' for name in figures})
   return Result(state, run.config, records)
 
 
