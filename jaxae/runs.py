@@ -20,8 +20,8 @@ from typing import Any
 import jax
 import numpy as np
 
+from jaxae import conditioning, models, portable, steps
 from jaxae import data as data_lib
-from jaxae import models, portable, steps
 from jaxae.errors import require
 from jaxae.loop import checkpoint
 from jaxae.loop.keys import Keys, make_keys
@@ -49,9 +49,15 @@ class Loaded:
             'its own data (data_dir, or data= for your arrays)')
     return splits
 
-  def sample(self, key: jax.Array, n: int) -> jax.Array:
-    """`n` generated images `[n, H, W, C]` in [0, 1] drawn with `key` (families that can `sample`)."""
-    return self._jitted('sample', static_argnums=2)(self.state, key, n)
+  def sample(self, key: jax.Array, n: int, labels=None) -> jax.Array:
+    """`n` generated images `[n, H, W, C]` in [0, 1] drawn with `key` (families that can `sample`); a conditional
+    family's of the classes `labels` (`[n]` ints; None: every class in turn)."""
+    if not models.can(self.model, 'conditional'):
+      require(labels is None, f"a {self.config['model']} model is not conditional: sample it without labels (the "
+              f"conditional families are {', '.join(models.with_capability('conditional'))})")
+      return self._jitted('sample', static_argnums=2)(self.state, key, n)
+    labels = conditioning.requested(labels, n, self.config['num_classes'])
+    return self._jitted('sample', static_argnums=2)(self.state, key, n, labels)
 
   def encode(self, x) -> jax.Array:
     """Codes `[N, latent_dim]` of images `x: [N, H, W, C]` in [0, 1] (families that can `encode`)."""

@@ -1,6 +1,7 @@
 """One suite over every model family (picked up by name), plus family-specific checks."""
 
 import functools
+import inspect
 
 import jax
 import jax.numpy as jnp
@@ -20,7 +21,7 @@ def make(name, arch='mlp', shape=(28, 28, 1), **overrides):
   norms = {k: 'none' for k in ('norm', 'd_norm') if arch == 'mlp' and k in config_lib.defaults(name)}
   config = config_lib.resolve({'model': name, 'arch': arch, 'hidden': (64, 32), 'latent_dim': 8,
                                'conv_features': (8, 16), **norms, **overrides})
-  batch = {'image': jax.random.uniform(jax.random.key(9), (6, *shape))}
+  batch = {'image': jax.random.uniform(jax.random.key(9), (6, *shape)), 'label': jnp.arange(6, dtype=jnp.int32)}
   model = models.get(name)
   return model, config, model.create_state(jax.random.key(0), config, batch), batch
 
@@ -40,20 +41,28 @@ def test_every_family_exports_the_contract_and_declares_exactly_what_it_has(name
   assert isinstance(model.CAN, frozenset) and model.CAN <= set(models.CAPABILITIES)
   for capability, functions in models.FUNCTIONS.items():
     assert models.can(model, capability) == all(callable(getattr(model, f, None)) for f in functions), capability
+  if models.can(model, 'conditional'):  # labels are asked for, and the classes are a config key
+    assert 'labels' in inspect.signature(model.sample).parameters and model.defaults()['num_classes'] > 0
   assert set(model.KEYS) <= set(model.defaults()) and model.HEADLINE
 
 
-@pytest.mark.parametrize('name', FAMILIES)
-@pytest.mark.parametrize('arch,shape', [('mlp', (28, 28, 1)), ('conv', (28, 28, 1)), ('conv', (32, 32, 3)),
-                                        ('mlp', (8, 8, 1))])
+SHAPES = [('mlp', (28, 28, 1)), ('conv', (28, 28, 1)), ('conv', (32, 32, 3)), ('mlp', (8, 8, 1))]
+PRESETS = ('cgan', 'cdcgan', 'saae')  # the conditional presets: their base families run every shape
+
+
+@pytest.mark.parametrize('name,arch,shape', [(n, a, s) for n in FAMILIES for a, s in SHAPES
+                                             if n not in PRESETS or s == (32, 32, 3)])
 def test_shapes_of_codes_images_and_metrics(name, arch, shape):
   model, config, state, batch = make(name, arch, shape)
   if models.can(model, 'encode'):
     assert model.encode(state, batch['image']).shape == (6, 8)
   images = jax.jit(steps.bind(model.eval_images, config))(state, batch, jax.random.key(1))
-  assert images and ('reconstructions' in images) == models.can(model, 'encode')
-  for value in images.values():
-    assert value.shape == (6, *shape)
+  labelled = callable(getattr(model, 'encode_labelled', None)) or callable(getattr(model, 'decode_labelled', None))
+  assert images and ('reconstructions' in images) == (models.can(model, 'encode') or labelled)
+  assert ('class_grid' in images) == models.can(model, 'conditional')
+  for name, value in images.items():
+    k = config.get('num_classes', 0)
+    assert value.shape == ((k * k,) if name == 'class_grid' else (6,)) + shape
     assert float(value.min()) >= 0 and float(value.max()) <= 1
   new_state, metrics = jax.jit(steps.bind(model.train_step, config))(state, batch, jax.random.key(2))
   assert set(model.HEADLINE) <= set(metrics) and all(np.isfinite(float(v)) for v in metrics.values())
@@ -157,7 +166,7 @@ def test_train_step_compiles_once(name):
   model, config, state, batch = make(name)
   step = jax.jit(steps.bind(model.train_step, config))
   state, _ = step(state, batch, jax.random.key(1))
-  state, _ = step(state, {'image': batch['image'] * 0.5}, jax.random.key(2))
+  state, _ = step(state, {**batch, 'image': batch['image'] * 0.5}, jax.random.key(2))
   assert step._cache_size() == 1
 
 

@@ -73,7 +73,7 @@ def test_dcgan_has_batch_norm_where_radford_et_al_put_it(image_shape):
   scales = jnp.concatenate([s['scale'] for part in state.params.values() for n, s in part.items() if 'Batch' in n])
   assert abs(float(scales.mean()) - 1.0) < 0.01 and 0.01 < float(scales.std()) < 0.03  # N(1, 0.02), Radford et al.
   gan = models.get('dcgan')
-  images = gan.sample(state, jax.random.key(1), 3, latent_dim=config['latent_dim'])
+  images = gan.sample(state, jax.random.key(1), 3, latent_dim=config['latent_dim'], num_classes=0)
   assert images.shape == (3, *image_shape) and float(images.min()) >= 0 and float(images.max()) <= 1
   assert gan.critic(state, images).shape == (3,)
 
@@ -86,7 +86,7 @@ def rows_depend_on_the_batch(fn, x):
 def test_dcgan_steps_update_the_running_averages_and_evaluation_reads_them():
   config, state = dcgan_state((8, 8, 1))
   gan = models.get('dcgan')
-  hp = dict(loss='nonsaturating', latent_dim=config['latent_dim'], n_critic=1, gp_weight=0.0)
+  hp = dict(loss='nonsaturating', latent_dim=config['latent_dim'], n_critic=1, gp_weight=0.0, num_classes=0)
   x = jax.random.uniform(jax.random.key(2), (16, 8, 8, 1))
   new, _ = jax.jit(lambda s: gan.train_step(s, {'image': x, 'mask': jnp.ones(16)}, jax.random.key(3), **hp))(state)
   for part in ('generator', 'discriminator'):

@@ -5,6 +5,9 @@
   generated and held-out images. Named for what it is: not Inception FID.
 - Class histogram: the classifier's predicted classes of the samples; a collapsed
   generator puts most of its mass on few classes.
+- Per class: the Fréchet distance of the samples of each class (those asked for, for a conditional family;
+  those the classifier assigns to it, otherwise) to the training images of that class; for a conditional
+  family also the fraction of each class's samples the classifier assigns to the class asked for.
 - Parzen window: `log p(x) = logsumexp_s(-||x - s||^2 / (2 sigma^2)) - log S - D/2 log(2 pi sigma^2)`
   over S samples, the bandwidth chosen on a validation split; the estimate the GAN
   and AAE papers report, with its standard error.
@@ -27,7 +30,8 @@ from jaxae.errors import require
 from jaxae.evaluation import classifier, common
 
 HEADLINE = {'classifier_fd': 'FD', 'classifier_fd_train_images': 'FD floor', 'histogram_tv': 'TV',
-            'parzen_ll': 'nats'}  # the comparison table's columns (`jaxae.evaluation.headline`)
+            'parzen_ll': 'nats', 'class_accuracy': 'fraction', 'class_accuracy_min': 'fraction'}
+# the comparison table's columns (`jaxae.evaluation.headline`); class_accuracy: conditional families only
 
 SIGMAS = tuple(np.round(np.logspace(np.log10(0.05), np.log10(1.0), 14), 4))
 
@@ -109,11 +113,28 @@ def check(loaded) -> None:
           f'{common.family(loaded.model)} has no sample(): use a vae, aae or GAN run')
 
 
-def generate(loaded, key, n: int, batch_size: int = 1000) -> np.ndarray:
-  """`n` samples `[n, H, W, C]` from a loaded run, in batches (batch b from `fold_in(key, b)`)."""
+def generate(loaded, key, n: int, batch_size: int = 1000, labels=None) -> np.ndarray:
+  """`n` samples `[n, H, W, C]` from a loaded run, in batches (batch b from `fold_in(key, b)`); a conditional
+  family's of the classes `labels: [n]`."""
   sample = jax.jit(steps.bind(loaded.model.sample, loaded.config), static_argnums=2)
-  return np.concatenate([np.asarray(sample(loaded.state, jax.random.fold_in(key, b), min(batch_size, n - i)))
-                         for b, i in enumerate(range(0, n, batch_size))])
+  extra = lambda i: () if labels is None else (jnp.asarray(labels[i:i + batch_size]),)
+  return np.concatenate([np.asarray(sample(loaded.state, jax.random.fold_in(key, b), min(batch_size, n - i),
+                                           *extra(i))) for b, i in enumerate(range(0, n, batch_size))])
+
+
+def requested_labels(n: int, num_classes: int) -> np.ndarray:
+  """The classes a conditional family is asked for: `n // K` of each in turn (n a multiple of K), `[n]`."""
+  require(n % num_classes == 0, f'num_samples={n} is not a multiple of the {num_classes} classes: give one that is')
+  return np.repeat(np.arange(num_classes, dtype=np.int32), n // num_classes)
+
+
+def per_class_fd(clf, x, classes, train, n_classes: int) -> dict:
+  """The Fréchet distance of the samples `x` of each class (`classes: [n]`) to the training images of that
+  class: `[n_classes]` (None for a class with fewer than two samples)."""
+  features, train_features = classifier.features(clf, x), classifier.features(clf, train['image'])
+  fd = [frechet_distance(*gaussian_fit(features[classes == c]), *gaussian_fit(train_features[train['label'] == c]))
+        if (classes == c).sum() > 1 else None for c in range(n_classes)]
+  return {'per_class_fd': fd}
 
 
 def run(loaded, key, *, num_samples: int = 10_000, classifier_epochs: int = 20, num_valid: int = 1000, **_):
@@ -130,17 +151,29 @@ def run(loaded, key, *, num_samples: int = 10_000, classifier_epochs: int = 20, 
   check(loaded)
   _, k_sample, k_valid = jax.random.split(key, 3)
   train, test = loaded.splits
-  x = generate(loaded, k_sample, num_samples)
+  conditional = models.can(loaded.model, 'conditional')
+  labels = requested_labels(num_samples, loaded.config['num_classes']) if conditional else None
+  x = generate(loaded, k_sample, num_samples, labels=labels)
   valid = np.random.default_rng(np.asarray(jax.random.key_data(k_valid))[-1]).permutation(len(train['image']))
   metrics = {'num_samples': num_samples, 'binarize': loaded.config['binarize'],
              **parzen(x, train['image'][valid[:num_valid]], test['image'])}
-  figures = {'samples': plotting.samples(x[:64], title=f"{loaded.config['model']} samples")}
+  if labels is None:
+    figures = {'samples': plotting.samples(x[:64], title=f"{loaded.config['model']} samples")}
+  else:  # ten of each class asked for, a class per row
+    rows = x.reshape(loaded.config['num_classes'], -1, *x.shape[1:])[:, :10].reshape(-1, *x.shape[1:])
+    figures = {'samples': plotting.samples(rows, cols=10, title=f"{loaded.config['model']} samples, a class per row")}
   if (train['label'] >= 0).all():
     clf = classifier.cached(train['image'], train['label'], test['image'], test['label'], epochs=classifier_epochs)
     n_classes = clf.net.n_classes
     held_out = gaussian_fit(classifier.features(clf, test['image']))
     reference = train['image'][valid[:num_samples]]
-    hist = class_histogram(classifier.predict(clf, x), n_classes)
+    predicted = classifier.predict(clf, x)
+    hist = class_histogram(predicted, n_classes)
+    metrics.update(per_class_fd(clf, x, predicted if labels is None else labels, train, n_classes))
+    if conditional:
+      accuracy = [float(np.mean(predicted[labels == c] == c)) for c in range(loaded.config['num_classes'])]
+      metrics.update(per_class_accuracy=accuracy, class_accuracy=float(np.mean(accuracy)),
+                     class_accuracy_min=float(np.min(accuracy)))
     metrics.update(
         classifier_hash=clf.hash, data_hash=clf.data_hash, classifier_accuracy=clf.accuracy,
         classifier_fd=frechet_distance(*gaussian_fit(classifier.features(clf, x)), *held_out),

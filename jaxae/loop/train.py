@@ -23,8 +23,8 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
+from jaxae import conditioning, data, metrics, models
 from jaxae import config as config_lib
-from jaxae import data, metrics, models
 from jaxae.errors import UserError, require
 from jaxae.loop import checkpoint, lock, parallel, tensorboard
 from jaxae.loop import workdir as workdir_lib
@@ -67,6 +67,8 @@ def _setup(overrides: dict, workdir: Path, sets: dict | None = None) -> tuple[_R
     config['data_dir'] = str(Path(config['data_dir']).resolve())
   model = models.get(config['model'])
   splits = data.prepare(config, sets, compact=True)  # uint8 images stay uint8, on the device too
+  if models.can(model, 'conditional'):
+    conditioning.check_data(splits, config['num_classes'])
   train_x, eval_x = splits.train['image'], splits.eval['image']
   steps_per_epoch = -(-len(train_x) // config['batch_size'])
   config = {**workdir_lib.resolve_schedule(config, steps_per_epoch), 'input_shape': tuple(train_x.shape[1:]),

@@ -9,6 +9,7 @@ import errno
 from pathlib import Path
 
 import jax
+import numpy as np
 
 from jaxae import data, models, plotting, steps
 from jaxae.errors import UserError, require
@@ -102,8 +103,9 @@ def write_figures(model, state, eval_set, keys: Keys, config, workdir: Path, rec
   headline metrics per epoch, and for 2-D codes their scatter by label (written by process 0, which returns
   `{name: Figure}`; the others return `{}`)."""
   x = data.to_float(eval_set['image'][: config['num_figure_images']])
+  batch = {'image': x, 'label': np.asarray(eval_set['label'][: len(x)], np.int32)}
   images = {} if len(x) == 0 else jax.device_get(  # num_figure_images=0: the loss figure alone
-      steps.bind(model.eval_images, config)(state, parallel.replicate({'image': x}, mesh), keys.vis))
+      steps.bind(model.eval_images, config)(state, parallel.replicate(batch, mesh), keys.vis))
   codes = None
   if models.can(model, 'encode') and config.get('latent_dim') == 2:
     n = min(len(eval_set['image']), 2000)
@@ -114,8 +116,13 @@ def write_figures(model, state, eval_set, keys: Keys, config, workdir: Path, rec
   out.mkdir(exist_ok=True)
   figures = {'loss': plotting.loss_curves(records, model.HEADLINE)}
   for name, grid in images.items():
-    figures[name] = (plotting.reconstructions(x, grid) if name == 'reconstructions'
-                     else plotting.samples(grid, title=name.replace('_', ' ')))
+    if name == 'reconstructions':
+      figures[name] = plotting.reconstructions(x, grid)
+    elif name == 'class_grid':  # a conditional family's: one style per row, the classes across
+      figures[name] = plotting.samples(grid, cols=config['num_classes'], title='classes 0-9 across, one style per row'
+                                       if config['num_classes'] == 10 else 'classes across, one style per row')
+    else:
+      figures[name] = plotting.samples(grid, title=name.replace('_', ' '))
   if codes is not None:
     density = steps.bind(model.prior_log_density, config) if models.can(model, 'prior_density') else None
     figures['codes'] = plotting.codes(codes, eval_set['label'][: len(codes)], density)

@@ -14,9 +14,10 @@
 - `eval_images(state, batch, key, *, hp...) -> {name: [N, H, W, C] in [0, 1]}`;
 - and the functions its capabilities name (below).
 
-Batches are `{'image': [B, H, W, C] float32, 'mask': [B] float32}` (mask 0 marks padding in a last partial
-batch). The loop, the evaluation suites, the CLI and the shared tests read `CAN` and never guess with
-`hasattr`; `tests/test_models.py` checks that every declaration matches the functions there.
+Batches are `{'image': [B, H, W, C] float32, 'label': [B] int32, 'mask': [B] float32}` (mask 0 marks
+padding in a last partial batch; label -1 an unlabelled image). The loop, the evaluation suites, the CLI and
+the shared tests read `CAN` and never guess with `hasattr`; `tests/test_models.py` checks that every
+declaration matches the functions there.
 """
 
 import importlib
@@ -32,6 +33,8 @@ CAPABILITIES = {
     'elbo': 'negative_elbo(state, x, key, *, hp...) and importance_weighted_nll(...): likelihood bounds in nats',
     'gaussian_prior': 'p(z) = N(0, I) (samples, manifolds and likelihoods use it)',
     'prior_density': 'prior_log_density(z, *, hp...) -> log p(z), [N]',
+    'conditional': 'sample(state, key, n, labels=None, *, hp...) draws the classes `labels` ([n] ints in '
+                   '[0, num_classes); None: every class in turn); training reads every batch\'s labels',
 }
 FUNCTIONS = {'encode': ('encode', 'decode'), 'sample': ('sample',),
              'elbo': ('negative_elbo', 'importance_weighted_nll'), 'prior_density': ('prior_log_density',)}

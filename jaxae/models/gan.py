@@ -18,6 +18,9 @@ then one generator update, each player with its own optimizer state.
 DCGAN: ReLU in G, LeakyReLU in D).
 D drops units with rate `d_dropout` while training (0.3, as in the common PyTorch
 MNIST write-ups; 0 for WGAN-GP); evaluation runs D without dropout.
+With `num_classes = K > 0` (the `cgan` and `cdcgan` presets) the GAN is conditional (Mirza & Osindero
+2014): the one-hot label joins z at G's input and the image at D's input (`jaxae.conditioning`); D sees real
+images with their labels and fakes drawn for the same labels, so G learns `p(x | y)`.
 `arch='conv'` gives the DCGAN networks: stride-2 4x4 convs in D, transposed
 convs in G, each normalised as `norm` (G) and `d_norm` (D) say (`jaxae.nn.normalize`):
 the `dcgan` preset uses batch norm in both, as Radford et al. (not in G's output
@@ -29,12 +32,13 @@ References:
   Radford, Metz & Chintala, Unsupervised Representation Learning with Deep
   Convolutional GANs (DCGAN), ICLR 2016.
   Gulrajani et al., Improved Training of Wasserstein GANs, NeurIPS 2017.
+  Mirza & Osindero, Conditional Generative Adversarial Nets, arXiv:1411.1784, 2014.
 """
 
 import jax
 import jax.numpy as jnp
 
-from jaxae import checks, losses, steps
+from jaxae import checks, conditioning, losses, models, steps
 from jaxae import nn as jnn
 
 __all__ = ['CAN', 'HEADLINE', 'KEYS', 'LOSSES', 'create_state', 'critic', 'defaults', 'discriminator_loss',
@@ -50,6 +54,7 @@ KEYS = dict(  # what this family's own config keys mean (jaxae-train --list-conf
     loss='nonsaturating (logits) or wasserstein (critic)', n_critic='critic updates per generator update',
     gp_weight='gradient penalty weight lambda (0: none)', d_dropout='dropout rate in the discriminator',
     d_norm='the conv discriminator\'s normalisation (none, batch, layer; `norm` is the generator\'s)',
+    num_classes='classes K of a conditional GAN (0: unconditional; labels 0..K-1 join G\'s and D\'s inputs)',
     init='initial weights: flax (its layers\' defaults) or dcgan (kernels N(0, 0.02), as Radford et al.)',
 )
 INITS = ('flax', 'dcgan')
@@ -59,14 +64,19 @@ def defaults() -> dict:
   return dict(
       arch='mlp', hidden=(512, 256), conv_features=(64, 128), latent_dim=100, loss='nonsaturating',
       n_critic=1, gp_weight=0.0, d_dropout=0.3, learning_rate=2e-4, adam_b1=0.5, norm='none', d_norm='none',
-      init='flax',
+      init='flax', num_classes=0,
   )
 
 
 def validate(config) -> None:
   checks.check_network(config)
-  checks.check(config, choices={'loss': LOSSES, 'init': INITS}, positive=('n_critic',), non_negative=('gp_weight',),
-               probabilities=('d_dropout',))
+  checks.check(config, choices={'loss': LOSSES, 'init': INITS}, positive=('n_critic',),
+               probabilities=('d_dropout',), non_negative=('gp_weight', 'num_classes'))
+  checks.require(config['num_classes'] == 0 or models.can(config['model'], 'conditional'),
+                 f"num_classes={config['num_classes']} makes a conditional GAN: train --model cgan (MLP) or cdcgan "
+                 '(conv) instead, or set num_classes=0')
+  checks.require(config['num_classes'] > 0 or not models.can(config['model'], 'conditional'),
+                 f"a {config['model']} model is conditional: set num_classes to the number of classes (> 0)")
   checks.require(not (config['d_norm'] == 'batch' and config['gp_weight'] > 0),
                  'the gradient penalty needs critic outputs that depend on each example alone: set d_norm=layer or '
                  'none with gp_weight > 0 (Gulrajani et al.)')
@@ -83,8 +93,9 @@ def create_state(key: jax.Array, config, sample_batch) -> steps.PlayerState:
           'discriminator': jnn.make_encoder(arch, 1, hidden, conv, config['d_dropout'], precision,
                                             activation=jnn.leaky_relu, norm=config['d_norm'])}
   k_g, k_d = jax.random.split(key)
-  variables = {'generator': nets['generator'].init(k_g, jnp.zeros((1, config['latent_dim']))),
-               'discriminator': nets['discriminator'].init(k_d, x)}
+  y, z = conditioning.one_hot(jnp.zeros(1, jnp.int32), config['num_classes']), jnp.zeros((1, config['latent_dim']))
+  variables = {'generator': nets['generator'].init(k_g, conditioning.join_code(z, y)),
+               'discriminator': nets['discriminator'].init(k_d, conditioning.join_image(x, y, arch))}
   if config['init'] == 'dcgan':
     for part, k in zip(variables, jax.random.split(jax.random.fold_in(key, 1), 2), strict=True):
       variables[part] = {**variables[part], 'params': jnn.dcgan_init(k, variables[part]['params'])}
@@ -93,15 +104,16 @@ def create_state(key: jax.Array, config, sample_batch) -> steps.PlayerState:
   return steps.PlayerState.create(nets, variables, phases)
 
 
-def generate(state, z: jax.Array) -> jax.Array:
-  """Images `G(z)`: `[B, H, W, C]` in [0, 1] (the tanh output rescaled); batch norm reads its running averages."""
-  return _to_image(state.apply('generator', z))
+def generate(state, z: jax.Array, y: jax.Array | None = None) -> jax.Array:
+  """Images `G(z)` (`G(z, y)` given one-hot labels `y: [B, K]`): `[B, H, W, C]` in [0, 1] (the tanh output
+  rescaled); batch norm reads its running averages."""
+  return _to_image(state.apply('generator', conditioning.join_code(z, y)))
 
 
-def critic(state, x: jax.Array) -> jax.Array:
-  """`D(x)` of images in [0, 1], fed centred to [-1, 1]: `[B]` logits (non-saturating) or scores (Wasserstein),
-  in evaluation mode (no dropout; batch norm reads its running averages)."""
-  return _critic(state, x, None)[0]
+def critic(state, x: jax.Array, y: jax.Array | None = None) -> jax.Array:
+  """`D(x)` (`D(x, y)`) of images in [0, 1], fed centred to [-1, 1]: `[B]` logits (non-saturating) or scores
+  (Wasserstein), in evaluation mode (no dropout; batch norm reads its running averages)."""
+  return _critic(state, x, y, None)[0]
 
 
 def _to_image(out):
@@ -116,48 +128,50 @@ def _forward(state, part, v, key):
   return state.run(part, v, rngs={'dropout': key})
 
 
-def _critic(state, x, key):
-  out, state = _forward(state, 'discriminator', 2.0 * x - 1.0, key)
+def _critic(state, x, y, key):
+  arch = 'conv' if isinstance(state.nets['discriminator'], jnn.ConvEncoder) else 'mlp'
+  out, state = _forward(state, 'discriminator', conditioning.join_image(2.0 * x - 1.0, y, arch), key)
   return out[:, 0], state
 
 
-def discriminator_terms(state, x, z, eps, loss, gp_weight, dropout_key=None):
+def discriminator_terms(state, x, z, eps, loss, gp_weight, dropout_key=None, y=None):
   """Per-example D loss `[B]`, its parts and the state: `(d_loss, {'d_real', 'd_fake'[, 'gp']}, state)`, real
-  pairs with fake i.
+  pairs with fake i; one-hot labels `y: [B, K]` (conditional) condition real i and fake i alike.
 
   With `dropout_key` (training), G and D run in training mode: D drops units, real and fake with independent
   masks, and batch norm normalises each batch (real, then fake) by its own statistics, as PyTorch's DCGAN does.
   """
   k_real, k_fake, k_gp = jax.random.split(dropout_key, 3) if dropout_key is not None else (None,) * 3
-  fake, state = _forward(state, 'generator', z, k_fake)
+  fake, state = _forward(state, 'generator', conditioning.join_code(z, y), k_fake)
   fake = _to_image(fake)
-  real_out, state = _critic(state, x, k_real)
-  fake_out, state = _critic(state, fake, k_fake)
+  real_out, state = _critic(state, x, y, k_real)
+  fake_out, state = _critic(state, fake, y, k_fake)
   if loss == 'nonsaturating':
     return (losses.gan_real_loss(real_out) + losses.gan_fake_loss(fake_out),
             {'d_real': jax.nn.sigmoid(real_out), 'd_fake': jax.nn.sigmoid(fake_out)}, state)
-  gp = losses.gradient_penalty(lambda v: _critic(state, v, k_gp)[0], x, fake, eps)  # no batch norm (validate)
+  gp = losses.gradient_penalty(lambda v: _critic(state, v, y, k_gp)[0], x, fake, eps)  # no batch norm (validate)
   return fake_out - real_out + gp_weight * gp, {'d_real': real_out, 'd_fake': fake_out, 'gp': gp}, state
 
 
-def discriminator_loss(state, x, mask, z, eps, loss, gp_weight, dropout_key=None):
+def discriminator_loss(state, x, mask, z, eps, loss, gp_weight, dropout_key=None, y=None):
   """One discriminator (critic) update's loss: the masked mean of `discriminator_terms`;
   `(d_loss, (metrics, state))` for `steps.phase_step`."""
-  d_loss, parts, state = discriminator_terms(state, x, z, eps, loss, gp_weight, dropout_key)
+  d_loss, parts, state = discriminator_terms(state, x, z, eps, loss, gp_weight, dropout_key, y)
   d_loss = losses.masked_mean(d_loss, mask)
   return d_loss, ({'d_loss': d_loss, **{k: losses.masked_mean(v, mask) for k, v in parts.items()}}, state)
 
 
-def generator_terms(state, z, loss, dropout_key=None):
-  """Per-example G loss `[B]` (`-log D(G(z))` or `-f(G(z))`) and the state, training mode with a key."""
-  fake, state = _forward(state, 'generator', z, dropout_key)
-  out, state = _critic(state, _to_image(fake), dropout_key)
+def generator_terms(state, z, loss, dropout_key=None, y=None):
+  """Per-example G loss `[B]` (`-log D(G(z))` or `-f(G(z))`; given `y`, of `G(z, y)` judged with `y`) and the
+  state, training mode with a key."""
+  fake, state = _forward(state, 'generator', conditioning.join_code(z, y), dropout_key)
+  out, state = _critic(state, _to_image(fake), y, dropout_key)
   return (losses.gan_real_loss(out) if loss == 'nonsaturating' else -out), state
 
 
-def generator_loss(state, z, loss, dropout_key=None):
+def generator_loss(state, z, loss, dropout_key=None, y=None):
   """The generator update's loss: `(g_loss, (metrics, state))` for `steps.phase_step`."""
-  g_terms, state = generator_terms(state, z, loss, dropout_key)
+  g_terms, state = generator_terms(state, z, loss, dropout_key, y)
   g_loss = jnp.mean(g_terms)
   return g_loss, ({'g_loss': g_loss}, state)
 
@@ -169,39 +183,52 @@ def draws(key, x, latent_dim):
           jax.random.uniform(k_eps, (x.shape[0],) + (1,) * (x.ndim - 1)), k_drop)
 
 
-def train_step(state, batch, key, *, loss, latent_dim, n_critic, gp_weight):
-  """`n_critic` discriminator updates, then one generator update: `(state, metrics)`.
+def train_step(state, batch, key, *, loss, latent_dim, n_critic, gp_weight, num_classes):
+  """`n_critic` discriminator updates, then one generator update: `(state, metrics)`; a conditional GAN
+  (`num_classes` > 0) conditions both players on the batch's labels.
 
   Metrics (the last critic update's): d_loss, d_real, d_fake (mean D(x) and
   D(G(z)): probabilities, or critic scores for 'wasserstein'), gp, g_loss.
   """
   x, mask = batch['image'], batch.get('mask')
+  y = conditioning.one_hot(batch['label'], num_classes) if num_classes else None
   keys = jax.random.split(key, n_critic + 1)
 
   def critic_update(state, k):
     z, eps, k_drop = draws(k, x, latent_dim)
-    return steps.phase_step(state, 'discriminator', discriminator_loss, x, mask, z, eps, loss, gp_weight, k_drop)
+    return steps.phase_step(state, 'discriminator', discriminator_loss, x, mask, z, eps, loss, gp_weight, k_drop, y)
 
   state, d_metrics = jax.lax.scan(critic_update, state, keys[:n_critic], unroll=True)  # XLA counts all FLOPs
   z, _, k_drop = draws(keys[n_critic], x, latent_dim)
-  state, g_metrics = steps.phase_step(state, 'generator', generator_loss, z, loss, k_drop)
+  state, g_metrics = steps.phase_step(state, 'generator', generator_loss, z, loss, k_drop, y)
   return state.replace(step=state.step + 1), {**{k: v[-1] for k, v in d_metrics.items()}, **g_metrics}
 
 
-def eval_step(state, batch, key, *, loss, latent_dim, gp_weight):
+def eval_step(state, batch, key, *, loss, latent_dim, gp_weight, num_classes):
   """Sums over held-out images of d_loss, d_real, d_fake (gp), g_loss, and `count`; key draws z and eps."""
   x, mask = batch['image'], batch.get('mask')
+  y = conditioning.one_hot(batch['label'], num_classes) if num_classes else None
   z, eps, _ = draws(key, x, latent_dim)
-  d_loss, parts, _ = discriminator_terms(state, x, z, eps, loss, gp_weight)
-  per_example = {'d_loss': d_loss, **parts, 'g_loss': generator_terms(state, z, loss)[0]}
+  d_loss, parts, _ = discriminator_terms(state, x, z, eps, loss, gp_weight, y=y)
+  per_example = {'d_loss': d_loss, **parts, 'g_loss': generator_terms(state, z, loss, y=y)[0]}
   return {**{k: losses.masked_sum(v, mask) for k, v in per_example.items()}, 'count': losses.masked_count(batch)}
 
 
-def sample(state, key: jax.Array, n: int, *, latent_dim) -> jax.Array:
-  """`n` images `G(z)`, z ~ N(0, I) from `key`: `[n, H, W, C]` in [0, 1]."""
-  return generate(state, jax.random.normal(key, (n, latent_dim)))
+def sample(state, key: jax.Array, n: int, labels: jax.Array | None = None, *, latent_dim, num_classes) -> jax.Array:
+  """`n` images `G(z)`, z ~ N(0, I) from `key`: `[n, H, W, C]` in [0, 1]. A conditional GAN draws `G(z, y)` for
+  the requested `labels: [n]` (default: every class in turn); an unconditional one takes no labels."""
+  z = jax.random.normal(key, (n, latent_dim))
+  if not num_classes:
+    return generate(state, z)
+  labels = conditioning.balanced(n, num_classes) if labels is None else labels
+  return generate(state, z, conditioning.one_hot(labels, num_classes))
 
 
-def eval_images(state, batch, key, *, latent_dim):
-  """`{'samples'}` from a fixed noise batch (`key`), comparable across epochs."""
-  return {'samples': sample(state, key, batch['image'].shape[0], latent_dim=latent_dim)}
+def eval_images(state, batch, key, *, latent_dim, num_classes):
+  """`{'samples'}` from a fixed noise batch (`key`), comparable across epochs; a conditional GAN adds
+  `'class_grid'`: one z per row, the classes across (`conditioning.style_grid`)."""
+  images = {'samples': sample(state, key, batch['image'].shape[0], latent_dim=latent_dim, num_classes=num_classes)}
+  if num_classes:
+    z, labels = conditioning.style_grid(jax.random.normal(key, (num_classes, latent_dim)), num_classes)
+    images['class_grid'] = generate(state, z, conditioning.one_hot(labels, num_classes))
+  return images
