@@ -12,7 +12,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / 'notebooks').glob('*.ipynb'))
-TOUR = [f'0{i}_' for i in range(1, 7)]
+TOUR = [f'0{i}_' for i in range(1, 8)]
 
 spec = importlib.util.spec_from_file_location('run_notebooks', ROOT / 'scripts' / 'run_notebooks.py')
 run_notebooks = importlib.util.module_from_spec(spec)
