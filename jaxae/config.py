@@ -27,7 +27,7 @@ BASE = dict(
     holdout_order='seeded', keep_checkpoints=3, num_figure_images=32, nonfinite='stop',
     checkpoint_every=0, precision='f32', data_mode='auto', train_classes=(), stream_steps=16, read_threads=4,
     allow_other_data=False, prng_impl='auto', matmul_precision='default', checkpoint_epochs=1,
-    checkpoint_minutes=0.0, eval_every=1, devices=0,
+    checkpoint_minutes=0.0, eval_every=1, devices=0, labels_per_class=0,
 )
 
 DESCRIPTIONS = dict(  # the base keys and the network keys every family shares; a family describes its own in KEYS
@@ -54,6 +54,8 @@ DESCRIPTIONS = dict(  # the base keys and the network keys every family shares; 
     stream_steps='streaming: batches sent to the device together and scanned in one call',
     read_threads='streaming: threads reading and gathering batches ahead of the device (grain)',
     train_classes='labels kept in the training set, e.g. 0 or 3,5 (empty: all); evaluation keeps all',
+    labels_per_class='semi-supervised: the training labels kept, the first N images of each class (0: all); the '
+                     'others become -1 (unlabelled); evaluation keeps all',
     allow_other_data='resume a run on other data than it was trained on (refused by default)',
     prng_impl=f'PRNG implementation: auto ({prng.NAME}, threefry unrolled, on CPU; JAX\'s default elsewhere), '
               'threefry2x32, rbg, unsafe_rbg',

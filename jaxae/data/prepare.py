@@ -10,6 +10,8 @@ Binarization: 'threshold' (x > 0.5), 'sample' (one fixed Bernoulli draw) and
 'dynamic' (a fresh draw every time an example is seen, done in the loop).
 `train_classes` keeps only those labels in the training set (the evaluation set
 keeps all of them: anomaly detection trains on one class and scores the rest).
+`labels_per_class` = N > 0 keeps the labels of the first N training images of each class and marks the
+others unlabelled (-1), for semi-supervised training; the held-out labels are all kept.
 """
 
 import hashlib
@@ -82,6 +84,23 @@ def keep_classes(data: dict, classes, dataset: str) -> dict:
   return take(data, np.isin(data['label'], classes))
 
 
+def keep_labels(data: dict, per_class: int) -> dict:
+  """`data` with the labels of the first `per_class` images of each class kept and the others set to -1
+  (unlabelled); all of them when `per_class` is 0. Raises `UserError` for a class with fewer images."""
+  if not per_class:
+    return data
+  labels = np.asarray(data['label'])
+  require(per_class > 0 and (labels >= 0).all(), f'labels_per_class={per_class} needs a positive count and a '
+          'fully labelled training set')
+  kept = np.full_like(labels, -1)
+  for c in np.unique(labels):
+    index = np.flatnonzero(labels == c)
+    require(len(index) >= per_class, f'labels_per_class={per_class}, but class {c} has {len(index)} training '
+            f'images: give at most {len(index)}')
+    kept[index[:per_class]] = c
+  return {**data, 'label': kept}
+
+
 def binarize(images: np.ndarray, mode: str, seed: int) -> np.ndarray:
   """Static binarization of images (uint8 or float): 'threshold' (> 0.5) or 'sample'/'dynamic' (one Bernoulli
   draw with `seed`); float32 {0, 1}. 'none' returns `images` as they are.
@@ -121,7 +140,8 @@ def prepare(config, sets: dict | None = None, compact: bool = False) -> Splits:
   else:
     pool = sets['train'] if sets['train'] is not None else sets['test']
     splits = holdout_split(pool, config['holdout'], config['holdout_order'], config['seed'])
-  splits = Splits(keep_classes(splits.train, config.get('train_classes', ()), config['dataset']), splits.eval)
+  train = keep_classes(splits.train, config.get('train_classes', ()), config['dataset'])
+  splits = Splits(keep_labels(train, config.get('labels_per_class', 0)), splits.eval)
   mode = config['binarize']
   require(not (is_lazy(splits.train['image']) and mode in ('threshold', 'sample')),
           f'binarize={mode} would read the whole {config["dataset"]} dataset into memory; use binarize=dynamic '

@@ -33,11 +33,13 @@ CAPABILITIES = {
     'elbo': 'negative_elbo(state, x, key, *, hp...) and importance_weighted_nll(...): likelihood bounds in nats',
     'gaussian_prior': 'p(z) = N(0, I) (samples, manifolds and likelihoods use it)',
     'prior_density': 'prior_log_density(z, *, hp...) -> log p(z), [N]',
+    'classify': 'classify(state, x, *, hp...) -> [B] predicted classes (a semi-supervised classifier)',
     'conditional': 'sample(state, key, n, labels=None, *, hp...) draws the classes `labels` ([n] ints in '
                    '[0, num_classes); None: every class in turn); training reads every batch\'s labels',
 }
 FUNCTIONS = {'encode': ('encode', 'decode'), 'sample': ('sample',),
-             'elbo': ('negative_elbo', 'importance_weighted_nll'), 'prior_density': ('prior_log_density',)}
+             'elbo': ('negative_elbo', 'importance_weighted_nll'), 'prior_density': ('prior_log_density',),
+             'classify': ('classify',)}
 REQUIRED = ('HEADLINE', 'KEYS', 'CAN', 'defaults', 'validate', 'create_state', 'train_step', 'eval_step',
             'eval_images')
 

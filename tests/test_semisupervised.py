@@ -1,0 +1,50 @@
+"""Semi-supervised training: labels_per_class hides labels, the semi-supervised AAE learns from the rest."""
+
+import jax
+import numpy as np
+import pytest
+from conftest import tiny
+from test_conditional import patterns
+
+from jaxae import cli, data, load, steps
+from jaxae.data.prepare import keep_labels
+from jaxae.errors import UserError
+from jaxae.evaluation import semisupervised
+from jaxae.loop import train
+
+
+def test_labels_per_class_keeps_the_first_n_of_each_class_and_marks_the_rest_unlabelled():
+  labels = np.array([3, 1, 3, 3, 1, 0, 1, 0])
+  kept = keep_labels({'image': np.zeros((8, 2, 2, 1)), 'label': labels}, 2)['label']
+  np.testing.assert_array_equal(kept, [3, 1, 3, -1, 1, 0, -1, 0])
+  assert keep_labels({'label': labels}, 0)['label'] is labels
+  with pytest.raises(UserError, match='labels_per_class=3, but class 0 has 2 training images: give at most 2'):
+    keep_labels({'label': labels}, 3)
+
+
+def test_the_semi_supervised_aae_classifies_from_few_labels_and_the_suite_reports_the_baselines(tmp_path):
+  """Ten classes, each one fixed pattern, 10 labelled images per class among 1,000: the held-out error of
+  q(y|x) is below 5%, as the suite recomputes it, beside the baselines fitted on the 100 labelled images."""
+  x, y, _ = patterns(1000, 1)
+  x_test, y_test, _ = patterns(200, 3)
+  sets = data.from_arrays(x, y, x_test, y_test)
+  config = tiny(model='ssaae', epochs=10, learning_rate=3e-3, latent_dim=4, binarize='none', labels_per_class=10,
+                disc_hidden=(32, 32))
+  result = train.train_and_evaluate(config, tmp_path, progress=False, data=sets)
+  loaded = load(tmp_path, data=sets)
+  assert (np.asarray(loaded.splits.train['label']) >= 0).sum() == 100
+  predicted = np.asarray(steps.bind(loaded.model.classify, loaded.config)(loaded.state, x_test))
+  metrics = semisupervised.run(loaded, jax.random.key(0))[0]
+  assert metrics['error'] == pytest.approx(np.mean(predicted != y_test)) and metrics['error'] < 0.05
+  last_eval = [r for r in result.records if r['split'] == 'eval'][-1]
+  assert metrics['error'] == pytest.approx(last_eval['error'], abs=1e-6)  # the loop's held-out error
+  assert (metrics['labelled'], metrics['unlabelled']) == (100, 1000 - 100)
+  assert all(0 <= metrics[k] <= 1 for k in semisupervised.HEADLINE)
+
+
+def test_a_conditional_family_refuses_unlabelled_images(tmp_path, capsys):
+  code = cli.main(['--model', 'cvae', '--set', 'labels_per_class=5', '--workdir', str(tmp_path / 'run'),
+                   '--no-progress'])
+  err = capsys.readouterr().err.strip()
+  assert code == 2 and 'label -1 is outside 0..9: a conditional family needs every image labelled' in err
+  assert len(err.splitlines()) == 1 and not (tmp_path / 'run').exists()
