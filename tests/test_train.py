@@ -181,7 +181,7 @@ def test_dcgan_trains_end_to_end_on_32x32x3_images_of_a_mock_cifar10(tmp_path):
   assert all(np.isfinite(r['d_loss']) for r in result.records)
   assert (tmp_path / 'figures' / 'samples.png').stat().st_size > 1000
   run = load(tmp_path)  # the model needs no data
-  images = run.model.sample(run.state, jax.random.key(0), 5, latent_dim=8)
+  images = run.model.sample(run.state, jax.random.key(0), 5, latent_dim=8, num_classes=0)
   assert images.shape == (5, 32, 32, 3) and 0 <= float(images.min()) <= float(images.max()) <= 1
 
 
