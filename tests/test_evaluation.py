@@ -142,11 +142,12 @@ def test_the_comparison_table_has_a_row_per_run_and_each_suites_headline_numbers
 
 @pytest.fixture(scope='module')
 def runs(tmp_path_factory):
-  """Three tiny runs that between them fit every suite: a VAE with 2-D codes, an AE trained on class 0 alone
-  (anomaly detection), a GAN."""
+  """Four tiny runs that between them fit every suite: a VAE with 2-D codes, an AE trained on class 0 alone
+  (anomaly detection), a GAN, a semi-supervised AAE with 10 labels per class."""
   root = tmp_path_factory.mktemp('suite-runs')
   configs = {'vae': tiny(model='vae', latent_dim=2, epochs=2), 'ae0': tiny(model='ae', epochs=2, train_classes=(0,)),
-             'gan': tiny(model='gan', epochs=1, latent_dim=4)}
+             'gan': tiny(model='gan', epochs=1, latent_dim=4),
+             'ssaae': tiny(model='ssaae', epochs=1, latent_dim=4, labels_per_class=10, disc_hidden=(32, 32))}
   for name, config in configs.items():
     train.train_and_evaluate(config, root / name, progress=False)
   return {name: load(root / name) for name in configs}
