@@ -72,6 +72,18 @@ def test_each_label_conditions_its_own_sample_and_training_reads_the_labels(name
   assert any(not np.isclose(metrics[k], permuted[k], rtol=1e-6) for k in model.HEADLINE)
 
 
+def test_the_supervised_aae_discriminator_judges_a_code_with_its_label():
+  """D(z, y): the same code is judged differently under another label, so matching it to the prior makes
+  q(z|y) = p(z) for every class (the code keeps no class for the decoder to read instead of the label)."""
+  model, config, state, batch = make('saae')
+  z = jax.random.normal(jax.random.key(3), (6, config['latent_dim']))
+  y = conditioning.one_hot(batch['label'], 10)
+  real, fake = model.discriminator_logits(state, batch['image'], z, y)
+  real_other, fake_other = model.discriminator_logits(state, batch['image'], z, jnp.roll(y, 1, axis=0))
+  assert real.shape == fake.shape == (6,)
+  assert not np.allclose(real, real_other, atol=1e-6) and not np.allclose(fake, fake_other, atol=1e-6)
+
+
 def patterns(n: int, seed: int):
   """`n` 8x8 images, each one of ten fixed random binary patterns (its label) with a little noise."""
   rng = np.random.default_rng(0)

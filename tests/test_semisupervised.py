@@ -22,6 +22,26 @@ def test_labels_per_class_keeps_the_first_n_of_each_class_and_marks_the_rest_unl
     keep_labels({'label': labels}, 3)
 
 
+def test_every_image_gets_a_labelled_partner_and_the_labelled_ones_share_the_rows_evenly():
+  """The labelled mini-batch behind every batch: row i's partner is a labelled image with its own label, each of
+  the L labelled images partners N/L rows (to one), the same for the same seed; nothing when all or none are
+  labelled."""
+  labels = keep_labels({'label': np.repeat(np.arange(5), 20)}, 3)['label']  # 15 of 100 labelled
+  images = np.arange(100, dtype=np.float32)[:, None, None, None] * np.ones((1, 2, 2, 1), np.float32)
+  partners = data.labelled_partners({'image': images, 'label': labels}, seed=0)
+  source = partners['labelled_image'][:, 0, 0, 0].astype(int)  # each image holds its own row number
+  assert partners['labelled_image'].shape == (100, 2, 2, 1) and partners['labelled_label'].dtype == np.int32
+  assert (labels[source] >= 0).all() and np.array_equal(partners['labelled_label'], labels[source])
+  counts = np.bincount(source, minlength=100)[labels >= 0]
+  assert counts.sum() == 100 and counts.min() == 6 and counts.max() == 7  # 100 rows over 15 images
+  again = data.labelled_partners({'image': images, 'label': labels}, seed=0)
+  other = data.labelled_partners({'image': images, 'label': labels}, seed=1)
+  assert np.array_equal(again['labelled_label'], partners['labelled_label'])
+  assert not np.array_equal(other['labelled_image'], partners['labelled_image'])
+  assert data.labelled_partners({'image': images, 'label': np.arange(100) % 5}, 0) == {}
+  assert data.labelled_partners({'image': images, 'label': -np.ones(100, int)}, 0) == {}
+
+
 def test_the_semi_supervised_aae_classifies_from_few_labels_and_the_suite_reports_the_baselines(tmp_path):
   """Ten classes, each one fixed pattern, 10 labelled images per class among 1,000: the held-out error of
   q(y|x) is below 5%, as the suite recomputes it, beside the baselines fitted on the 100 labelled images."""

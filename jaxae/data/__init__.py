@@ -17,6 +17,7 @@ from jaxae.data.prepare import (
                                 holdout_split,
                                 is_lazy,
                                 keep_classes,
+                                labelled_partners,
                                 prepare,
                                 take,
                                 to_float,
@@ -38,5 +39,5 @@ from jaxae.data.sources import (
 
 __all__ = ['IDX_DTYPES', 'KNOWN_TFDS', 'MAX_IDX_BYTES', 'PIXEL_SCALE', 'Splits', 'as_set', 'batch_indices', 'binarize',
            'changes', 'check_images', 'fingerprint', 'from_arrays', 'from_source', 'holdout_split', 'is_lazy',
-           'keep_classes', 'load', 'load_digits', 'load_idx_dir', 'load_tfds', 'prepare', 'read_idx', 'records',
-           'take', 'to_float', 'to_images']
+           'keep_classes', 'labelled_partners', 'load', 'load_digits', 'load_idx_dir', 'load_tfds', 'prepare',
+           'read_idx', 'records', 'take', 'to_float', 'to_images']

@@ -101,6 +101,22 @@ def keep_labels(data: dict, per_class: int) -> dict:
   return {**data, 'label': kept}
 
 
+def labelled_partners(data: dict, seed: int) -> dict:
+  """A labelled partner for every training image, so that each batch carries a labelled mini-batch of its own
+  size however few labels there are (`labels_per_class`): `{'labelled_image': [N, ...], 'labelled_label': [N]}`,
+  row i the labelled image `pool[i % L]` of a seeded shuffle of the L labelled ones (the epoch's shuffle draws
+  which partners meet in a batch); `{}` when every image or none is labelled."""
+  labels = np.asarray(data['label'])
+  pool = np.flatnonzero(labels >= 0)
+  if len(pool) in (0, len(labels)):
+    return {}
+  pool = np.random.default_rng(seed).permutation(pool)
+  rows = pool[np.arange(len(labels)) % len(pool)]
+  images = np.asarray(data['image'][np.sort(pool)])  # the L labelled images, read once (lazy records too)
+  where = np.searchsorted(np.sort(pool), rows)
+  return {'labelled_image': images[where], 'labelled_label': labels[rows].astype(np.int32)}
+
+
 def binarize(images: np.ndarray, mode: str, seed: int) -> np.ndarray:
   """Static binarization of images (uint8 or float): 'threshold' (> 0.5) or 'sample'/'dynamic' (one Bernoulli
   draw with `seed`); float32 {0, 1}. 'none' returns `images` as they are.

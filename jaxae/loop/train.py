@@ -49,7 +49,7 @@ class _Run(NamedTuple):
   splits: data.Splits
   keys: Keys
   mesh: Any
-  train_data: dict  # {'image', 'label'}: on the device (resident) or the host / disk (streamed)
+  train_data: dict  # {'image', 'label'(, a classifier's labelled partners)}: on the device, or host / disk
   eval_data: dict  # {'image', 'label'} on the device
   fns: Compiled
   initial: Callable  # () -> the fresh state, replicated
@@ -67,7 +67,7 @@ def _setup(overrides: dict, workdir: Path, sets: dict | None = None) -> tuple[_R
     config['data_dir'] = str(Path(config['data_dir']).resolve())
   model = models.get(config['model'])
   splits = data.prepare(config, sets, compact=True)  # uint8 images stay uint8, on the device too
-  if models.can(model, 'conditional'):
+  if models.can(model, 'conditional'):  # (every image labelled)
     conditioning.check_data(splits, config['num_classes'])
   train_x, eval_x = splits.train['image'], splits.eval['image']
   steps_per_epoch = -(-len(train_x) // config['batch_size'])
@@ -86,7 +86,8 @@ def _setup(overrides: dict, workdir: Path, sets: dict | None = None) -> tuple[_R
     parallel.check_batch_size(key, config[key], mesh)
   resident = config['data_mode'] == 'resident' or (  # records on disk stream unless resident is asked for
       config['data_mode'] == 'auto' and not data.is_lazy(train_x) and parallel.fits_on_device(train_x.nbytes))
-  train_data = {'image': train_x, 'label': np.asarray(splits.train['label'], np.int32)}
+  train_data = {'image': train_x, 'label': np.asarray(splits.train['label'], np.int32),
+                **(data.labelled_partners(splits.train, config['seed']) if models.can(model, 'classify') else {})}
   if resident:
     train_data = parallel.replicate({**train_data, 'image': np.asarray(train_x) if data.is_lazy(train_x) else
                                      train_x}, mesh)
@@ -106,9 +107,8 @@ def train_and_evaluate(overrides: dict, workdir: str | Path, progress: bool = Tr
   or `{'train': jaxae.data.from_source(source), 'test': ...}`; the config's dataset is then 'arrays'
   (pass the same data again to resume, or to `jaxae.load`).
 
-  Writes `config.json`, `metrics.jsonl`, `checkpoints/` and `figures/` in `workdir`
-  (process 0 writes the files; every process runs the same loop).
-  Every input is validated before anything is written.
+  Writes `config.json`, `metrics.jsonl`, `checkpoints/` and `figures/` in `workdir` (process 0 writes the files;
+  every process runs the same loop). Every input is validated before anything is written.
 
   Raises:
     UserError: bad config, data or workdir; or a non-finite loss (the last

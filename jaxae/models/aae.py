@@ -8,8 +8,11 @@ each with its own optimizer state:
 3. regularisation, generator: the encoder learns to fool D (non-saturating
    loss `-log D(f(x))`, weighted by `adv_weight`).
 Generation decodes prior samples. With `num_classes = K > 0` (the `saae` preset) it is the paper's
-supervised AAE (Sec. 5): the one-hot label joins the code at the decoder's input only, so the code,
-matched to the prior, is left to carry the style (`jaxae.conditioning`). Priors: `jaxae.priors` (gaussian, a mixture
+supervised AAE (Sec. 5): the one-hot label joins the code at the decoder's input, so the code is left to carry
+the style (`jaxae.conditioning`). Here the code discriminator sees the label too, `D(z, y)`, which matches
+q(z|y) to p(z) for every class: a code independent of the class, which the paper's grids assume (with D on z
+alone the aggregate q(z) can match p(z) while each class keeps its own region, and the decoder then draws the
+class of the region, not the one asked for). Priors: `jaxae.priors` (gaussian, a mixture
 of 10 2-D Gaussians, uniform). Every training forward pass runs in training mode
 (`state.run`): with `norm=batch` the conv encoder and decoder normalise each batch and
 keep running averages, which evaluation, codes and samples use.
@@ -67,7 +70,7 @@ def create_state(key: jax.Array, config, sample_batch) -> steps.PlayerState:
   }
   z = jnp.zeros((1, config['latent_dim']))
   y = conditioning.one_hot(jnp.zeros(1, jnp.int32), config['num_classes'])
-  inputs = {'encoder': x, 'decoder': conditioning.join_code(z, y), 'discriminator': z}
+  inputs = {'encoder': x, 'decoder': conditioning.join_code(z, y), 'discriminator': conditioning.join_code(z, y)}
   keys = dict(zip(nets, jax.random.split(key, len(nets)), strict=True))
   variables = {name: net.init(keys[name], inputs[name]) for name, net in nets.items()}
   tx = steps.make_optimizer(config)
@@ -83,24 +86,29 @@ def reconstruction_loss(state, x, mask, likelihood, y=None):
   return rec, ({'rec': rec}, state)
 
 
-def discriminator_logits(state, x, z_prior):
+def _critic(state, z, y):
+  """`D(z)` logits `[B]` (`D(z, y)` given one-hot labels `y: [B, K]`)."""
+  return state.apply('discriminator', conditioning.join_code(z, y))[:, 0]
+
+
+def discriminator_logits(state, x, z_prior, y=None):
   """`(D(z_prior), D(f(x)))` logits, each `[B]`, in evaluation mode."""
-  return state.apply('discriminator', z_prior)[:, 0], state.apply('discriminator', state.apply('encoder', x))[:, 0]
+  return _critic(state, z_prior, y), _critic(state, state.apply('encoder', x), y)
 
 
-def discriminator_loss(state, x, z_prior, mask):
+def discriminator_loss(state, x, z_prior, mask, y=None):
   """Phase 2: D's cross-entropy, prior samples real and codes fake; also the mean D on each."""
   codes, state = state.run('encoder', x)
-  real, fake = state.apply('discriminator', z_prior)[:, 0], state.apply('discriminator', codes)[:, 0]
+  real, fake = _critic(state, z_prior, y), _critic(state, codes, y)
   loss = losses.masked_mean(losses.gan_real_loss(real) + losses.gan_fake_loss(fake), mask)
   return loss, ({'d_loss': loss, 'd_real': losses.masked_mean(jax.nn.sigmoid(real), mask),
                  'd_fake': losses.masked_mean(jax.nn.sigmoid(fake), mask)}, state)
 
 
-def generator_loss(state, x, mask, adv_weight):
+def generator_loss(state, x, mask, adv_weight, y=None):
   """Phase 3: the encoder's non-saturating loss `-log D(f(x))`, times `adv_weight`."""
   codes, state = state.run('encoder', x)
-  g_loss = losses.masked_mean(losses.gan_real_loss(state.apply('discriminator', codes)[:, 0]), mask)
+  g_loss = losses.masked_mean(losses.gan_real_loss(_critic(state, codes, y)), mask)
   return adv_weight * g_loss, ({'g_loss': g_loss}, state)
 
 
@@ -111,8 +119,8 @@ def train_step(state, batch, key, *, likelihood, prior, latent_dim, adv_weight, 
   y = conditioning.one_hot(batch['label'], num_classes) if num_classes else None
   state, rec = steps.phase_step(state, 'reconstruction', reconstruction_loss, x, mask, likelihood, y)
   z_prior = priors.sample(key, x.shape[0], latent_dim, prior)
-  state, disc = steps.phase_step(state, 'discriminator', discriminator_loss, x, z_prior, mask)
-  state, gen = steps.phase_step(state, 'generator', generator_loss, x, mask, adv_weight)
+  state, disc = steps.phase_step(state, 'discriminator', discriminator_loss, x, z_prior, mask, y)
+  state, gen = steps.phase_step(state, 'generator', generator_loss, x, mask, adv_weight, y)
   return state.replace(step=state.step + 1), {**rec, **disc, **gen}
 
 
@@ -121,7 +129,8 @@ def eval_step(state, batch, key, *, likelihood, prior, latent_dim, num_classes):
   x, mask = batch['image'], batch.get('mask')
   labels = batch['label'] if num_classes else None
   rec = losses.reconstruction_nll(_decoder(state, encode(state, x), labels, num_classes), x, likelihood)
-  real, fake = discriminator_logits(state, x, priors.sample(key, x.shape[0], latent_dim, prior))
+  real, fake = discriminator_logits(state, x, priors.sample(key, x.shape[0], latent_dim, prior),
+                                    conditioning.one_hot(labels, num_classes) if num_classes else None)
   per_example = {'rec': rec, 'd_loss': losses.gan_real_loss(real) + losses.gan_fake_loss(fake),
                  'd_real': jax.nn.sigmoid(real), 'd_fake': jax.nn.sigmoid(fake), 'g_loss': losses.gan_real_loss(fake)}
   return {**{k: losses.masked_sum(v, mask) for k, v in per_example.items()}, 'count': losses.masked_count(batch)}

@@ -8,11 +8,14 @@ N(0, I). One composite step runs the paper's phases in order, each with its own 
 1. reconstruction: encoder and decoder minimise the reconstruction NLL;
 2. regularisation, discriminators: each learns prior samples (real) from codes (fake);
 3. regularisation, generator: the encoder fools both (non-saturating losses);
-4. semi-supervised classification: the encoder minimises the cross-entropy of `q(y|x)` on the batch's
-   labelled images (label >= 0; `labels_per_class` keeps N per class and marks the rest -1).
+4. semi-supervised classification: the encoder minimises the cross-entropy of `q(y|x)` on a labelled
+   mini-batch. With `labels_per_class` = N the loop gives every batch one: `labelled_image` /
+   `labelled_label`, a labelled partner per image (`jaxae.data.labelled_partners`), as the paper trains on a
+   labelled mini-batch each step (with 100 labels, a batch's own labelled images would number about one);
+   with every image labelled, the batch itself.
 The held-out `error` is the fraction of held-out images whose `argmax q(y|x)` is not their label (in training:
-of the batch's labelled images, 0 for a batch without any); `jaxae.evaluation.semisupervised` compares it
-with classifiers fitted on the labelled images alone.
+of the labelled mini-batch); `jaxae.evaluation.semisupervised` compares it with classifiers fitted on the
+labelled images alone.
 
 References:
   Makhzani, Shlens, Jaitly, Goodfellow & Frey, Adversarial Autoencoders, ICLR workshop 2016, Sec. 6.
@@ -24,6 +27,7 @@ import optax
 
 from jaxae import checks, conditioning, losses, priors, steps
 from jaxae import nn as jnn
+from jaxae.data import to_float
 
 HEADLINE = ('rec', 'error')  # reconstruction NLL (nats), and the classification error of q(y|x)
 CAN = frozenset({'sample', 'stochastic', 'classify'})
@@ -102,7 +106,7 @@ def generator_loss(state, x, mask, adv_weight, num_classes):
 
 
 def classification_loss(state, x, labels, mask, ce_weight, num_classes):
-  """Phase 4: cross-entropy of `q(y|x)` on the labelled images of the batch (label >= 0); also their error."""
+  """Phase 4: cross-entropy of `q(y|x)` on the labelled images `x` (label >= 0, mask > 0); also their error."""
   (logits, _), state = _codes(state, x, num_classes)
   labelled = (labels >= 0).astype(jnp.float32) * (1.0 if mask is None else mask)
   ce = losses.masked_mean(optax.softmax_cross_entropy_with_integer_labels(logits, jnp.maximum(labels, 0)), labelled)
@@ -112,7 +116,8 @@ def classification_loss(state, x, labels, mask, ce_weight, num_classes):
 
 def train_step(state, batch, key, *, likelihood, latent_dim, adv_weight, ce_weight, num_classes):
   """`(state, batch, key) -> (state, {'rec', 'd_loss', 'g_loss', 'ce', 'error', 'labelled'})`; key draws the
-  priors' samples (classes uniform, z ~ N(0, I)); `error` and `ce` are over the batch's labelled images."""
+  priors' samples (classes uniform, z ~ N(0, I)); `error` and `ce` are over the labelled mini-batch (the batch's
+  `labelled_image` / `labelled_label` `[B, ...]`, if it has them, else its own labelled images)."""
   x, mask = batch['image'], batch.get('mask')
   k_y, k_z = jax.random.split(key)
   state, rec = steps.phase_step(state, 'reconstruction', reconstruction_loss, x, mask, likelihood, num_classes)
@@ -120,7 +125,9 @@ def train_step(state, batch, key, *, likelihood, latent_dim, adv_weight, ce_weig
   z_prior = priors.sample(k_z, x.shape[0], latent_dim, 'gaussian')
   state, disc = steps.phase_step(state, 'discriminators', discriminator_loss, x, mask, y_prior, z_prior, num_classes)
   state, gen = steps.phase_step(state, 'generator', generator_loss, x, mask, adv_weight, num_classes)
-  state, clf = steps.phase_step(state, 'classification', classification_loss, x, batch['label'], mask, ce_weight,
+  x_l, y_l = (to_float(batch['labelled_image']), batch['labelled_label']) if 'labelled_image' in batch else (
+      x, batch['label'])
+  state, clf = steps.phase_step(state, 'classification', classification_loss, x_l, y_l, mask, ce_weight,
                                 num_classes)
   return state.replace(step=state.step + 1), {**rec, **disc, **gen, **clf}
 
