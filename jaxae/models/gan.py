@@ -1,11 +1,10 @@
 """Generative adversarial networks: the MLP GAN, with DCGAN and WGAN-GP as presets.
 
-A generator G maps z ~ N(0, I) through a tanh to images in [-1, 1], shown rescaled to
-[0, 1]; a discriminator (critic) D maps images, centred to [-1, 1], to one logit
-(score). (With sigmoid outputs and D fed [0, 1] pixels, the MLP GAN collapsed to
-one mode on MNIST here; the tanh / centred-input convention of DCGAN fixed it.) One composite step:
-`n_critic` discriminator updates (each with fresh z, on the step's real batch),
-then one generator update, each player with its own optimizer state.
+A generator G maps z ~ N(0, I) through a tanh to images in [-1, 1], shown rescaled to [0, 1]; a discriminator
+(critic) D maps images, centred to [-1, 1], to one logit (score). (With sigmoid outputs and D fed [0, 1] pixels,
+the MLP GAN collapsed to one mode on MNIST here; the tanh / centred-input convention of DCGAN fixed it.) One
+composite step: `n_critic` discriminator updates (each with fresh z, on the step's real batch), then one
+generator update, each player with its own optimizer state.
 
 - `loss='nonsaturating'`: D minimises `-log D(x) - log(1 - D(G(z)))`, G minimises
   `-log D(G(z))`, all from logits (Goodfellow et al. 2014).
@@ -13,18 +12,18 @@ then one generator update, each player with its own optimizer state.
   the gradient penalty at random interpolates; G minimises `-f(G(z))`
   (Gulrajani et al. 2017).
 
-`hidden` lists the discriminator's widths; the generator mirrors them
-(`hidden=(512, 256)`: D 784-512-256-1, G z-256-512-784, LeakyReLU 0.2 in both;
-DCGAN: ReLU in G, LeakyReLU in D).
-D drops units with rate `d_dropout` while training (0.3, as in the common PyTorch
-MNIST write-ups; 0 for WGAN-GP); evaluation runs D without dropout.
+`hidden` lists the discriminator's widths; the generator mirrors them (`hidden=(512, 256)`: D 784-512-256-1,
+G z-256-512-784, LeakyReLU 0.2 in both; DCGAN: ReLU in G, LeakyReLU in D). D drops units with rate `d_dropout`
+while training (0.3, as in the common PyTorch MNIST write-ups; 0 for WGAN-GP), not in evaluation.
 With `num_classes = K > 0` (the `cgan` and `cdcgan` presets) the GAN is conditional (Mirza & Osindero
 2014): the one-hot label joins z at G's input and the image at D's input (`jaxae.conditioning`); D sees real
-images with their labels and fakes drawn for the same labels, so G learns `p(x | y)`.
-`arch='conv'` gives the DCGAN networks: stride-2 4x4 convs in D, transposed
-convs in G, each normalised as `norm` (G) and `d_norm` (D) say (`jaxae.nn.normalize`):
-the `dcgan` preset uses batch norm in both, as Radford et al. (not in G's output
-layer nor D's input layer); a WGAN-GP critic takes layer norm or none, since its
+images with their labels and fakes drawn for the same labels, so G learns `p(x | y)`. With `aux_classifier`
+it is an AC-GAN instead (Odena et al. 2017): D sees the image alone and also predicts its class (K more
+outputs); D minimises that cross-entropy on real and fake images, and G on its fakes, so a sample of the wrong
+class costs G directly.
+`arch='conv'` gives the DCGAN networks: stride-2 4x4 convs in D, transposed convs in G, each normalised as
+`norm` (G) and `d_norm` (D) say (`jaxae.nn.normalize`): the `dcgan` preset uses batch norm in both, as Radford
+et al. (not in G's output layer nor D's input layer); a WGAN-GP critic takes layer norm or none, since its
 gradient penalty needs outputs that depend on each example alone (Gulrajani et al.).
 
 References:
@@ -33,10 +32,12 @@ References:
   Convolutional GANs (DCGAN), ICLR 2016.
   Gulrajani et al., Improved Training of Wasserstein GANs, NeurIPS 2017.
   Mirza & Osindero, Conditional Generative Adversarial Nets, arXiv:1411.1784, 2014.
+  Odena, Olah & Shlens, Conditional Image Synthesis with Auxiliary Classifier GANs, ICML 2017.
 """
 
 import jax
 import jax.numpy as jnp
+import optax
 
 from jaxae import checks, conditioning, losses, models, steps
 from jaxae import nn as jnn
@@ -56,6 +57,7 @@ KEYS = dict(  # what this family's own config keys mean (jaxae-train --list-conf
     d_norm='the conv discriminator\'s normalisation (none, batch, layer; `norm` is the generator\'s)',
     num_classes='classes K of a conditional GAN (0: unconditional; labels 0..K-1 join G\'s and D\'s inputs)',
     init='initial weights: flax (its layers\' defaults) or dcgan (kernels N(0, 0.02), as Radford et al.)',
+    aux_classifier='AC-GAN: D sees the image alone and predicts its class (a conditional GAN only)',
 )
 INITS = ('flax', 'dcgan')
 
@@ -64,7 +66,7 @@ def defaults() -> dict:
   return dict(
       arch='mlp', hidden=(512, 256), conv_features=(64, 128), latent_dim=100, loss='nonsaturating',
       n_critic=1, gp_weight=0.0, d_dropout=0.3, learning_rate=2e-4, adam_b1=0.5, norm='none', d_norm='none',
-      init='flax', num_classes=0,
+      init='flax', num_classes=0, aux_classifier=False,
   )
 
 
@@ -77,6 +79,8 @@ def validate(config) -> None:
                  '(conv) instead, or set num_classes=0')
   checks.require(config['num_classes'] > 0 or not models.can(config['model'], 'conditional'),
                  f"a {config['model']} model is conditional: set num_classes to the number of classes (> 0)")
+  checks.require(not config['aux_classifier'] or config['num_classes'] > 0,
+                 'aux_classifier predicts the class asked for: train --model cgan or cdcgan with it')
   checks.require(not (config['d_norm'] == 'batch' and config['gp_weight'] > 0),
                  'the gradient penalty needs critic outputs that depend on each example alone: set d_norm=layer or '
                  'none with gp_weight > 0 (Gulrajani et al.)')
@@ -88,14 +92,16 @@ def create_state(key: jax.Array, config, sample_batch) -> steps.PlayerState:
   if arch == 'conv':
     jnn.check_conv_shape(x.shape[1:], len(conv))
   g_activation = jnn.leaky_relu if arch == 'mlp' else jax.nn.relu  # the MLP GAN's and DCGAN's generators
+  d_out = 1 + config['num_classes'] * config['aux_classifier']  # an AC-GAN's D also predicts the class
   nets = {'generator': jnn.make_decoder(arch, x.shape[1:], hidden, conv, precision=precision, activation=g_activation,
                                         norm=config['norm']),
-          'discriminator': jnn.make_encoder(arch, 1, hidden, conv, config['d_dropout'], precision,
+          'discriminator': jnn.make_encoder(arch, d_out, hidden, conv, config['d_dropout'], precision,
                                             activation=jnn.leaky_relu, norm=config['d_norm'])}
   k_g, k_d = jax.random.split(key)
   y, z = conditioning.one_hot(jnp.zeros(1, jnp.int32), config['num_classes']), jnp.zeros((1, config['latent_dim']))
   variables = {'generator': nets['generator'].init(k_g, conditioning.join_code(z, y)),
-               'discriminator': nets['discriminator'].init(k_d, conditioning.join_image(x, y, arch))}
+               'discriminator': nets['discriminator'].init(k_d, conditioning.join_image(
+                   x, None if config['aux_classifier'] else y, arch))}
   if config['init'] == 'dcgan':
     for part, k in zip(variables, jax.random.split(jax.random.fold_in(key, 1), 2), strict=True):
       variables[part] = {**variables[part], 'params': jnn.dcgan_init(k, variables[part]['params'])}
@@ -129,14 +135,23 @@ def _forward(state, part, v, key):
 
 
 def _critic(state, x, y, key):
-  arch = 'conv' if isinstance(state.nets['discriminator'], jnn.ConvEncoder) else 'mlp'
-  out, state = _forward(state, 'discriminator', conditioning.join_image(2.0 * x - 1.0, y, arch), key)
-  return out[:, 0], state
+  """`(scores [B], class logits [B, K] or None, state)`: D on images in [0, 1], fed centred; a conditional D
+  reads `y` at its input, an AC-GAN's (1 + K outputs) predicts it instead."""
+  net = state.nets['discriminator']
+  aux = net.out_dim > 1
+  x = conditioning.join_image(2.0 * x - 1.0, None if aux else y, 'conv' if isinstance(net, jnn.ConvEncoder) else 'mlp')
+  out, state = _forward(state, 'discriminator', x, key)
+  return out[:, 0], out[:, 1:] if aux else None, state
+
+
+def _class_loss(logits, y):  # an AC-GAN's D's class cross-entropy [B] against one-hot y; 0 for another GAN
+  return 0.0 if logits is None else optax.softmax_cross_entropy(logits, y)
 
 
 def discriminator_terms(state, x, z, eps, loss, gp_weight, dropout_key=None, y=None):
   """Per-example D loss `[B]`, its parts and the state: `(d_loss, {'d_real', 'd_fake'[, 'gp']}, state)`, real
-  pairs with fake i; one-hot labels `y: [B, K]` (conditional) condition real i and fake i alike.
+  pairs with fake i; one-hot labels `y: [B, K]` (conditional) condition real i and fake i alike (an AC-GAN's
+  loss adds D's class cross-entropy on both).
 
   With `dropout_key` (training), G and D run in training mode: D drops units, real and fake with independent
   masks, and batch norm normalises each batch (real, then fake) by its own statistics, as PyTorch's DCGAN does.
@@ -144,13 +159,14 @@ def discriminator_terms(state, x, z, eps, loss, gp_weight, dropout_key=None, y=N
   k_real, k_fake, k_gp = jax.random.split(dropout_key, 3) if dropout_key is not None else (None,) * 3
   fake, state = _forward(state, 'generator', conditioning.join_code(z, y), k_fake)
   fake = _to_image(fake)
-  real_out, state = _critic(state, x, y, k_real)
-  fake_out, state = _critic(state, fake, y, k_fake)
+  real_out, real_class, state = _critic(state, x, y, k_real)
+  fake_out, fake_class, state = _critic(state, fake, y, k_fake)
+  aux = _class_loss(real_class, y) + _class_loss(fake_class, y)
   if loss == 'nonsaturating':
-    return (losses.gan_real_loss(real_out) + losses.gan_fake_loss(fake_out),
+    return (losses.gan_real_loss(real_out) + losses.gan_fake_loss(fake_out) + aux,
             {'d_real': jax.nn.sigmoid(real_out), 'd_fake': jax.nn.sigmoid(fake_out)}, state)
   gp = losses.gradient_penalty(lambda v: _critic(state, v, y, k_gp)[0], x, fake, eps)  # no batch norm (validate)
-  return fake_out - real_out + gp_weight * gp, {'d_real': real_out, 'd_fake': fake_out, 'gp': gp}, state
+  return fake_out - real_out + gp_weight * gp + aux, {'d_real': real_out, 'd_fake': fake_out, 'gp': gp}, state
 
 
 def discriminator_loss(state, x, mask, z, eps, loss, gp_weight, dropout_key=None, y=None):
@@ -165,8 +181,8 @@ def generator_terms(state, z, loss, dropout_key=None, y=None):
   """Per-example G loss `[B]` (`-log D(G(z))` or `-f(G(z))`; given `y`, of `G(z, y)` judged with `y`) and the
   state, training mode with a key."""
   fake, state = _forward(state, 'generator', conditioning.join_code(z, y), dropout_key)
-  out, state = _critic(state, _to_image(fake), y, dropout_key)
-  return (losses.gan_real_loss(out) if loss == 'nonsaturating' else -out), state
+  out, logits, state = _critic(state, _to_image(fake), y, dropout_key)
+  return (losses.gan_real_loss(out) if loss == 'nonsaturating' else -out) + _class_loss(logits, y), state
 
 
 def generator_loss(state, z, loss, dropout_key=None, y=None):
