@@ -84,15 +84,17 @@ def test_the_supervised_aae_discriminator_judges_a_code_with_its_label():
   assert not np.allclose(real, real_other, atol=1e-6) and not np.allclose(fake, fake_other, atol=1e-6)
 
 
-def test_the_ac_gan_discriminator_sees_the_image_alone_and_its_class_error_costs_both_players():
+@pytest.mark.parametrize('name,shape', [('cgan', (8, 8, 1)), ('cdcgan', (32, 32, 3))])
+def test_the_ac_gan_discriminator_sees_the_image_alone_and_its_class_error_costs_both_players(name, shape):
   """aux_classifier (Odena et al.): D's input is the image alone, its outputs a logit and K class logits; D's
   loss adds the class cross-entropy on real and fake images, G's on its fakes (closed form from D's outputs)."""
-  config = config_lib.resolve({'model': 'cgan', 'hidden': (32, 16), 'latent_dim': 4, 'aux_classifier': True})
-  model = models.get('cgan')
-  x = jax.random.uniform(jax.random.key(9), (6, 8, 8, 1))
+  config = config_lib.resolve({'model': name, 'hidden': (32, 16), 'latent_dim': 4, 'conv_features': (8, 16),
+                               'aux_classifier': True})
+  model = models.get(name)
+  x = jax.random.uniform(jax.random.key(9), (6, *shape))
   state = model.create_state(jax.random.key(0), config, {'image': x})
   kernels = [v for k, v in jax.tree_util.tree_leaves_with_path(state.params['discriminator']) if 'kernel' in str(k)]
-  assert kernels[0].shape[0] == 64 and kernels[-1].shape[1] == 11  # pixels in; real/fake and 10 classes out
+  assert kernels[0].shape[-2] == (64 if name == 'cgan' else 3) and kernels[-1].shape[1] == 11  # no label channel
   y = conditioning.one_hot(jnp.arange(6) % 10, 10)
   z = jax.random.normal(jax.random.key(1), (6, 4))
   d_terms, _, _ = model.discriminator_terms(state, x, z, jnp.zeros((6, 1, 1, 1)), 'nonsaturating', 0.0, y=y)
