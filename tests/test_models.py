@@ -88,12 +88,17 @@ def test_bind_fails_loudly_on_a_hyperparameter_that_is_not_a_config_key():
 
 
 @pytest.mark.parametrize('preset,base', [('dae', 'ae'), ('tied_ae', 'ae'), ('dropout_ae', 'ae'), ('dcgan', 'gan'),
-                                         ('wgan_gp', 'gan'), ('iwae', 'vae')])
+                                         ('wgan_gp', 'gan'), ('iwae', 'vae'), ('cgan', 'gan'), ('cdcgan', 'gan')])
 def test_presets_re_export_exactly_the_family_contract(preset, base):
   preset, base = models.get(preset), models.get(base)
   same = [n for n in base.__all__ if n not in ('defaults', 'CAN')]  # a preset may declare other capabilities
   assert base.__all__ and all(getattr(preset, n) is getattr(base, n) for n in same)
   assert not hasattr(preset, 'losses') and not hasattr(preset, 'jnn')  # `import *` brought no module names
+
+
+def test_the_supervised_aae_runs_the_aae_state_and_steps():
+  saae, aae = models.get('saae'), models.get('aae')
+  assert all(getattr(saae, n) is getattr(aae, n) for n in ('create_state', 'train_step', 'eval_step', 'sample'))
 
 
 def n_dense(i, o):
