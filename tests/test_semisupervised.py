@@ -42,6 +42,21 @@ def test_every_image_gets_a_labelled_partner_and_the_labelled_ones_share_the_row
   assert data.labelled_partners({'image': images, 'label': -np.ones(100, int)}, 0) == {}
 
 
+def test_the_labelled_mini_batch_reaches_the_step_alike_from_device_resident_and_streamed_data(tmp_path):
+  """Both data paths give each batch its labelled partners: the same training, bit for bit, and every step's
+  classification phase sees a whole batch of labelled images (the mean of 'labelled' is the batch size but for
+  the epoch's last, partial batch)."""
+  config = tiny(model='ssaae', epochs=1, labels_per_class=3, hidden=(32, 16), disc_hidden=(16,), latent_dim=4)
+  runs = {mode: train.train_and_evaluate({**config, 'data_mode': mode}, tmp_path / mode, progress=False)
+          for mode in ('resident', 'streaming')}
+  for a, b in zip(*(jax.tree.leaves(r.state.params) for r in runs.values()), strict=True):
+    np.testing.assert_array_equal(a, b)
+  n = len(load(tmp_path / 'resident').splits.train['label'])
+  sizes = [64] * (n // 64) + ([n % 64] if n % 64 else [])
+  record = next(r for r in runs['resident'].records if r['split'] == 'train')
+  assert record['labelled'] == pytest.approx(sum(s * s for s in sizes) / n)
+
+
 def test_the_semi_supervised_aae_classifies_from_few_labels_and_the_suite_reports_the_baselines(tmp_path):
   """Ten classes, each one fixed pattern, 10 labelled images per class among 1,000: the held-out error of
   q(y|x) is below 5%, as the suite recomputes it, beside the baselines fitted on the 100 labelled images."""
