@@ -112,9 +112,9 @@ def labelled_partners(data: dict, seed: int) -> dict:
     return {}
   pool = np.random.default_rng(seed).permutation(pool)
   rows = pool[np.arange(len(labels)) % len(pool)]
-  images = np.asarray(data['image'][np.sort(pool)])  # the L labelled images, read once (lazy records too)
-  where = np.searchsorted(np.sort(pool), rows)
-  return {'labelled_image': images[where], 'labelled_label': labels[rows].astype(np.int32)}
+  order = np.sort(pool)
+  images = np.asarray(data['image'][order])  # the L labelled images, read once, in order (lazy records too)
+  return {'labelled_image': images[np.searchsorted(order, rows)], 'labelled_label': labels[rows].astype(np.int32)}
 
 
 def binarize(images: np.ndarray, mode: str, seed: int) -> np.ndarray:
