@@ -111,10 +111,9 @@ def labelled_partners(data: dict, seed: int) -> dict:
   if len(pool) in (0, len(labels)):
     return {}
   pool = np.random.default_rng(seed).permutation(pool)
-  rows = pool[np.arange(len(labels)) % len(pool)]
-  order = np.sort(pool)
-  images = np.asarray(data['image'][order])  # the L labelled images, read once, in order (lazy records too)
-  return {'labelled_image': images[np.searchsorted(order, rows)], 'labelled_label': labels[rows].astype(np.int32)}
+  cycle = np.arange(len(labels)) % len(pool)
+  images = np.asarray(data['image'][pool])  # the L labelled images, read once (lazy records too)
+  return {'labelled_image': images[cycle], 'labelled_label': labels[pool][cycle].astype(np.int32)}
 
 
 def binarize(images: np.ndarray, mode: str, seed: int) -> np.ndarray:

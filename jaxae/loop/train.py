@@ -67,7 +67,7 @@ def _setup(overrides: dict, workdir: Path, sets: dict | None = None) -> tuple[_R
     config['data_dir'] = str(Path(config['data_dir']).resolve())
   model = models.get(config['model'])
   splits = data.prepare(config, sets, compact=True)  # uint8 images stay uint8, on the device too
-  if models.can(model, 'conditional'):  # (every image labelled)
+  if models.can(model, 'conditional'):
     conditioning.check_data(splits, config['num_classes'])
   train_x, eval_x = splits.train['image'], splits.eval['image']
   steps_per_epoch = -(-len(train_x) // config['batch_size'])
