@@ -164,6 +164,18 @@ def phase_step(state: PlayerState, phase: str, loss_fn: Callable, *args):
   return state.replace(batch_stats=after.batch_stats).apply_phase(phase, grads), aux
 
 
+def update_average(state: PlayerState, part: str, decay: float) -> PlayerState:
+  """Moves the part `f'{part}_average'` (the same network, in no phase) toward part `part`'s weights:
+  `avg <- d avg + (1 - d) params` with `d = min(decay, (1 + t) / (10 + t))` after composite step t, so the first
+  steps are not held to the initial weights (as TensorFlow's `ExponentialMovingAverage`). Averaging a GAN
+  generator's iterates: Yazici et al., The Unusual Effectiveness of Averaging in GAN Training, ICLR 2019."""
+  t = state.step.astype(jnp.float32)
+  d = jnp.minimum(decay, (1.0 + t) / (10.0 + t))
+  name = f'{part}_average'
+  average = jax.tree.map(lambda a, p: d * a + (1.0 - d) * p, state.params[name], state.params[part])
+  return state.replace(params={**state.params, name: average})
+
+
 def hyperparameters(fn: Callable) -> tuple[str, ...]:
   """Names of `fn`'s keyword-only parameters: the hyperparameters to bind."""
   params = inspect.signature(fn).parameters.values()

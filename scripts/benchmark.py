@@ -178,6 +178,8 @@ def main(argv=None) -> int:
   p.add_argument('--matmul-precision', choices=config_lib.CHOICES['matmul_precision'], default='default',
                  help="float32 matmuls (and the f32 peak): default is the backend's (TF32 on recent NVIDIA GPUs)")
   p.add_argument('--out', help='write the JSON report here too')
+  p.add_argument('--peak-size', type=int, help='side of the square matmul that measures the peak (default: 2048 '
+                 'on CPU, 8192 on an accelerator)')
   p.add_argument('--examples', type=int, default=59_904, help='synthetic images per epoch')
   p.add_argument('--data-mode', choices=('resident', 'streaming', 'records'), default='resident',
                  help='resident: one compiled scan per epoch; streaming: groups of batches from host memory; '
@@ -197,6 +199,8 @@ def main(argv=None) -> int:
         import torch  # noqa: PLC0415 (optional: not a jaxae dependency)
       except ImportError:
         raise UserError('--torch needs PyTorch: pip install torch (its CPU wheels) in this environment') from None
+    if args.peak_size is not None and args.peak_size < 1:
+      raise UserError(f'--peak-size must be >= 1, got {args.peak_size}')
     if args.epochs < 1 or args.batch_size < 1 or args.examples < args.batch_size:
       raise UserError(f'--epochs and --batch-size must be >= 1 and --examples >= --batch-size ({args.batch_size})')
   except UserError as e:
@@ -204,7 +208,7 @@ def main(argv=None) -> int:
     return 2
   images = jax.device_put(np.random.default_rng(0).integers(0, 256, (args.examples, 28, 28, 1), np.uint8))
   with matmul_precision(args.matmul_precision):
-    peaks = {precision: roofline.matmul_peak(precision) for precision in precisions}
+    peaks = {precision: roofline.matmul_peak(precision, args.peak_size) for precision in precisions}
     rows = [bench_family(name, precision, args.epochs, images, args.data_mode, args.batch_size, args.arch, torch)
             for name in names for precision in precisions]  # a family's precisions back to back
   for row in rows:

@@ -70,6 +70,40 @@ def test_a_wgan_step_makes_n_critic_critic_updates_and_one_generator_update():
   assert int(new.step) == 1
 
 
+@pytest.mark.parametrize('name', ['gan', 'dcgan'])
+def test_the_generator_average_follows_its_formula_and_is_what_samples_are_drawn_from(name):
+  """After step t, avg = d avg + (1 - d) G with d = min(decay, (1 + t) / (10 + t)); `sample` reads it; the
+  average never enters a phase; its batch norm keeps running averages of its own outputs for the step's z."""
+  model, config, state, x = make(name, ema_decay=0.2)  # the cap binds at t = 2
+  assert 'generator_average' not in make(name)[2].params
+  step = jax.jit(steps.bind(model.train_step, config))
+  before = state
+  for t in range(3):
+    new = step(before, {'image': x}, jax.random.key(t))[0]
+    d = min(0.2, (1 + t) / (10 + t))
+    expected = jax.tree.map(lambda a, g, d=d: d * a + (1 - d) * g, before.params['generator_average'],
+                            new.params['generator'])
+    if name == 'dcgan':
+      z = model.draws(jax.random.split(jax.random.key(t), 2)[1], x, 4)[0]  # G's update's z (n_critic = 1)
+      stats = {**new.batch_stats, 'generator_average': before.batch_stats['generator_average']}
+      expected = {'params': expected, 'stats': new.replace(batch_stats=stats).run('generator_average', z)[1]
+                  .batch_stats['generator_average']}
+      got = {'params': new.params['generator_average'], 'stats': new.batch_stats['generator_average']}
+      assert not np.allclose(*(jax.tree.leaves(b)[0] for b in (new.batch_stats['generator'], got['stats'])))
+    else:
+      got = new.params['generator_average']
+    for g, want in zip(jax.tree.leaves(got), jax.tree.leaves(expected), strict=True):
+      np.testing.assert_allclose(g, want, rtol=1e-5, atol=1e-6)
+    before = new
+  assert all('generator_average' not in phase.parts for phase in before.phases.values())
+  sample = lambda s: model.sample(s, jax.random.key(5), 4, latent_dim=4, num_classes=0)
+  without = {k: v for k, v in before.params.items() if k != 'generator_average'}
+  stats = {**before.batch_stats, **({'generator': before.batch_stats['generator_average']} if name == 'dcgan' else {})}
+  np.testing.assert_array_equal(sample(before), sample(before.replace(
+      params={**without, 'generator': before.params['generator_average']}, batch_stats=stats)))
+  assert not np.array_equal(sample(before), sample(before.replace(params=without)))
+
+
 def test_gan_losses_in_closed_form():
   logits = jnp.array([[0.0], [30.0], [-30.0]])
   np.testing.assert_allclose(losses.gan_real_loss(logits), [np.log(2), 0, 30], atol=1e-6)

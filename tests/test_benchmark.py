@@ -12,7 +12,7 @@ SCRIPT = Path(__file__).resolve().parents[1] / 'scripts' / 'benchmark.py'
 def test_benchmark_small_run_writes_a_report(tmp_path):
   out = tmp_path / 'bench.json'
   args = ['--models', 'vae', '--examples', '512', '--epochs', '1', '--precision', 'f32,bf16', '--out', str(out),
-          '--batch-size', '64', '--matmul-precision', 'highest']
+          '--batch-size', '64', '--matmul-precision', 'highest', '--peak-size', '256']
   proc = subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stderr[-2000:]
   report = json.loads(out.read_text())

@@ -1,38 +1,34 @@
 """Generative adversarial networks: the MLP GAN, with DCGAN and WGAN-GP as presets.
 
 A generator G maps z ~ N(0, I) through a tanh to images in [-1, 1], shown rescaled to [0, 1]; a discriminator
-(critic) D maps images, centred to [-1, 1], to one logit (score). (With sigmoid outputs and D fed [0, 1] pixels,
-the MLP GAN collapsed to one mode on MNIST here; the tanh / centred-input convention of DCGAN fixed it.) One
-composite step: `n_critic` discriminator updates (each with fresh z, on the step's real batch), then one
-generator update, each player with its own optimizer state.
+(critic) D maps images, centred to [-1, 1], to one logit (score) (with sigmoid outputs and [0, 1] inputs the MLP
+GAN collapsed to one mode on MNIST here). One composite step: `n_critic` D updates (each with fresh z, on the
+step's real batch), then one G update, each player with its own optimizer state.
 
-- `loss='nonsaturating'`: D minimises `-log D(x) - log(1 - D(G(z)))`, G minimises
-  `-log D(G(z))`, all from logits (Goodfellow et al. 2014).
-- `loss='wasserstein'`: the critic minimises `f(G(z)) - f(x) + gp_weight * GP`,
-  the gradient penalty at random interpolates; G minimises `-f(G(z))`
-  (Gulrajani et al. 2017).
+- `loss='nonsaturating'`: D minimises `-log D(x) - log(1 - D(G(z)))`, G `-log D(G(z))`, from logits
+  (Goodfellow et al. 2014).
+- `loss='wasserstein'`: the critic minimises `f(G(z)) - f(x) + gp_weight * GP`, the gradient penalty at random
+  interpolates; G minimises `-f(G(z))` (Gulrajani et al. 2017).
 
-`hidden` lists the discriminator's widths; the generator mirrors them (`hidden=(512, 256)`: D 784-512-256-1,
-G z-256-512-784, LeakyReLU 0.2 in both; DCGAN: ReLU in G, LeakyReLU in D). D drops units with rate `d_dropout`
-while training (0.3, as in the common PyTorch MNIST write-ups; 0 for WGAN-GP), not in evaluation.
-With `num_classes = K > 0` (the `cgan` and `cdcgan` presets) the GAN is conditional (Mirza & Osindero
-2014): the one-hot label joins z at G's input and the image at D's input (`jaxae.conditioning`); D sees real
-images with their labels and fakes drawn for the same labels, so G learns `p(x | y)`. With `aux_classifier`
-it is an AC-GAN instead (Odena et al. 2017): D sees the image alone and also predicts its class (K more
-outputs); D minimises that cross-entropy on real and fake images, and G on its fakes, so a sample of the wrong
-class costs G directly.
-`arch='conv'` gives the DCGAN networks: stride-2 4x4 convs in D, transposed convs in G, each normalised as
-`norm` (G) and `d_norm` (D) say (`jaxae.nn.normalize`): the `dcgan` preset uses batch norm in both, as Radford
-et al. (not in G's output layer nor D's input layer); a WGAN-GP critic takes layer norm or none, since its
-gradient penalty needs outputs that depend on each example alone (Gulrajani et al.).
+`hidden` lists D's widths; G mirrors them (`(512, 256)`: D 784-512-256-1, G z-256-512-784, LeakyReLU 0.2 in
+both; DCGAN: ReLU in G). D drops units with rate `d_dropout` while training (0.3, as common PyTorch MNIST
+write-ups; 0 for WGAN-GP). With `ema_decay` > 0, samples come from a moving average of G's weights (Yazici et
+al. 2019; `steps.update_average`). With `num_classes = K > 0` (the `cgan` and `cdcgan` presets) the GAN is
+conditional (Mirza & Osindero 2014): the one-hot label joins z at G's input and the image at D's input
+(`jaxae.conditioning`); D sees real images with their labels and fakes drawn for the same labels, so G learns
+`p(x | y)`. With `aux_classifier` it is an AC-GAN instead (Odena et al. 2017): D sees the image alone and also
+predicts its class (K more outputs), minimising that cross-entropy on real and fake images, and G on its fakes.
+`arch='conv'` gives the DCGAN networks: stride-2 4x4 convs in D, transposed convs in G, normalised as `norm`
+(G) and `d_norm` (D) say: `dcgan` uses batch norm in both, as Radford et al. (not in G's output layer nor D's
+input layer); a WGAN-GP critic takes layer norm or none: its gradient penalty needs per-example outputs.
 
 References:
   Goodfellow et al., Generative Adversarial Nets, NeurIPS 2014.
-  Radford, Metz & Chintala, Unsupervised Representation Learning with Deep
-  Convolutional GANs (DCGAN), ICLR 2016.
+  Radford, Metz & Chintala, Unsupervised Representation Learning with Deep Convolutional GANs, ICLR 2016.
   Gulrajani et al., Improved Training of Wasserstein GANs, NeurIPS 2017.
   Mirza & Osindero, Conditional Generative Adversarial Nets, arXiv:1411.1784, 2014.
   Odena, Olah & Shlens, Conditional Image Synthesis with Auxiliary Classifier GANs, ICML 2017.
+  Yazici et al., The Unusual Effectiveness of Averaging in GAN Training, ICLR 2019.
 """
 
 import jax
@@ -58,6 +54,7 @@ KEYS = dict(  # what this family's own config keys mean (jaxae-train --list-conf
     num_classes='classes K of a conditional GAN (0: unconditional; labels 0..K-1 join G\'s and D\'s inputs)',
     init='initial weights: flax (its layers\' defaults) or dcgan (kernels N(0, 0.02), as Radford et al.)',
     aux_classifier='AC-GAN: D sees the image alone and predicts its class (a conditional GAN only)',
+    ema_decay='decay of the generator weights\' moving average that samples are drawn from (0: none)',
 )
 INITS = ('flax', 'dcgan')
 
@@ -66,14 +63,14 @@ def defaults() -> dict:
   return dict(
       arch='mlp', hidden=(512, 256), conv_features=(64, 128), latent_dim=100, loss='nonsaturating',
       n_critic=1, gp_weight=0.0, d_dropout=0.3, learning_rate=2e-4, adam_b1=0.5, norm='none', d_norm='none',
-      init='flax', num_classes=0, aux_classifier=False,
+      init='flax', num_classes=0, aux_classifier=False, ema_decay=0.0,
   )
 
 
 def validate(config) -> None:
   checks.check_network(config)
   checks.check(config, choices={'loss': LOSSES, 'init': INITS}, positive=('n_critic',),
-               probabilities=('d_dropout',), non_negative=('gp_weight', 'num_classes'))
+               probabilities=('d_dropout', 'ema_decay'), non_negative=('gp_weight', 'num_classes'))
   checks.require(config['num_classes'] == 0 or models.can(config['model'], 'conditional'),
                  f"num_classes={config['num_classes']} makes a conditional GAN: train --model cgan (MLP) or cdcgan "
                  '(conv) instead, or set num_classes=0')
@@ -105,15 +102,19 @@ def create_state(key: jax.Array, config, sample_batch) -> steps.PlayerState:
   if config['init'] == 'dcgan':
     for part, k in zip(variables, jax.random.split(jax.random.fold_in(key, 1), 2), strict=True):
       variables[part] = {**variables[part], 'params': jnn.dcgan_init(k, variables[part]['params'])}
+  if config['ema_decay']:  # the average starts at G's weights, in buffers of its own (the loop donates the state)
+    nets['generator_average'] = nets['generator']
+    variables['generator_average'] = jax.tree.map(jnp.copy, variables['generator'])
   phases = {'discriminator': steps.Phase(('discriminator',), steps.make_optimizer(config, config['n_critic'])),
             'generator': steps.Phase(('generator',), steps.make_optimizer(config))}
   return steps.PlayerState.create(nets, variables, phases)
 
 
 def generate(state, z: jax.Array, y: jax.Array | None = None) -> jax.Array:
-  """Images `G(z)` (`G(z, y)` given one-hot labels `y: [B, K]`): `[B, H, W, C]` in [0, 1] (the tanh output
-  rescaled); batch norm reads its running averages."""
-  return _to_image(state.apply('generator', conditioning.join_code(z, y)))
+  """Images `G(z)` (`G(z, y)`, one-hot `y: [B, K]`): `[B, H, W, C]` in [0, 1] (the tanh output rescaled), from
+  G's moving average if kept (`ema_decay`); batch norm reads its running averages."""
+  part = 'generator_average' if 'generator_average' in state.params else 'generator'
+  return _to_image(state.apply(part, conditioning.join_code(z, y)))
 
 
 def critic(state, x: jax.Array, y: jax.Array | None = None) -> jax.Array:
@@ -127,8 +128,7 @@ def _to_image(out):
 
 
 def _forward(state, part, v, key):
-  """`(out, state)`: network `part` on `v` in training mode with a key (dropout from it; batch norm on the
-  batch, its running averages updated in the returned state), in evaluation mode (`state` unchanged) without."""
+  """`(out, state)`: `part` on `v` in training mode given a dropout key (running averages updated), else not."""
   if key is None:
     return state.apply(part, v), state
   return state.run(part, v, rngs={'dropout': key})
@@ -170,16 +170,14 @@ def discriminator_terms(state, x, z, eps, loss, gp_weight, dropout_key=None, y=N
 
 
 def discriminator_loss(state, x, mask, z, eps, loss, gp_weight, dropout_key=None, y=None):
-  """One discriminator (critic) update's loss: the masked mean of `discriminator_terms`;
-  `(d_loss, (metrics, state))` for `steps.phase_step`."""
+  """One D update's loss, the masked mean of `discriminator_terms`: `(d_loss, (metrics, state))`."""
   d_loss, parts, state = discriminator_terms(state, x, z, eps, loss, gp_weight, dropout_key, y)
   d_loss = losses.masked_mean(d_loss, mask)
   return d_loss, ({'d_loss': d_loss, **{k: losses.masked_mean(v, mask) for k, v in parts.items()}}, state)
 
 
 def generator_terms(state, z, loss, dropout_key=None, y=None):
-  """Per-example G loss `[B]` (`-log D(G(z))` or `-f(G(z))`; given `y`, of `G(z, y)` judged with `y`) and the
-  state, training mode with a key."""
+  """Per-example G loss `[B]` (`-log D(G(z))` or `-f(G(z))`; of `G(z, y)` judged with `y`) and the state."""
   fake, state = _forward(state, 'generator', conditioning.join_code(z, y), dropout_key)
   out, logits, state = _critic(state, _to_image(fake), y, dropout_key)
   return (losses.gan_real_loss(out) if loss == 'nonsaturating' else -out) + _class_loss(logits, y), state
@@ -195,16 +193,16 @@ def generator_loss(state, z, loss, dropout_key=None, y=None):
 def draws(key, x, latent_dim):
   """The step's noise: `(z [B, latent_dim], eps [B, 1, 1, 1], dropout key)`."""
   k_z, k_eps, k_drop = jax.random.split(key, 3)
-  return (jax.random.normal(k_z, (x.shape[0], latent_dim)),
-          jax.random.uniform(k_eps, (x.shape[0],) + (1,) * (x.ndim - 1)), k_drop)
+  eps = jax.random.uniform(k_eps, (x.shape[0],) + (1,) * (x.ndim - 1))
+  return jax.random.normal(k_z, (x.shape[0], latent_dim)), eps, k_drop
 
 
-def train_step(state, batch, key, *, loss, latent_dim, n_critic, gp_weight, num_classes):
-  """`n_critic` discriminator updates, then one generator update: `(state, metrics)`; a conditional GAN
-  (`num_classes` > 0) conditions both players on the batch's labels.
+def train_step(state, batch, key, *, loss, latent_dim, n_critic, gp_weight, num_classes, ema_decay):
+  """`n_critic` discriminator updates, then one generator update (and its moving average's, given `ema_decay`):
+  `(state, metrics)`; a conditional GAN (`num_classes` > 0) conditions both players on the batch's labels.
 
-  Metrics (the last critic update's): d_loss, d_real, d_fake (mean D(x) and
-  D(G(z)): probabilities, or critic scores for 'wasserstein'), gp, g_loss.
+  Metrics (the last critic update's): d_loss, d_real, d_fake (mean D(x) and D(G(z)): probabilities, or critic
+  scores for 'wasserstein'), gp, g_loss.
   """
   x, mask = batch['image'], batch.get('mask')
   y = conditioning.one_hot(batch['label'], num_classes) if num_classes else None
@@ -217,6 +215,9 @@ def train_step(state, batch, key, *, loss, latent_dim, n_critic, gp_weight, num_
   state, d_metrics = jax.lax.scan(critic_update, state, keys[:n_critic], unroll=True)  # XLA counts all FLOPs
   z, _, k_drop = draws(keys[n_critic], x, latent_dim)
   state, g_metrics = steps.phase_step(state, 'generator', generator_loss, z, loss, k_drop, y)
+  if ema_decay:  # G's moving average; its batch statistics are its own, of its outputs for this step's z
+    state = steps.update_average(state, 'generator', ema_decay)
+    state = state.run('generator_average', conditioning.join_code(z, y))[1]
   return state.replace(step=state.step + 1), {**{k: v[-1] for k, v in d_metrics.items()}, **g_metrics}
 
 
@@ -234,10 +235,9 @@ def sample(state, key: jax.Array, n: int, labels: jax.Array | None = None, *, la
   """`n` images `G(z)`, z ~ N(0, I) from `key`: `[n, H, W, C]` in [0, 1]. A conditional GAN draws `G(z, y)` for
   the requested `labels: [n]` (default: every class in turn); an unconditional one takes no labels."""
   z = jax.random.normal(key, (n, latent_dim))
-  if not num_classes:
-    return generate(state, z)
-  labels = conditioning.balanced(n, num_classes) if labels is None else labels
-  return generate(state, z, conditioning.one_hot(labels, num_classes))
+  if num_classes:
+    labels = conditioning.balanced(n, num_classes) if labels is None else labels
+  return generate(state, z, conditioning.one_hot(labels, num_classes) if num_classes else None)
 
 
 def eval_images(state, batch, key, *, latent_dim, num_classes):
