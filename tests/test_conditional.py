@@ -84,29 +84,40 @@ def test_the_supervised_aae_discriminator_judges_a_code_with_its_label():
   assert not np.allclose(real, real_other, atol=1e-6) and not np.allclose(fake, fake_other, atol=1e-6)
 
 
+@pytest.mark.parametrize('head', ['aux_classifier', 'projection'])
 @pytest.mark.parametrize('name,shape', [('cgan', (8, 8, 1)), ('cdcgan', (32, 32, 3))])
-def test_the_ac_gan_discriminator_sees_the_image_alone_and_its_class_error_costs_both_players(name, shape):
-  """aux_classifier (Odena et al.): D's input is the image alone, its outputs a logit and K class logits; D's
-  loss adds the class cross-entropy on real and fake images, G's on its fakes (closed form from D's outputs)."""
+def test_a_discriminator_that_sees_the_image_alone_reads_the_label_from_its_k_more_outputs(name, shape, head):
+  """D's input is the image alone, its outputs a logit and K more (closed forms from D's outputs). AC-GAN (Odena
+  et al.): class logits; D's loss adds their cross-entropy on real and fake images, G's on its fakes. Projection
+  (Miyato & Koyama): D's score is output 0 plus the label's own output, y^T V phi(x); no class loss."""
   config = config_lib.resolve({'model': name, 'hidden': (32, 16), 'latent_dim': 4, 'conv_features': (8, 16),
-                               'aux_classifier': True})
-  model = models.get(name)
+                               head: True})
+  model, projection = models.get(name), head == 'projection'
   x = jax.random.uniform(jax.random.key(9), (6, *shape))
   state = model.create_state(jax.random.key(0), config, {'image': x})
   kernels = [v for k, v in jax.tree_util.tree_leaves_with_path(state.params['discriminator']) if 'kernel' in str(k)]
   assert kernels[0].shape[-2] == (64 if name == 'cgan' else 3) and kernels[-1].shape[1] == 11  # no label channel
   y = conditioning.one_hot(jnp.arange(6) % 10, 10)
   z = jax.random.normal(jax.random.key(1), (6, 4))
-  d_terms, _, _ = model.discriminator_terms(state, x, z, jnp.zeros((6, 1, 1, 1)), 'nonsaturating', 0.0, y=y)
-  g_terms, _ = model.generator_terms(state, z, 'nonsaturating', y=y)
+  d_terms, _, _ = model.discriminator_terms(state, x, z, jnp.zeros((6, 1, 1, 1)), 'nonsaturating', 0.0, y=y,
+                                            projection=projection)
+  g_terms, _ = model.generator_terms(state, z, 'nonsaturating', y=y, projection=projection)
   real = state.apply('discriminator', 2 * x - 1)
   fake = state.apply('discriminator', 2 * model.generate(state, z, y) - 1)
-  ce = lambda out: -jnp.sum(y * jax.nn.log_softmax(out[:, 1:]), axis=-1)
   softplus = jax.nn.softplus
-  np.testing.assert_allclose(d_terms, softplus(-real[:, 0]) + softplus(fake[:, 0]) + ce(real) + ce(fake), rtol=1e-5)
-  np.testing.assert_allclose(g_terms, softplus(-fake[:, 0]) + ce(fake), rtol=1e-5)
-  with pytest.raises(UserError, match='aux_classifier predicts the class asked for'):
-    config_lib.resolve({'model': 'gan', 'aux_classifier': True})
+  if projection:
+    score = lambda out: out[:, 0] + out[jnp.arange(6), 1 + jnp.arange(6) % 10]
+    np.testing.assert_allclose(d_terms, softplus(-score(real)) + softplus(score(fake)), rtol=1e-5)
+    np.testing.assert_allclose(g_terms, softplus(-score(fake)), rtol=1e-5)
+    np.testing.assert_allclose(model.critic(state, x, y, projection=True), score(real), rtol=1e-5)
+  else:
+    ce = lambda out: -jnp.sum(y * jax.nn.log_softmax(out[:, 1:]), axis=-1)
+    np.testing.assert_allclose(d_terms, softplus(-real[:, 0]) + softplus(fake[:, 0]) + ce(real) + ce(fake), rtol=1e-5)
+    np.testing.assert_allclose(g_terms, softplus(-fake[:, 0]) + ce(fake), rtol=1e-5)
+  with pytest.raises(UserError, match=f'{head} reads the class asked for'):
+    config_lib.resolve({'model': 'gan', head: True})
+  with pytest.raises(UserError, match='aux_classifier and projection are two ways'):
+    config_lib.resolve({'model': name, 'aux_classifier': True, 'projection': True})
 
 
 def patterns(n: int, seed: int):

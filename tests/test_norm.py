@@ -86,9 +86,8 @@ def rows_depend_on_the_batch(fn, x):
 def test_dcgan_steps_update_the_running_averages_and_evaluation_reads_them():
   config, state = dcgan_state((8, 8, 1))
   gan = models.get('dcgan')
-  hp = dict(loss='nonsaturating', latent_dim=config['latent_dim'], n_critic=1, gp_weight=0.0, num_classes=0)
   x = jax.random.uniform(jax.random.key(2), (16, 8, 8, 1))
-  new, _ = jax.jit(lambda s: gan.train_step(s, {'image': x, 'mask': jnp.ones(16)}, jax.random.key(3), **hp))(state)
+  new, _ = jax.jit(steps.bind(gan.train_step, config))(state, {'image': x, 'mask': jnp.ones(16)}, jax.random.key(3))
   for part in ('generator', 'discriminator'):
     before, after = jax.tree.leaves(state.batch_stats[part]), jax.tree.leaves(new.batch_stats[part])
     assert all(not np.allclose(a, b) for a, b in zip(before, after, strict=True)), part

@@ -16,8 +16,8 @@ write-ups; 0 for WGAN-GP). With `ema_decay` > 0, samples come from a moving aver
 al. 2019; `steps.update_average`). With `num_classes = K > 0` (the `cgan` and `cdcgan` presets) the GAN is
 conditional (Mirza & Osindero 2014): the one-hot label joins z at G's input and the image at D's input
 (`jaxae.conditioning`); D sees real images with their labels and fakes drawn for the same labels, so G learns
-`p(x | y)`. With `aux_classifier` it is an AC-GAN instead (Odena et al. 2017): D sees the image alone and also
-predicts its class (K more outputs), minimising that cross-entropy on real and fake images, and G on its fakes.
+`p(x | y)`. With `aux_classifier` it is an AC-GAN instead (Odena et al. 2017), with `projection` a projection
+discriminator (Miyato & Koyama 2018): D sees the image alone (the losses and heads: `_gan_losses`).
 `arch='conv'` gives the DCGAN networks: stride-2 4x4 convs in D, transposed convs in G, normalised as `norm`
 (G) and `d_norm` (D) say: `dcgan` uses batch norm in both, as Radford et al. (not in G's output layer nor D's
 input layer); a WGAN-GP critic takes layer norm or none: its gradient penalty needs per-example outputs.
@@ -28,15 +28,24 @@ References:
   Gulrajani et al., Improved Training of Wasserstein GANs, NeurIPS 2017.
   Mirza & Osindero, Conditional Generative Adversarial Nets, arXiv:1411.1784, 2014.
   Odena, Olah & Shlens, Conditional Image Synthesis with Auxiliary Classifier GANs, ICML 2017.
+  Miyato & Koyama, cGANs with Projection Discriminator, ICLR 2018.
   Yazici et al., The Unusual Effectiveness of Averaging in GAN Training, ICLR 2019.
 """
 
 import jax
 import jax.numpy as jnp
-import optax
 
 from jaxae import checks, conditioning, losses, models, steps
 from jaxae import nn as jnn
+from jaxae.models._gan_losses import (
+  critic_outputs,
+  discriminator_loss,
+  discriminator_terms,
+  draws,
+  generator_loss,
+  generator_terms,
+  to_image,
+)
 
 __all__ = ['CAN', 'HEADLINE', 'KEYS', 'LOSSES', 'create_state', 'critic', 'defaults', 'discriminator_loss',
            'discriminator_terms', 'draws', 'eval_images', 'eval_step', 'generate', 'generator_loss', 'generator_terms',
@@ -55,6 +64,7 @@ KEYS = dict(  # what this family's own config keys mean (jaxae-train --list-conf
     init='initial weights: flax (its layers\' defaults) or dcgan (kernels N(0, 0.02), as Radford et al.)',
     aux_classifier='AC-GAN: D sees the image alone and predicts its class (a conditional GAN only)',
     ema_decay='decay of the generator weights\' moving average that samples are drawn from (0: none)',
+    projection='projection discriminator: D sees the image alone, its score adds y^T V phi(x) (a conditional GAN only)',
 )
 INITS = ('flax', 'dcgan')
 
@@ -63,7 +73,7 @@ def defaults() -> dict:
   return dict(
       arch='mlp', hidden=(512, 256), conv_features=(64, 128), latent_dim=100, loss='nonsaturating',
       n_critic=1, gp_weight=0.0, d_dropout=0.3, learning_rate=2e-4, adam_b1=0.5, norm='none', d_norm='none',
-      init='flax', num_classes=0, aux_classifier=False, ema_decay=0.0,
+      init='flax', num_classes=0, aux_classifier=False, ema_decay=0.0, projection=False,
   )
 
 
@@ -76,8 +86,11 @@ def validate(config) -> None:
                  '(conv) instead, or set num_classes=0')
   checks.require(config['num_classes'] > 0 or not models.can(config['model'], 'conditional'),
                  f"a {config['model']} model is conditional: set num_classes to the number of classes (> 0)")
-  checks.require(not config['aux_classifier'] or config['num_classes'] > 0,
-                 'aux_classifier predicts the class asked for: train --model cgan or cdcgan with it')
+  for key in ('aux_classifier', 'projection'):
+    checks.require(not config[key] or config['num_classes'] > 0, f'{key} reads the class asked for: train --model '
+                   f'cgan or cdcgan with it')
+  checks.require(not (config['aux_classifier'] and config['projection']),
+                 'aux_classifier and projection are two ways for D to read the label: set one of them')
   checks.require(not (config['d_norm'] == 'batch' and config['gp_weight'] > 0),
                  'the gradient penalty needs critic outputs that depend on each example alone: set d_norm=layer or '
                  'none with gp_weight > 0 (Gulrajani et al.)')
@@ -89,7 +102,8 @@ def create_state(key: jax.Array, config, sample_batch) -> steps.PlayerState:
   if arch == 'conv':
     jnn.check_conv_shape(x.shape[1:], len(conv))
   g_activation = jnn.leaky_relu if arch == 'mlp' else jax.nn.relu  # the MLP GAN's and DCGAN's generators
-  d_out = 1 + config['num_classes'] * config['aux_classifier']  # an AC-GAN's D also predicts the class
+  head = config['aux_classifier'] or config['projection']  # D sees the image alone and has K more outputs
+  d_out = 1 + config['num_classes'] * head
   nets = {'generator': jnn.make_decoder(arch, x.shape[1:], hidden, conv, precision=precision, activation=g_activation,
                                         norm=config['norm']),
           'discriminator': jnn.make_encoder(arch, d_out, hidden, conv, config['d_dropout'], precision,
@@ -98,7 +112,7 @@ def create_state(key: jax.Array, config, sample_batch) -> steps.PlayerState:
   y, z = conditioning.one_hot(jnp.zeros(1, jnp.int32), config['num_classes']), jnp.zeros((1, config['latent_dim']))
   variables = {'generator': nets['generator'].init(k_g, conditioning.join_code(z, y)),
                'discriminator': nets['discriminator'].init(k_d, conditioning.join_image(
-                   x, None if config['aux_classifier'] else y, arch))}
+                   x, None if head else y, arch))}
   if config['init'] == 'dcgan':
     for part, k in zip(variables, jax.random.split(jax.random.fold_in(key, 1), 2), strict=True):
       variables[part] = {**variables[part], 'params': jnn.dcgan_init(k, variables[part]['params'])}
@@ -114,90 +128,16 @@ def generate(state, z: jax.Array, y: jax.Array | None = None) -> jax.Array:
   """Images `G(z)` (`G(z, y)`, one-hot `y: [B, K]`): `[B, H, W, C]` in [0, 1] (the tanh output rescaled), from
   G's moving average if kept (`ema_decay`); batch norm reads its running averages."""
   part = 'generator_average' if 'generator_average' in state.params else 'generator'
-  return _to_image(state.apply(part, conditioning.join_code(z, y)))
+  return to_image(state.apply(part, conditioning.join_code(z, y)))
 
 
-def critic(state, x: jax.Array, y: jax.Array | None = None) -> jax.Array:
-  """`D(x)` (`D(x, y)`) of images in [0, 1], fed centred to [-1, 1]: `[B]` logits (non-saturating) or scores
-  (Wasserstein), in evaluation mode (no dropout; batch norm reads its running averages)."""
-  return _critic(state, x, y, None)[0]
+def critic(state, x: jax.Array, y: jax.Array | None = None, projection: bool = False) -> jax.Array:
+  """`D(x)` (`D(x, y)`; a projection D's given `projection`) of images in [0, 1], fed centred to [-1, 1]: `[B]`
+  logits (non-saturating) or scores (Wasserstein), in evaluation mode (no dropout; batch norm's running averages)."""
+  return critic_outputs(state, x, y, None, projection)[0]
 
 
-def _to_image(out):
-  return 0.5 * (jnp.tanh(out) + 1.0)
-
-
-def _forward(state, part, v, key):
-  """`(out, state)`: `part` on `v` in training mode given a dropout key (running averages updated), else not."""
-  if key is None:
-    return state.apply(part, v), state
-  return state.run(part, v, rngs={'dropout': key})
-
-
-def _critic(state, x, y, key):
-  """`(scores [B], class logits [B, K] or None, state)`: D on images in [0, 1], fed centred; a conditional D
-  reads `y` at its input, an AC-GAN's (1 + K outputs) predicts it instead."""
-  net = state.nets['discriminator']
-  aux = net.out_dim > 1
-  x = conditioning.join_image(2.0 * x - 1.0, None if aux else y, 'conv' if isinstance(net, jnn.ConvEncoder) else 'mlp')
-  out, state = _forward(state, 'discriminator', x, key)
-  return out[:, 0], out[:, 1:] if aux else None, state
-
-
-def _class_loss(logits, y):  # an AC-GAN's D's class cross-entropy [B] against one-hot y; 0 for another GAN
-  return 0.0 if logits is None else optax.softmax_cross_entropy(logits, y)
-
-
-def discriminator_terms(state, x, z, eps, loss, gp_weight, dropout_key=None, y=None):
-  """Per-example D loss `[B]`, its parts and the state: `(d_loss, {'d_real', 'd_fake'[, 'gp']}, state)`, real
-  pairs with fake i; one-hot labels `y: [B, K]` (conditional) condition real i and fake i alike (an AC-GAN's
-  loss adds D's class cross-entropy on both).
-
-  With `dropout_key` (training), G and D run in training mode: D drops units, real and fake with independent
-  masks, and batch norm normalises each batch (real, then fake) by its own statistics, as PyTorch's DCGAN does.
-  """
-  k_real, k_fake, k_gp = jax.random.split(dropout_key, 3) if dropout_key is not None else (None,) * 3
-  fake, state = _forward(state, 'generator', conditioning.join_code(z, y), k_fake)
-  fake = _to_image(fake)
-  real_out, real_class, state = _critic(state, x, y, k_real)
-  fake_out, fake_class, state = _critic(state, fake, y, k_fake)
-  aux = _class_loss(real_class, y) + _class_loss(fake_class, y)
-  if loss == 'nonsaturating':
-    return (losses.gan_real_loss(real_out) + losses.gan_fake_loss(fake_out) + aux,
-            {'d_real': jax.nn.sigmoid(real_out), 'd_fake': jax.nn.sigmoid(fake_out)}, state)
-  gp = losses.gradient_penalty(lambda v: _critic(state, v, y, k_gp)[0], x, fake, eps)  # no batch norm (validate)
-  return fake_out - real_out + gp_weight * gp + aux, {'d_real': real_out, 'd_fake': fake_out, 'gp': gp}, state
-
-
-def discriminator_loss(state, x, mask, z, eps, loss, gp_weight, dropout_key=None, y=None):
-  """One D update's loss, the masked mean of `discriminator_terms`: `(d_loss, (metrics, state))`."""
-  d_loss, parts, state = discriminator_terms(state, x, z, eps, loss, gp_weight, dropout_key, y)
-  d_loss = losses.masked_mean(d_loss, mask)
-  return d_loss, ({'d_loss': d_loss, **{k: losses.masked_mean(v, mask) for k, v in parts.items()}}, state)
-
-
-def generator_terms(state, z, loss, dropout_key=None, y=None):
-  """Per-example G loss `[B]` (`-log D(G(z))` or `-f(G(z))`; of `G(z, y)` judged with `y`) and the state."""
-  fake, state = _forward(state, 'generator', conditioning.join_code(z, y), dropout_key)
-  out, logits, state = _critic(state, _to_image(fake), y, dropout_key)
-  return (losses.gan_real_loss(out) if loss == 'nonsaturating' else -out) + _class_loss(logits, y), state
-
-
-def generator_loss(state, z, loss, dropout_key=None, y=None):
-  """The generator update's loss: `(g_loss, (metrics, state))` for `steps.phase_step`."""
-  g_terms, state = generator_terms(state, z, loss, dropout_key, y)
-  g_loss = jnp.mean(g_terms)
-  return g_loss, ({'g_loss': g_loss}, state)
-
-
-def draws(key, x, latent_dim):
-  """The step's noise: `(z [B, latent_dim], eps [B, 1, 1, 1], dropout key)`."""
-  k_z, k_eps, k_drop = jax.random.split(key, 3)
-  eps = jax.random.uniform(k_eps, (x.shape[0],) + (1,) * (x.ndim - 1))
-  return jax.random.normal(k_z, (x.shape[0], latent_dim)), eps, k_drop
-
-
-def train_step(state, batch, key, *, loss, latent_dim, n_critic, gp_weight, num_classes, ema_decay):
+def train_step(state, batch, key, *, loss, latent_dim, n_critic, gp_weight, num_classes, ema_decay, projection):
   """`n_critic` discriminator updates, then one generator update (and its moving average's, given `ema_decay`):
   `(state, metrics)`; a conditional GAN (`num_classes` > 0) conditions both players on the batch's labels.
 
@@ -210,24 +150,25 @@ def train_step(state, batch, key, *, loss, latent_dim, n_critic, gp_weight, num_
 
   def critic_update(state, k):
     z, eps, k_drop = draws(k, x, latent_dim)
-    return steps.phase_step(state, 'discriminator', discriminator_loss, x, mask, z, eps, loss, gp_weight, k_drop, y)
+    return steps.phase_step(state, 'discriminator', discriminator_loss, x, mask, z, eps, loss, gp_weight, k_drop, y,
+                            projection)
 
   state, d_metrics = jax.lax.scan(critic_update, state, keys[:n_critic], unroll=True)  # XLA counts all FLOPs
   z, _, k_drop = draws(keys[n_critic], x, latent_dim)
-  state, g_metrics = steps.phase_step(state, 'generator', generator_loss, z, loss, k_drop, y)
+  state, g_metrics = steps.phase_step(state, 'generator', generator_loss, z, loss, k_drop, y, projection)
   if ema_decay:  # G's moving average; its batch statistics are its own, of its outputs for this step's z
     state = steps.update_average(state, 'generator', ema_decay)
     state = state.run('generator_average', conditioning.join_code(z, y))[1]
   return state.replace(step=state.step + 1), {**{k: v[-1] for k, v in d_metrics.items()}, **g_metrics}
 
 
-def eval_step(state, batch, key, *, loss, latent_dim, gp_weight, num_classes):
+def eval_step(state, batch, key, *, loss, latent_dim, gp_weight, num_classes, projection):
   """Sums over held-out images of d_loss, d_real, d_fake (gp), g_loss, and `count`; key draws z and eps."""
   x, mask = batch['image'], batch.get('mask')
   y = conditioning.one_hot(batch['label'], num_classes) if num_classes else None
   z, eps, _ = draws(key, x, latent_dim)
-  d_loss, parts, _ = discriminator_terms(state, x, z, eps, loss, gp_weight, y=y)
-  per_example = {'d_loss': d_loss, **parts, 'g_loss': generator_terms(state, z, loss, y=y)[0]}
+  d_loss, parts, _ = discriminator_terms(state, x, z, eps, loss, gp_weight, y=y, projection=projection)
+  per_example = {'d_loss': d_loss, **parts, 'g_loss': generator_terms(state, z, loss, y=y, projection=projection)[0]}
   return {**{k: losses.masked_sum(v, mask) for k, v in per_example.items()}, 'count': losses.masked_count(batch)}
 
 
