@@ -8,7 +8,7 @@ stride-2 4x4 layers), built from the jaxae config the benchmark uses:
   ReLU -> transposed convs back (ReLU but the last); summed Bernoulli cross-entropy from logits + KL; Adam.
 - `gan`/`dcgan` (arch=conv): D convs (LeakyReLU 0.2, dropout `d_dropout`) -> linear to a logit; G linear ->
   ReLU -> transposed convs (ReLU, tanh output); per step one D update on real and G(z) (G not differentiated)
-  and one G update with fresh z through a frozen D, non-saturating losses, Adam(lr, b1); jaxae's `gan`
+  and `n_generator` G updates, each with fresh z, through a frozen D, non-saturating losses, Adam(lr, b1); jaxae's `gan`
   step does the same work. With `norm`/`d_norm` = 'batch' (the `dcgan` preset), `nn.BatchNorm2d` (no bias in
   the layer before it) where jaxae puts its batch norm: every layer of G but the output, of D but the input.
 """
@@ -78,11 +78,12 @@ def peer(torch, config: dict, shape=(1, 28, 28)):
       d_loss.backward()
       opt_d.step()
       d.requires_grad_(False)
-      out = d(g(torch.randn(x.shape[0], latent)))
-      g_loss = nn_f.binary_cross_entropy_with_logits(out, torch.ones_like(out))
-      opt_g.zero_grad()
-      g_loss.backward()
-      opt_g.step()
+      for _ in range(config.get('n_generator', 1)):  # jaxae's generator updates per step, each with fresh z
+        out = d(g(torch.randn(x.shape[0], latent)))
+        g_loss = nn_f.binary_cross_entropy_with_logits(out, torch.ones_like(out))
+        opt_g.zero_grad()
+        g_loss.backward()
+        opt_g.step()
       d.requires_grad_(True)
       return d_loss.item()
   else:

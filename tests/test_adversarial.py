@@ -62,11 +62,12 @@ def test_each_gan_phase_changes_only_its_own_player(name, phase):
   assert changed(state.opt_state, new.opt_state) == {q: q == phase for q in state.opt_state}
 
 
-def test_a_wgan_step_makes_n_critic_critic_updates_and_one_generator_update():
-  _, config, state, x = make('wgan_gp', n_critic=3)
-  new, _ = jax.jit(steps.bind(models.get('wgan_gp').train_step, config))(state, {'image': x}, jax.random.key(1))
+@pytest.mark.parametrize('name,n_critic,n_generator', [('wgan_gp', 3, 1), ('dcgan', 1, 2)])
+def test_a_step_makes_n_critic_critic_updates_then_n_generator_generator_updates(name, n_critic, n_generator):
+  _, config, state, x = make(name, n_critic=n_critic, n_generator=n_generator)
+  new, _ = jax.jit(steps.bind(models.get(name).train_step, config))(state, {'image': x}, jax.random.key(1))
   count = lambda opt_state: int(jax.tree.leaves(opt_state)[0])  # adam's count comes first
-  assert count(new.opt_state['discriminator']) == 3 and count(new.opt_state['generator']) == 1
+  assert count(new.opt_state['discriminator']) == n_critic and count(new.opt_state['generator']) == n_generator
   assert int(new.step) == 1
 
 
@@ -84,7 +85,8 @@ def test_the_generator_average_follows_its_formula_and_is_what_samples_are_drawn
     expected = jax.tree.map(lambda a, g, d=d: d * a + (1 - d) * g, before.params['generator_average'],
                             new.params['generator'])
     if name == 'dcgan':
-      z = model.draws(jax.random.split(jax.random.key(t), 2)[1], x, 4)[0]  # G's update's z (n_critic = 1)
+      k_last = jax.random.split(jax.random.key(t), 1 + config['n_generator'])[-1]  # the last G update's (n_critic 1)
+      z = model.draws(k_last, x, 4)[0]
       stats = {**new.batch_stats, 'generator_average': before.batch_stats['generator_average']}
       expected = {'params': expected, 'stats': new.replace(batch_stats=stats).run('generator_average', z)[1]
                   .batch_stats['generator_average']}

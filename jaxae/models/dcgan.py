@@ -3,6 +3,10 @@
 output layer) and D (all but the input layer), ReLU in G, LeakyReLU 0.2 in D, no dropout, kernels
 initialised from N(0, 0.02), Adam 2e-4, beta1 0.5.
 
+Unlike the paper, each step makes two generator updates (`n_generator=2`, each with fresh z), as the widely
+used DCGAN-tensorflow does to keep D from winning: on MNIST (9,000 images, 20 epochs) the classifier FD went
+22.8 -> 15.0 and the rarest class (1) 2.4% -> 5.6% of samples (README); `n_generator=1` is the paper's step.
+
 A preset of `jaxae.models.gan`: same losses and steps, other defaults.
 
 References:
@@ -16,4 +20,4 @@ from jaxae.models.gan import *  # noqa: F403  (the family contract: gan.__all__)
 
 def defaults() -> dict:
   return {**gan.defaults(), 'arch': 'conv', 'norm': 'batch', 'd_norm': 'batch', 'd_dropout': 0.0,
-          'init': 'dcgan'}
+          'init': 'dcgan', 'n_generator': 2}

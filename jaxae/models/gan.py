@@ -57,7 +57,8 @@ LOSSES = ('nonsaturating', 'wasserstein')
 
 
 KEYS = dict(  # what this family's own config keys mean (jaxae-train --list-config)
-    loss='nonsaturating (logits) or wasserstein (critic)', n_critic='critic updates per generator update',
+    loss='nonsaturating (logits) or wasserstein (critic)', n_critic='critic updates per step',
+    n_generator='generator updates per step, each with fresh z, after the critic\'s',
     gp_weight='gradient penalty weight lambda (0: none)', d_dropout='dropout rate in the discriminator',
     d_norm='the conv discriminator\'s normalisation (none, batch, layer; `norm` is the generator\'s)',
     num_classes='classes K of a conditional GAN (0: unconditional; labels 0..K-1 join G\'s and D\'s inputs)',
@@ -71,15 +72,15 @@ INITS = ('flax', 'dcgan')
 
 def defaults() -> dict:
   return dict(
-      arch='mlp', hidden=(512, 256), conv_features=(64, 128), latent_dim=100, loss='nonsaturating',
-      n_critic=1, gp_weight=0.0, d_dropout=0.3, learning_rate=2e-4, adam_b1=0.5, norm='none', d_norm='none',
+      arch='mlp', hidden=(512, 256), conv_features=(64, 128), latent_dim=100, loss='nonsaturating', n_critic=1,
+      n_generator=1, gp_weight=0.0, d_dropout=0.3, learning_rate=2e-4, adam_b1=0.5, norm='none', d_norm='none',
       init='flax', num_classes=0, aux_classifier=False, ema_decay=0.0, projection=False,
   )
 
 
 def validate(config) -> None:
   checks.check_network(config)
-  checks.check(config, choices={'loss': LOSSES, 'init': INITS}, positive=('n_critic',),
+  checks.check(config, choices={'loss': LOSSES, 'init': INITS}, positive=('n_critic', 'n_generator'),
                probabilities=('d_dropout', 'ema_decay'), non_negative=('gp_weight', 'num_classes'))
   checks.require(config['num_classes'] == 0 or models.can(config['model'], 'conditional'),
                  f"num_classes={config['num_classes']} makes a conditional GAN: train --model cgan (MLP) or cdcgan "
@@ -120,7 +121,7 @@ def create_state(key: jax.Array, config, sample_batch) -> steps.PlayerState:
     nets['generator_average'] = nets['generator']
     variables['generator_average'] = jax.tree.map(jnp.copy, variables['generator'])
   phases = {'discriminator': steps.Phase(('discriminator',), steps.make_optimizer(config, config['n_critic'])),
-            'generator': steps.Phase(('generator',), steps.make_optimizer(config))}
+            'generator': steps.Phase(('generator',), steps.make_optimizer(config, config['n_generator']))}
   return steps.PlayerState.create(nets, variables, phases)
 
 
@@ -137,29 +138,34 @@ def critic(state, x: jax.Array, y: jax.Array | None = None, projection: bool = F
   return critic_outputs(state, x, y, None, projection)[0]
 
 
-def train_step(state, batch, key, *, loss, latent_dim, n_critic, gp_weight, num_classes, ema_decay, projection):
-  """`n_critic` discriminator updates, then one generator update (and its moving average's, given `ema_decay`):
-  `(state, metrics)`; a conditional GAN (`num_classes` > 0) conditions both players on the batch's labels.
+def train_step(state, batch, key, *, loss, latent_dim, n_critic, n_generator, gp_weight, num_classes, ema_decay,
+               projection):
+  """`n_critic` discriminator updates, then `n_generator` generator updates (and its moving average's, given
+  `ema_decay`): `(state, metrics)`; a conditional GAN (`num_classes` > 0) conditions both players on the batch's
+  labels. Each update draws its own z.
 
-  Metrics (the last critic update's): d_loss, d_real, d_fake (mean D(x) and D(G(z)): probabilities, or critic
-  scores for 'wasserstein'), gp, g_loss.
+  Metrics (the last update's of each player): d_loss, d_real, d_fake (mean D(x) and D(G(z)): probabilities, or
+  critic scores for 'wasserstein'), gp, g_loss.
   """
   x, mask = batch['image'], batch.get('mask')
   y = conditioning.one_hot(batch['label'], num_classes) if num_classes else None
-  keys = jax.random.split(key, n_critic + 1)
+  keys = jax.random.split(key, n_critic + n_generator)
 
   def critic_update(state, k):
     z, eps, k_drop = draws(k, x, latent_dim)
     return steps.phase_step(state, 'discriminator', discriminator_loss, x, mask, z, eps, loss, gp_weight, k_drop, y,
                             projection)
 
+  def generator_update(state, k):
+    z, _, k_drop = draws(k, x, latent_dim)
+    return steps.phase_step(state, 'generator', generator_loss, z, loss, k_drop, y, projection)
+
   state, d_metrics = jax.lax.scan(critic_update, state, keys[:n_critic], unroll=True)  # XLA counts all FLOPs
-  z, _, k_drop = draws(keys[n_critic], x, latent_dim)
-  state, g_metrics = steps.phase_step(state, 'generator', generator_loss, z, loss, k_drop, y, projection)
-  if ema_decay:  # G's moving average; its batch statistics are its own, of its outputs for this step's z
+  state, g_metrics = jax.lax.scan(generator_update, state, keys[n_critic:], unroll=True)
+  if ema_decay:  # G's moving average; its batch statistics are its own, of its outputs for the last G update's z
     state = steps.update_average(state, 'generator', ema_decay)
-    state = state.run('generator_average', conditioning.join_code(z, y))[1]
-  return state.replace(step=state.step + 1), {**{k: v[-1] for k, v in d_metrics.items()}, **g_metrics}
+    state = state.run('generator_average', conditioning.join_code(draws(keys[-1], x, latent_dim)[0], y))[1]
+  return state.replace(step=state.step + 1), {k: v[-1] for k, v in {**d_metrics, **g_metrics}.items()}
 
 
 def eval_step(state, batch, key, *, loss, latent_dim, gp_weight, num_classes, projection):
