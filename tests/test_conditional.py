@@ -90,9 +90,10 @@ def test_a_discriminator_that_sees_the_image_alone_reads_the_label_from_its_k_mo
   """D's input is the image alone, its outputs a logit and K more (closed forms from D's outputs). AC-GAN (Odena
   et al.): class logits; D's loss adds their cross-entropy on real and fake images, G's on its fakes. Projection
   (Miyato & Koyama): D's score is output 0 plus the label's own output, y^T V phi(x); no class loss."""
+  projection = head == 'projection'
   config = config_lib.resolve({'model': name, 'hidden': (32, 16), 'latent_dim': 4, 'conv_features': (8, 16),
-                               head: True})
-  model, projection = models.get(name), head == 'projection'
+                               'aux_classifier': not projection, 'projection': projection})
+  model = models.get(name)
   x = jax.random.uniform(jax.random.key(9), (6, *shape))
   state = model.create_state(jax.random.key(0), config, {'image': x})
   kernels = [v for k, v in jax.tree_util.tree_leaves_with_path(state.params['discriminator']) if 'kernel' in str(k)]

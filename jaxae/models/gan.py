@@ -91,7 +91,8 @@ def validate(config) -> None:
     checks.require(not config[key] or config['num_classes'] > 0, f'{key} reads the class asked for: train --model '
                    f'cgan or cdcgan with it')
   checks.require(not (config['aux_classifier'] and config['projection']),
-                 'aux_classifier and projection are two ways for D to read the label: set one of them')
+                 'aux_classifier and projection are two ways for D to read the label: set the other one to false '
+                 '(cdcgan has projection=true)')
   checks.require(not (config['d_norm'] == 'batch' and config['gp_weight'] > 0),
                  'the gradient penalty needs critic outputs that depend on each example alone: set d_norm=layer or '
                  'none with gp_weight > 0 (Gulrajani et al.)')
