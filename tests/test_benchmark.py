@@ -39,7 +39,8 @@ def test_streaming_and_resident_epochs_train_the_same(tmp_path):
   for mode in ('resident', 'streaming'):
     out = tmp_path / f'{mode}.json'
     proc = subprocess.run([sys.executable, str(SCRIPT), '--models', 'ae', '--examples', '300', '--epochs', '1',
-                           '--data-mode', mode, '--out', str(out)], capture_output=True, text=True, timeout=300)
+                           '--data-mode', mode, '--out', str(out), '--peak-size', '256'], capture_output=True, text=True,
+                          timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     (row,) = json.loads(out.read_text())['rows']
     assert row['data_mode'] == mode
@@ -82,8 +83,8 @@ def test_the_conv_families_run_beside_their_pytorch_peers_or_torch_is_said_missi
   """`--torch`: the same networks (parameter counts equal) timed in the same run; without torch, one line."""
   out = tmp_path / 'conv.json'
   proc = subprocess.run([sys.executable, str(SCRIPT), '--models', 'vae,dcgan', '--arch', 'conv', '--torch',
-                         '--examples', '256', '--epochs', '1', '--out', str(out)], capture_output=True, text=True,
-                        timeout=300)
+                         '--examples', '256', '--epochs', '1', '--out', str(out), '--peak-size', '256'],
+                        capture_output=True, text=True, timeout=300)
   if importlib.util.find_spec('torch') is None:
     assert proc.returncode == 2 and proc.stderr.strip() == (
         'benchmark: error: --torch needs PyTorch: pip install torch (its CPU wheels) in this environment')
