@@ -89,7 +89,7 @@ def validate(config) -> None:
                  f"a {config['model']} model is conditional: set num_classes to the number of classes (> 0)")
   for key in ('aux_classifier', 'projection'):
     checks.require(not config[key] or config['num_classes'] > 0, f'{key} reads the class asked for: train --model '
-                   f'cgan or cdcgan with it')
+                   'cgan or cdcgan with it')
   checks.require(not (config['aux_classifier'] and config['projection']),
                  'aux_classifier and projection are two ways for D to read the label: set the other one to false '
                  '(cdcgan has projection=true)')
