@@ -38,9 +38,9 @@ def test_streaming_and_resident_epochs_train_the_same(tmp_path):
   losses = {}
   for mode in ('resident', 'streaming'):
     out = tmp_path / f'{mode}.json'
-    proc = subprocess.run([sys.executable, str(SCRIPT), '--models', 'ae', '--examples', '300', '--epochs', '1',
-                           '--data-mode', mode, '--out', str(out), '--peak-size', '256'], capture_output=True, text=True,
-                          timeout=300)
+    args = ['--models', 'ae', '--examples', '300', '--epochs', '1', '--data-mode', mode, '--out', str(out),
+            '--peak-size', '256']
+    proc = subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     (row,) = json.loads(out.read_text())['rows']
     assert row['data_mode'] == mode
