@@ -9,8 +9,9 @@ stride-2 4x4 layers), built from the jaxae config the benchmark uses:
 - `gan`/`dcgan` (arch=conv): D convs (LeakyReLU 0.2, dropout `d_dropout`) -> linear to a logit; G linear ->
   ReLU -> transposed convs (ReLU, tanh output); per step one D update on real and G(z) (G not differentiated)
   and `n_generator` G updates, each with fresh z, through a frozen D, non-saturating losses, Adam(lr, b1);
-  jaxae's `gan` step does the same work. With `norm`/`d_norm` = 'batch' (the `dcgan` preset), `nn.BatchNorm2d` (no bias in
-  the layer before it) where jaxae puts its batch norm: every layer of G but the output, of D but the input.
+  jaxae's `gan` step does the same work. With `norm`/`d_norm` = 'batch' (the `dcgan` preset), `nn.BatchNorm2d`
+  (no bias in the layer before it) where jaxae puts its batch norm: every layer of G but the output, of D but
+  the input.
 """
 
 import math
