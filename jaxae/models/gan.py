@@ -3,7 +3,7 @@
 A generator G maps z ~ N(0, I) through a tanh to images in [-1, 1], shown rescaled to [0, 1]; a discriminator
 (critic) D maps images, centred to [-1, 1], to one logit (score) (with sigmoid outputs and [0, 1] inputs the MLP
 GAN collapsed to one mode on MNIST here). One composite step: `n_critic` D updates (each with fresh z, on the
-step's real batch), then one G update, each player with its own optimizer state.
+step's real batch), then `n_generator` G updates (each with fresh z), each player with its own optimizer state.
 
 - `loss='nonsaturating'`: D minimises `-log D(x) - log(1 - D(G(z)))`, G `-log D(G(z))`, from logits
   (Goodfellow et al. 2014).
