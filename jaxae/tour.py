@@ -1,6 +1,7 @@
 """The notebooks' one parameter, `RUN`: which data they train on and for how long.
 
-- 'smoke': the embedded digits for a few epochs; CI executes every notebook so.
+- 'smoke': the embedded digits for a few epochs, with narrow networks (`SMOKE_NETWORKS`, where the notebook
+  does not set them); CI executes every notebook so.
 - 'digits' (the default): the embedded digits (8x8), each notebook within about
   3 minutes on 2 CPU cores.
 - 'mnist': MNIST (28x28) and longer training. The IDX files in the folder
@@ -15,12 +16,13 @@ and trains with `train(RUN, overrides)`, which adds the setting's data.
 import os
 import tempfile
 
-from jaxae import metrics
+from jaxae import metrics, models
 from jaxae.errors import require
 from jaxae.loop.train import train_and_evaluate
 from jaxae.runs import Loaded, load
 
 RUNS = ('smoke', 'digits', 'mnist')
+SMOKE_NETWORKS = {'hidden': (64, 32), 'disc_hidden': (64, 32), 'conv_features': (8, 16)}  # families' widths
 MNIST_DIR = 'JAXAE_MNIST_DIR'
 
 
@@ -51,8 +53,12 @@ def new_workdir(name: str) -> str:
 
 
 def train(run: str, overrides: dict, workdir: str | None = None) -> tuple[Loaded, list[dict]]:
-  """Trains `overrides` on the setting's data in `workdir` (default: a fresh one; an existing run resumes, e.g.
-  to train a few more epochs); returns `(jaxae.load(workdir), the metrics.jsonl records)`."""
-  workdir = workdir or new_workdir(overrides.get('model', 'vae'))
-  train_and_evaluate({**data(run), **overrides}, workdir, progress=False)
+  """Trains `overrides` on the setting's data (and, 'smoke', narrow networks) in `workdir` (default: a fresh one;
+  an existing run resumes, e.g. to train a few more epochs); returns `(jaxae.load(workdir), the metrics.jsonl
+  records)`."""
+  model = overrides.get('model', 'vae')
+  workdir = workdir or new_workdir(model)
+  defaults = models.get(model).defaults() if run == 'smoke' else {}
+  narrow = {k: v for k, v in SMOKE_NETWORKS.items() if k in defaults}
+  train_and_evaluate({**data(run), **narrow, **overrides}, workdir, progress=False)
   return load(workdir), metrics.read(f'{workdir}/metrics.jsonl')

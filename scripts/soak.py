@@ -100,8 +100,9 @@ def main(argv=None) -> int:
     if args.cycles < 1 or args.epochs < 1:
       raise UserError('--cycles and --epochs must be positive')
     models.get(args.model)
-    config = {**TINY, 'model': args.model, 'epochs': args.epochs, 'checkpoint_every': args.checkpoint_every,
-              **config_lib.parse_overrides(args.set, args.model)}
+    tiny_critics = {'disc_hidden': TINY['hidden']} if 'disc_hidden' in models.get(args.model).defaults() else {}
+    config = {**TINY, **tiny_critics, 'model': args.model, 'epochs': args.epochs,
+              'checkpoint_every': args.checkpoint_every, **config_lib.parse_overrides(args.set, args.model)}
     report = soak(config, Path(args.workdir), args.cycles, args.seed)
   except UserError as e:
     print(f'soak: error: {e}', file=sys.stderr)

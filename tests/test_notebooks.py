@@ -82,3 +82,18 @@ def test_the_run_setting_picks_values_and_data(monkeypatch):
   assert tour.data('mnist') == {'dataset': 'idx', 'data_dir': '/data/mnist', 'holdout': 1000, 'holdout_order': 'tail'}
   with pytest.raises(UserError, match="RUN = 'fast' is not a setting"):
     tour.pick('fast', smoke=1, digits=2, mnist=3)
+
+
+def test_smoke_trains_narrow_networks_where_the_notebook_does_not_set_them(monkeypatch):
+  from jaxae import tour
+
+  seen = []
+  monkeypatch.setattr(tour, 'train_and_evaluate', lambda config, workdir, progress: seen.append(config))
+  monkeypatch.setattr(tour, 'load', lambda workdir: None)
+  tour.train('smoke', {'model': 'ssaae', 'hidden': (16,)})
+  tour.train('smoke', {'model': 'vae'})
+  tour.train('digits', {'model': 'vae'})
+  assert seen[0] == {'dataset': 'digits', 'model': 'ssaae', 'hidden': (16,), 'disc_hidden': (64, 32),
+                     'conv_features': (8, 16)}
+  assert seen[1] == {'dataset': 'digits', 'model': 'vae', 'hidden': (64, 32), 'conv_features': (8, 16)}
+  assert seen[2] == {'dataset': 'digits', 'model': 'vae'}  # the notebooks' own settings train the defaults

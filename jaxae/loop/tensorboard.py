@@ -18,13 +18,23 @@ References:
 """
 
 import struct
+import sys
 import time
 from pathlib import Path
 
-from tensorboardX.proto.event_pb2 import Event
-from tensorboardX.proto.summary_pb2 import Summary
-from tensorboardX.record_writer import masked_crc32c
-from tensorboardX.summary import text
+# tensorboardX's package imports PyTorch where it is installed (2.5 s and 1 GB in every jaxae process), for
+# writers jaxae does not use; its `import torch` fails softly, so it is made to fail while these are imported.
+_TORCH_UNLOADED = 'torch' not in sys.modules
+if _TORCH_UNLOADED:
+  sys.modules['torch'] = None
+try:
+  from tensorboardX.proto.event_pb2 import Event
+  from tensorboardX.proto.summary_pb2 import Summary
+  from tensorboardX.record_writer import masked_crc32c
+  from tensorboardX.summary import text
+finally:
+  if _TORCH_UNLOADED:
+    del sys.modules['torch']
 
 FOLDER, FILE = 'tensorboard', 'events.out.tfevents.jaxae'
 
