@@ -53,7 +53,7 @@ def stages(quick: bool, out: Path) -> list[tuple[str, int, list[str]]]:
           '--cycles', '1',
           '--epochs', '3' if quick else '6']
   tests = [py, '-m', 'pytest', '-q', '-p', 'no:cacheprovider', '--junitxml', str(out / 'pytest.xml'),
-           *(['-k', 'bf16_policy or orbax'] if quick else []), *TESTS]
+           *(['-k', 'bf16_policy or orbax', '-n', '0'] if quick else []), *TESTS]  # quick: a few, one process
   return [('env', 60, [py, '-c', ENV]), *vae, ('families', 90 if quick else 150, families),
           ('resume', 120, soak), ('tests', 120 if quick else 200, tests)]
 

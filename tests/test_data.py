@@ -31,6 +31,20 @@ def test_digits_is_real_data_in_unit_range():
   assert set(np.unique(d['label'])) == set(range(10))
 
 
+def test_digits_read_from_the_csv_equal_scikit_learns_also_when_the_csv_is_not_found(monkeypatch):
+  from sklearn.datasets import load_digits
+
+  sk = load_digits()
+  expected = {'image': (sk.images[..., None] / 16.0).astype(np.float32), 'label': sk.target.astype(np.int32)}
+  from_csv = data.load_digits()['train']
+  monkeypatch.setattr('importlib.util.find_spec', lambda name: None)
+  through_sklearn = data.load_digits()['train']
+  for d in (from_csv, through_sklearn):
+    assert d['image'].dtype == np.float32 and d['label'].dtype == np.int32
+    np.testing.assert_array_equal(d['image'], expected['image'])
+    np.testing.assert_array_equal(d['label'], expected['label'])
+
+
 @pytest.mark.parametrize('gz', [False, True])
 def test_idx_round_trip(tmp_path, gz):
   images = np.random.default_rng(0).integers(0, 256, (5, 28, 28), dtype=np.uint8)
