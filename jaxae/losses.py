@@ -187,15 +187,20 @@ def decoder_mean(out: jax.Array, likelihood: str) -> jax.Array:
   return jnp.clip(out, 0.0, 1.0)
 
 
-def gan_real_loss(logits: jax.Array) -> jax.Array:
+def gan_real_loss(logits: jax.Array, target: float = 1.0) -> jax.Array:
   """`-log D(x) = softplus(-logits)` for inputs labelled real: `[B]` or `[B, 1]` logits -> `[B]`.
 
-  Applied to D(G(z)) it is the generator's non-saturating loss.
+  Applied to D(G(z)) it is the generator's non-saturating loss. `target` < 1 is one-sided label smoothing, the
+  cross-entropy to `target`: `target * softplus(-logits) + (1 - target) * softplus(logits)`.
 
   References:
     Goodfellow et al., Generative Adversarial Nets, NeurIPS 2014, Sec. 3.
+    Salimans et al., Improved Techniques for Training GANs, NeurIPS 2016, Sec. 3.4 (one-sided label smoothing).
   """
-  return jax.nn.softplus(-logits.reshape(logits.shape[0]))
+  logits = logits.reshape(logits.shape[0])
+  if target == 1.0:
+    return jax.nn.softplus(-logits)
+  return target * jax.nn.softplus(-logits) + (1 - target) * jax.nn.softplus(logits)
 
 
 def gan_fake_loss(logits: jax.Array) -> jax.Array:

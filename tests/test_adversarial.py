@@ -110,6 +110,23 @@ def test_gan_losses_in_closed_form():
   logits = jnp.array([[0.0], [30.0], [-30.0]])
   np.testing.assert_allclose(losses.gan_real_loss(logits), [np.log(2), 0, 30], atol=1e-6)
   np.testing.assert_allclose(losses.gan_fake_loss(logits), [np.log(2), 30, 0], atol=1e-6)
+  # one-sided label smoothing: cross-entropy to 0.9, -(0.9 log D + 0.1 log(1 - D)), finite at saturated logits
+  np.testing.assert_allclose(losses.gan_real_loss(logits, 0.9), [np.log(2), 0.1 * 30, 0.9 * 30], atol=1e-5)
+
+
+@pytest.mark.parametrize('name', ['gan', 'dcgan'])
+def test_real_label_smooths_only_the_discriminators_target_for_real_images(name):
+  """D's per-example loss with `real_label=0.9` is `0.9 sp(-D(x)) + 0.1 sp(D(x)) + sp(D(G(z)))` (sp: softplus),
+  from D's own outputs; G's loss is unchanged."""
+  model, config, state, x = make(name, real_label=0.9)
+  z, eps, _ = model.draws(jax.random.key(1), x, config['latent_dim'])
+  d_loss, parts, _ = model.discriminator_terms(state, x, z, eps, 'nonsaturating', 0.0, real_label=0.9)
+  real, fake = model.critic(state, x), model.critic(state, model.generate(state, z))
+  sp = jax.nn.softplus
+  np.testing.assert_allclose(d_loss, 0.9 * sp(-real) + 0.1 * sp(real) + sp(fake), rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(parts['d_real'], jax.nn.sigmoid(real), rtol=1e-5)
+  unsmoothed = model.discriminator_terms(state, x, z, eps, 'nonsaturating', 0.0)[0]
+  np.testing.assert_allclose(d_loss - unsmoothed, 0.1 * real, rtol=1e-4, atol=1e-5)  # sp(r) - sp(-r) = r
 
 
 def test_the_discriminator_learns_perfectly_separable_inputs():
@@ -161,6 +178,8 @@ def test_priors_sample_what_their_density_describes():
     ({'model': 'gan', 'loss': 'hinge'}, "loss='hinge' is not one of"),
     ({'model': 'gan', 'adam_b1': 1.0}, r'adam_b1 must be in \[0, 1\)'),
     ({'model': 'wgan_gp', 'gp_weight': -1.0}, 'gp_weight must be >= 0'),
+    ({'model': 'dcgan', 'real_label': 1.1}, r'real_label=1.1 is D\'s target for real images: set it in \(0, 1\]'),
+    ({'model': 'wgan_gp', 'real_label': 0.9}, 'and to 1 with the wasserstein loss'),
 ])
 def test_bad_adversarial_settings_are_user_errors(overrides, message):
   with pytest.raises(UserError, match=message):

@@ -52,10 +52,12 @@ def class_loss(logits, y):
   return 0.0 if logits is None else optax.softmax_cross_entropy(logits, y)
 
 
-def discriminator_terms(state, x, z, eps, loss, gp_weight, dropout_key=None, y=None, projection=False):
+def discriminator_terms(state, x, z, eps, loss, gp_weight, dropout_key=None, y=None, projection=False,
+                        real_label=1.0):
   """Per-example D loss `[B]`, its parts and the state: `(d_loss, {'d_real', 'd_fake'[, 'gp']}, state)`, real
   pairs with fake i; one-hot labels `y: [B, K]` (conditional) condition real i and fake i alike (an AC-GAN's
-  loss adds D's class cross-entropy on both).
+  loss adds D's class cross-entropy on both). `real_label`: the non-saturating D's target for real images (< 1:
+  one-sided label smoothing, Salimans et al. 2016).
 
   With `dropout_key` (training), G and D run in training mode: D drops units, real and fake with independent
   masks, and batch norm normalises each batch (real, then fake) by its own statistics, as PyTorch's DCGAN does.
@@ -67,15 +69,17 @@ def discriminator_terms(state, x, z, eps, loss, gp_weight, dropout_key=None, y=N
   fake_out, fake_class, state = critic_outputs(state, fake, y, k_fake, projection)
   aux = class_loss(real_class, y) + class_loss(fake_class, y)
   if loss == 'nonsaturating':
-    return (losses.gan_real_loss(real_out) + losses.gan_fake_loss(fake_out) + aux,
+    return (losses.gan_real_loss(real_out, real_label) + losses.gan_fake_loss(fake_out) + aux,
             {'d_real': jax.nn.sigmoid(real_out), 'd_fake': jax.nn.sigmoid(fake_out)}, state)
   gp = losses.gradient_penalty(lambda v: critic_outputs(state, v, y, k_gp, projection)[0], x, fake, eps)
   return fake_out - real_out + gp_weight * gp + aux, {'d_real': real_out, 'd_fake': fake_out, 'gp': gp}, state
 
 
-def discriminator_loss(state, x, mask, z, eps, loss, gp_weight, dropout_key=None, y=None, projection=False):
+def discriminator_loss(state, x, mask, z, eps, loss, gp_weight, dropout_key=None, y=None, projection=False,
+                       real_label=1.0):
   """One D update's loss, the masked mean of `discriminator_terms`: `(d_loss, (metrics, state))`."""
-  d_loss, parts, state = discriminator_terms(state, x, z, eps, loss, gp_weight, dropout_key, y, projection)
+  d_loss, parts, state = discriminator_terms(state, x, z, eps, loss, gp_weight, dropout_key, y, projection,
+                                            real_label)
   d_loss = losses.masked_mean(d_loss, mask)
   return d_loss, ({'d_loss': d_loss, **{k: losses.masked_mean(v, mask) for k, v in parts.items()}}, state)
 

@@ -66,6 +66,7 @@ KEYS = dict(  # what this family's own config keys mean (jaxae-train --list-conf
     aux_classifier='AC-GAN: D sees the image alone and predicts its class (a conditional GAN only)',
     ema_decay='decay of the generator weights\' moving average that samples are drawn from (0: none)',
     projection='projection discriminator: D sees the image alone, its score adds y^T V phi(x) (a conditional GAN only)',
+    real_label='D\'s target for real images (non-saturating): 1, or below for one-sided label smoothing (0.9)',
 )
 INITS = ('flax', 'dcgan')
 
@@ -74,7 +75,7 @@ def defaults() -> dict:
   return dict(
       arch='mlp', hidden=(512, 256), conv_features=(64, 128), latent_dim=100, loss='nonsaturating', n_critic=1,
       n_generator=1, gp_weight=0.0, d_dropout=0.3, learning_rate=2e-4, adam_b1=0.5, norm='none', d_norm='none',
-      init='flax', num_classes=0, aux_classifier=False, ema_decay=0.0, projection=False,
+      init='flax', num_classes=0, aux_classifier=False, ema_decay=0.0, projection=False, real_label=1.0,
   )
 
 
@@ -93,6 +94,9 @@ def validate(config) -> None:
   checks.require(not (config['aux_classifier'] and config['projection']),
                  'aux_classifier and projection are two ways for D to read the label: set the other one to false '
                  '(cdcgan has projection=true)')
+  checks.require(0 < config['real_label'] <= 1 and (config['real_label'] == 1 or config['loss'] == 'nonsaturating'),
+                 f"real_label={config['real_label']} is D's target for real images: set it in (0, 1] (1: no "
+                 'smoothing), and to 1 with the wasserstein loss')
   checks.require(not (config['d_norm'] == 'batch' and config['gp_weight'] > 0),
                  'the gradient penalty needs critic outputs that depend on each example alone: set d_norm=layer or '
                  'none with gp_weight > 0 (Gulrajani et al.)')
@@ -140,7 +144,7 @@ def critic(state, x: jax.Array, y: jax.Array | None = None, projection: bool = F
 
 
 def train_step(state, batch, key, *, loss, latent_dim, n_critic, n_generator, gp_weight, num_classes, ema_decay,
-               projection):
+               projection, real_label):
   """`n_critic` discriminator updates, then `n_generator` generator updates (and its moving average's, given
   `ema_decay`): `(state, metrics)`; a conditional GAN (`num_classes` > 0) conditions both players on the batch's
   labels. Each update draws its own z.
@@ -155,7 +159,7 @@ def train_step(state, batch, key, *, loss, latent_dim, n_critic, n_generator, gp
   def critic_update(state, k):
     z, eps, k_drop = draws(k, x, latent_dim)
     return steps.phase_step(state, 'discriminator', discriminator_loss, x, mask, z, eps, loss, gp_weight, k_drop, y,
-                            projection)
+                            projection, real_label)
 
   def generator_update(state, k):
     z, _, k_drop = draws(k, x, latent_dim)
@@ -169,12 +173,13 @@ def train_step(state, batch, key, *, loss, latent_dim, n_critic, n_generator, gp
   return state.replace(step=state.step + 1), {k: v[-1] for k, v in {**d_metrics, **g_metrics}.items()}
 
 
-def eval_step(state, batch, key, *, loss, latent_dim, gp_weight, num_classes, projection):
+def eval_step(state, batch, key, *, loss, latent_dim, gp_weight, num_classes, projection, real_label):
   """Sums over held-out images of d_loss, d_real, d_fake (gp), g_loss, and `count`; key draws z and eps."""
   x, mask = batch['image'], batch.get('mask')
   y = conditioning.one_hot(batch['label'], num_classes) if num_classes else None
   z, eps, _ = draws(key, x, latent_dim)
-  d_loss, parts, _ = discriminator_terms(state, x, z, eps, loss, gp_weight, y=y, projection=projection)
+  d_loss, parts, _ = discriminator_terms(state, x, z, eps, loss, gp_weight, y=y, projection=projection,
+                                         real_label=real_label)
   per_example = {'d_loss': d_loss, **parts, 'g_loss': generator_terms(state, z, loss, y=y, projection=projection)[0]}
   return {**{k: losses.masked_sum(v, mask) for k, v in per_example.items()}, 'count': losses.masked_count(batch)}
 
