@@ -130,23 +130,16 @@ def load_idx_dir(directory: str | os.PathLike) -> dict:
   return out
 
 
-def _digits_csv() -> tuple[np.ndarray, np.ndarray]:
-  """`(pixels [1797, 64], labels [1797])` of scikit-learn's digits, read from the CSV it ships without importing
-  scikit-learn (2 s of every training process's start on digits); through `sklearn.datasets` if it moved."""
-  spec = importlib.util.find_spec('sklearn')
-  path = Path(spec.origin).parent / 'datasets' / 'data' / 'digits.csv.gz' if spec and spec.origin else None
-  if path is None or not path.is_file():
-    from sklearn.datasets import load_digits as sk_digits
-
-    d = sk_digits()
-    return d.data, d.target
-  data = np.loadtxt(path, delimiter=',')  # as sklearn.datasets.load_digits reads it
-  return data[:, :-1], data[:, -1]
-
-
 def load_digits() -> dict:
-  """scikit-learn's 8x8 digits (values 0..16) as one set `[1797, 8, 8, 1]` in [0, 1]."""
-  pixels, labels = _digits_csv()
+  """scikit-learn's 8x8 digits (0..16) as one set `[1797, 8, 8, 1]` in [0, 1], from its CSV (no 2 s import)."""
+  spec = importlib.util.find_spec('sklearn')
+  csv = Path(spec.origin).parent / 'datasets' / 'data' / 'digits.csv.gz' if spec and spec.origin else None
+  if csv is not None and csv.is_file():
+    data = np.loadtxt(csv, delimiter=',')  # as sklearn.datasets.load_digits reads it
+    pixels, labels = data[:, :-1], data[:, -1]
+  else:
+    from sklearn.datasets import load_digits as sk_digits
+    pixels, labels = sk_digits(return_X_y=True)
   return {'train': {'image': (pixels.reshape(-1, 8, 8, 1) / 16.0).astype(np.float32),
                     'label': labels.astype(np.int32)}, 'test': None}
 
