@@ -116,7 +116,7 @@ def load_state(folder: Path, header: dict, keys):
   """The family's state with the folder's weights: a template from `create_state`, every leaf replaced."""
   config = header['config']
   model = models.get(config['model'])
-  template = model.create_state(keys.init, config, {'image': np.zeros((1, *config['input_shape']), np.float32)})
+  template = models.create_state(model, keys.init, config, {'image': np.zeros((1, *config['input_shape']), np.float32)})
   flat = load_weights(folder / WEIGHTS)
   tree = unflatten(weights(template), flat, f'{folder / WEIGHTS}')
   state = template.replace(params=jax.device_put(tree['params']), batch_stats=jax.device_put(tree['batch_stats']))

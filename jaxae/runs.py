@@ -103,7 +103,7 @@ def load(workdir: str | Path, step: int | None = None, data: dict | None = None)
   if 'input_shape' not in config:  # runs of rounds 1-2 did not record it: their data tell
     config['input_shape'] = tuple(data_lib.prepare(config, data).train['image'].shape[1:])
   keys = make_keys(config['seed'], config['prng_impl'])
-  state = model.create_state(keys.init, config, {'image': np.zeros((1, *config['input_shape']), np.float32)})
+  state = models.create_state(model, keys.init, config, {'image': np.zeros((1, *config['input_shape']), np.float32)})
   with checkpoint.Checkpointer(workdir / 'checkpoints', config['keep_checkpoints']) as ckpt:
     require(step is None or step in ckpt.steps(), f'{workdir} has no checkpoint {step}; it keeps {ckpt.steps()}')
     state, step = ckpt.restore(state, step)

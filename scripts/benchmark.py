@@ -95,7 +95,7 @@ def bench_family(name: str, precision: str, n_epochs: int, images, data_mode: st
   model = models.get(name)
   keys = make_keys(0)
   x = data.to_float(images[:batch])
-  state = model.create_state(keys.init, config, {'image': x[:1]})
+  state = models.create_state(model, keys.init, config, {'image': x[:1]})
   default_key = jax.random.wrap_key_data(jax.random.key_data(keys.step))  # JAX's rolled hash: not counted as FLOPs
   step_flops = roofline.flops(jax.jit(steps.bind(model.train_step, config)).lower(
       state, {'image': x, 'mask': jnp.ones(batch)}, default_key).compile())

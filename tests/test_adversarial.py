@@ -20,7 +20,7 @@ def make(name, shape=(8, 8, 1), **overrides):
                                **overrides})
   x = jax.random.uniform(jax.random.key(9), (16, *shape))
   model = models.get(name)
-  return model, config, model.create_state(jax.random.key(0), config, {'image': x}), x
+  return model, config, models.create_state(model, jax.random.key(0), config, {'image': x}), x
 
 
 def changed(a, b) -> dict:
@@ -203,7 +203,7 @@ def test_the_composite_epoch_and_eval_compile_once():
   model = models.get('wgan_gp')
   x = jnp.asarray(np.random.default_rng(0).random((100, 8, 8, 1), np.float32))
   keys = make_keys(0)
-  state = model.create_state(keys.init, config, {'image': x[:1]})
+  state = models.create_state(model, keys.init, config, {'image': x[:1]})
   fns = compile_fns(model, {**config, 'checkpoint_every': 1}, 100)  # 2 chunks, the last partial
   for epoch in (1, 2):
     for start in (0, 1):

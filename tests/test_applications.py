@@ -140,7 +140,7 @@ def test_train_classes_keeps_only_those_classes_for_training():
 def test_evaluate_accepts_numpy_images():
   config = config_lib.resolve(tiny())
   model = models.get('vae')
-  state = model.create_state(jax.random.key(0), config, {'image': DIGITS['image'][:1]})
+  state = models.create_state(model, jax.random.key(0), config, {'image': DIGITS['image'][:1]})
   x = DIGITS['image'][:100]
   sums = scan.evaluate(steps.bind(model.eval_step, config), state, {'image': x}, jax.random.key(1), batch_size=32)
   assert float(sums['count']) == 100 and np.isfinite(float(sums['nelbo']))

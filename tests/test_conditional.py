@@ -55,7 +55,7 @@ def make(name):
   batch = {'image': jax.random.uniform(jax.random.key(9), (6, *shape)), 'label': jnp.arange(6, dtype=jnp.int32),
            'mask': jnp.ones(6)}
   model = models.get(name)
-  return model, config, model.create_state(jax.random.key(0), config, batch), batch
+  return model, config, models.create_state(model, jax.random.key(0), config, batch), batch
 
 
 @pytest.mark.parametrize('name', CONDITIONAL)
@@ -95,7 +95,7 @@ def test_a_discriminator_that_sees_the_image_alone_reads_the_label_from_its_k_mo
                                'aux_classifier': not projection, 'projection': projection})
   model = models.get(name)
   x = jax.random.uniform(jax.random.key(9), (6, *shape))
-  state = model.create_state(jax.random.key(0), config, {'image': x})
+  state = models.create_state(model, jax.random.key(0), config, {'image': x})
   kernels = [v for k, v in jax.tree_util.tree_leaves_with_path(state.params['discriminator']) if 'kernel' in str(k)]
   assert kernels[0].shape[-2] == (64 if name == 'cgan' else 3) and kernels[-1].shape[1] == 11  # no label channel
   y = conditioning.one_hot(jnp.arange(6) % 10, 10)

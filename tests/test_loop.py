@@ -86,7 +86,7 @@ def _poisoned(n=100, batch=16, at=50):
 def _fns(nonfinite='stop', **overrides):
   config = {**config_lib.resolve(tiny(batch_size=16, nonfinite=nonfinite)), **overrides}
   model, keys = models.get('vae'), make_keys(0)
-  return model.create_state(keys.init, config, {'image': np.zeros((1, 8, 8, 1), np.float32)}), keys, config
+  return models.create_state(model, keys.init, config, {'image': np.zeros((1, 8, 8, 1), np.float32)}), keys, config
 
 
 @pytest.mark.parametrize('nonfinite', ['stop', 'skip'])
@@ -108,6 +108,7 @@ def test_the_exact_guard_names_the_first_bad_step_and_stops_or_skips_it(nonfinit
     step.check(jax.device_get(guard), TERMS, float(sums['count']), 1, 'skip')
 
 
+@pytest.mark.default_codegen
 def test_a_fast_chunk_flags_what_the_exact_guard_names_and_equals_it_when_finite():
   """The fast chunk (stop mode) checks parameters once at its end; on clean data it is the exact chunk's result
   bit for bit; on poisoned data `finite` is false (the loop then reruns the chunk exact)."""
@@ -157,6 +158,7 @@ def test_all_finite_sees_any_nan_or_inf(bad):
   assert step.all_finite({})
 
 
+@pytest.mark.default_codegen
 @pytest.mark.parametrize('nonfinite', ['stop', 'skip'])
 def test_a_streamed_chunk_equals_the_resident_one_also_with_a_nan(nonfinite):
   """Groups of 3, 3 and 1 batches (the last padded, exact): the same state as resident, bit for bit, and the same
@@ -182,7 +184,7 @@ def test_chunks_and_eval_compile_once_padded_or_streamed():
   config = config_lib.resolve(tiny(batch_size=16))
   model, keys = models.get('vae'), make_keys(0)
   x = np.random.default_rng(0).random((100, 8, 8, 1), np.float32)  # 7 batches of 16, the last partial
-  state = model.create_state(keys.init, config, {'image': x[:1]})
+  state = models.create_state(model, keys.init, config, {'image': x[:1]})
   padded = compile_fns(model, {**config, 'checkpoint_every': 3}, 100)  # chunks of 3: 3, 3, 1 + 2 padding
   assert not padded.fast and (padded.steps, padded.per_epoch) == (3, 3)
   for epoch in (1, 2):

@@ -23,7 +23,7 @@ def make(name, arch='mlp', shape=(28, 28, 1), **overrides):
                                'conv_features': (8, 16), **norms, **overrides})
   batch = {'image': jax.random.uniform(jax.random.key(9), (6, *shape)), 'label': jnp.arange(6, dtype=jnp.int32)}
   model = models.get(name)
-  return model, config, model.create_state(jax.random.key(0), config, batch), batch
+  return model, config, models.create_state(model, jax.random.key(0), config, batch), batch
 
 
 def test_every_family_is_found_by_name():
@@ -166,6 +166,29 @@ def test_tied_conv_decoder_is_the_adjoint_of_the_encoder():
   np.testing.assert_allclose(lhs, rhs, rtol=1e-4)
 
 
+@pytest.mark.parametrize('name,arch', [('dcgan', 'conv'), ('aae', 'mlp')])
+def test_create_state_is_one_program_with_the_eager_state(name, arch):
+  """`models.create_state` compiles the family's init as one program: its arrays are the eager ones (DCGAN's
+  init scale, a multiply fused into the draw, within one float32 rounding), on the sample's first example only."""
+  config = config_lib.resolve({'model': name, 'arch': arch, 'hidden': (16,), 'conv_features': (4, 8)})
+  model, batch = models.get(name), {'image': np.random.default_rng(0).random((5, 8, 8, 1), np.float32)}
+  key, lowered = jax.random.key(3), []
+  listen = lambda event, _, **kw: event.endswith('jaxpr_to_mlir_module_duration') and lowered.append(kw['fun_name'])
+  models._jitted_init.cache_clear()
+  jax.monitoring.register_event_duration_secs_listener(listen)
+  try:
+    one = models.create_state(model, key, config, batch)
+    assert lowered == ['jit(init)']  # eagerly: one program per initialiser and layer
+    other = models.create_state(model, jax.random.key(4), config, {'image': batch['image'][2:]})
+    assert lowered == ['jit(init)']  # compiled once per family and config
+  finally:
+    jax.monitoring.unregister_event_duration_listener(listen)
+  eager = model.create_state(key, config, {'image': batch['image'][:1]})
+  for a, b in zip(jax.tree.leaves(one), jax.tree.leaves(eager), strict=True):
+    np.testing.assert_allclose(a, b, rtol=0, atol=2 ** -24 * (name == 'dcgan'))
+  assert not all(map(np.array_equal, jax.tree.leaves(one.params), jax.tree.leaves(other.params)))  # the key: an input
+
+
 @pytest.mark.parametrize('name', FAMILIES)
 def test_train_step_compiles_once(name):
   model, config, state, batch = make(name)
@@ -211,8 +234,8 @@ def test_dropout_is_off_at_evaluation():
                              rngs={'dropout': jax.random.key(3)})
   eval_out = state.apply_fn({'params': state.params}, batch['image'])
   assert not np.allclose(train_out, eval_out)
-  plain = models.get('ae').create_state(jax.random.key(0), {**config, 'input_dropout': 0.0, 'dropout_rate': 0.0},
-                                        batch)
+  plain = models.create_state(models.get('ae'), jax.random.key(0),
+                              {**config, 'input_dropout': 0.0, 'dropout_rate': 0.0}, batch)
   np.testing.assert_allclose(eval_out, plain.apply_fn({'params': state.params}, batch['image']), atol=1e-6)
 
 
@@ -294,7 +317,7 @@ def test_bf16_matmuls_match_f32_with_float32_params_and_loss(name, arch, bf16_pa
   out32, out16 = jax.tree.leaves(out32)[0], jax.tree.leaves(out16)[0]
   assert out16.dtype == jnp.float32
   np.testing.assert_allclose(out16, out32, atol=0.05 * float(jnp.abs(out32).max()))
-  state16 = model.create_state(jax.random.key(0), config16, batch)
+  state16 = models.create_state(model, jax.random.key(0), config16, batch)
   assert {p.dtype for p in jax.tree.leaves(state16.params)} == {jnp.dtype('float32')}
   step16 = jax.jit(steps.bind(model.train_step, config16))
   assert 'bf16' in step16.lower(state16, batch, jax.random.key(1)).as_text()

@@ -52,7 +52,7 @@ def test_layer_norm_normalises_each_example_alone():
 def dcgan_state(image_shape, **overrides):
   config = config_lib.resolve(tiny(model='dcgan', conv_features=(8, 16), **overrides))
   batch = {'image': jnp.zeros((2, *image_shape))}
-  return config, models.get('dcgan').create_state(jax.random.key(0), config, batch)
+  return config, models.create_state(models.get('dcgan'), jax.random.key(0), config, batch)
 
 
 @pytest.mark.parametrize('image_shape', [(28, 28, 1), (32, 32, 3)])
@@ -104,7 +104,7 @@ def test_a_batch_norm_autoencoder_keeps_running_averages_and_evaluates_with_them
   model = models.get(name)
   config = config_lib.resolve(tiny(model=name, arch='conv', norm='batch'))
   x = jax.random.uniform(jax.random.key(2), (16, 8, 8, 1))
-  state = model.create_state(jax.random.key(0), config, {'image': x})
+  state = models.create_state(model, jax.random.key(0), config, {'image': x})
   stats = state.batch_stats  # {'encoder', 'decoder'}: the AAE's parts, the autoencoder's submodules
   assert set(stats['encoder']) == {'BatchNorm_0'} and len(stats['decoder']) == 2
   batch = {'image': x, 'mask': jnp.ones(16)}

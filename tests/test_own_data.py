@@ -62,6 +62,7 @@ def test_own_data_gets_the_dataset_checks_before_anything_is_written(tmp_path, i
   assert not (tmp_path / 'run').exists()
 
 
+@pytest.mark.default_codegen
 @pytest.mark.parametrize('data_mode', ['resident', 'streaming'])
 def test_uint8_images_stay_uint8_in_the_loop_and_train_exactly_as_their_floats(tmp_path, data_mode):
   pixels = data.from_arrays(RAW, DIGITS['label'])

@@ -42,6 +42,7 @@ def test_every_image_gets_a_labelled_partner_and_the_labelled_ones_share_the_row
   assert data.labelled_partners({'image': images, 'label': -np.ones(100, int)}, 0) == {}
 
 
+@pytest.mark.default_codegen
 def test_the_labelled_mini_batch_reaches_the_step_alike_from_device_resident_and_streamed_data(tmp_path):
   """Both data paths give each batch its labelled partners: the same training, bit for bit, and every step's
   classification phase sees a whole batch of labelled images (the mean of 'labelled' is the batch size but for

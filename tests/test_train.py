@@ -143,6 +143,7 @@ def test_a_nan_chunks_after_the_last_checkpoint_is_named_by_replaying_from_it(tm
   assert checkpoint.step_folders(tmp_path / 'checkpoints') == [26]
 
 
+@pytest.mark.default_codegen
 def test_checkpoints_and_evaluations_at_intervals_resume_bitwise(tmp_path):
   """checkpoint_epochs=2 and eval_every=3 over 3 then 5 epochs: checkpoints at epochs 2, 3 (the end), 4 and 5,
   held-out records at 0, 3 and 5, train records every epoch, and the parameters of an uninterrupted run."""
@@ -203,6 +204,7 @@ def test_metrics_log_keeps_only_epochs_covered_by_the_checkpoint(tmp_path):
   assert metrics.MetricsLog(path, -1).records == [] and metrics.read(path) == []
 
 
+@pytest.mark.default_codegen
 def test_mid_epoch_checkpoints_resume_bitwise_with_exact_epoch_metrics(tmp_path):
   """26 steps per epoch in chunks of 5: 6 chunks per epoch, the last one padded with no-op batches."""
   plain = train.train_and_evaluate(tiny(epochs=2), tmp_path / 'plain', progress=False)

@@ -76,7 +76,7 @@ def _setup(overrides: dict, workdir: Path, sets: dict | None = None) -> tuple[_R
   keys = make_keys(config['seed'], config['prng_impl'])
   sample = {'image': data.to_float(train_x[:1])}
   try:
-    state = model.create_state(keys.init, config, sample)
+    state = models.create_state(model, keys.init, config, sample)
   except ValueError as e:
     raise UserError(f'{e}') from None
   workdir_lib.check_workdir(workdir, config)
@@ -94,7 +94,7 @@ def _setup(overrides: dict, workdir: Path, sets: dict | None = None) -> tuple[_R
   eval_data = parallel.replicate({'image': np.asarray(eval_x), 'label': np.asarray(splits.eval['label'], np.int32)},
                                  mesh)  # evaluation sets are small: resident in both modes
   fns = compile_fns(model, config, len(train_x), mesh, resident)
-  initial = lambda: parallel.replicate(model.create_state(keys.init, config, sample), mesh)
+  initial = lambda: parallel.replicate(models.create_state(model, keys.init, config, sample), mesh)
   run = _Run(config, model, splits, parallel.replicate(keys, mesh), mesh, train_data, eval_data, fns, initial)
   return run, parallel.replicate(state, mesh)
 

@@ -8,7 +8,7 @@
 - `defaults() -> dict`: its config keys and default values;
 - `validate(config)`: `UserError` for a bad value of its keys (checks from `jaxae.checks`);
 - `create_state(key, config, sample_batch) -> state` (the only reader of config): a pytree with an int32
-  `step` and `params`;
+  `step` and `params`, traceable (the loop runs it jitted: `create_state(model, ...)` below);
 - `train_step(state, batch, key, *, hp...) -> (state, metrics)`: pure, unjitted; `*, hp` are config keys;
 - `eval_step(state, batch, key, *, hp...) -> metrics`: per-batch sums and a `count`;
 - `eval_images(state, batch, key, *, hp...) -> {name: [N, H, W, C] in [0, 1]}`;
@@ -20,9 +20,12 @@ the shared tests read `CAN` and never guess with `hasattr`; `tests/test_models.p
 declaration matches the functions there.
 """
 
+import functools
 import importlib
 import pkgutil
 from types import ModuleType
+
+import jax
 
 from jaxae.errors import UserError
 
@@ -65,3 +68,28 @@ def can(model: ModuleType | str, capability: str) -> bool:
 def with_capability(capability: str) -> list[str]:
   """The names of the families that declare `capability`."""
   return [name for name in names() if can(name, capability)]
+
+
+def create_state(model: ModuleType, key: jax.Array, config, sample_batch):
+  """`model.create_state(key, config, sample_batch)` traced and compiled as one program, as Flax's examples
+  `jax.jit(model.init)`, once per family and config in a process: run eagerly, each initialiser and layer of the
+  init pass compiles a program of its own (hundreds for a conv GAN: a default `dcgan`'s state took 11.8 s eagerly
+  and 3.4 s as one program on a 2-core AMD EPYC). The arrays are the eager ones (DCGAN's init within one float32
+  rounding). Reads `sample_batch`'s first example only."""
+  first = jax.tree.map(lambda a: a[:1], dict(sample_batch))
+  items = tuple(sorted(config.items()))
+  try:
+    init = _jitted_init(model, items)
+  except TypeError:  # a config value that does not hash: compiled for this call alone
+    init = _jitted_init.__wrapped__(model, items)
+  return init(key, first)
+
+
+@functools.lru_cache(maxsize=16)
+def _jitted_init(model: ModuleType, config_items: tuple):
+  config = dict(config_items)
+
+  def init(key, first):
+    return model.create_state(key, config, first)
+
+  return jax.jit(init)
