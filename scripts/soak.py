@@ -3,7 +3,8 @@
   python scripts/soak.py --model vae --cycles 20 --workdir runs/soak
 
 Each cycle starts `scripts/train.py` on the same workdir, waits until it has
-logged something new, sleeps a random 0-1 s and kills it with SIGKILL. Then a
+logged something new, sleeps a random 0-1 s (at most half the time the rest of the run took in the
+uninterrupted reference run, trained first) and kills it with SIGKILL. Then a
 last run finishes the job, and the soak checks that every epoch and split
 appears exactly once in metrics.jsonl, that every kept checkpoint restores,
 and that the final parameters equal, bit for bit, those of an uninterrupted
@@ -43,15 +44,20 @@ def cli_args(config: dict) -> list[str]:
   return args
 
 
-def kill_cycle(config: dict, workdir: Path, rng: random.Random, timeout: float = 300) -> bool:
-  """One start-wait-SIGKILL cycle; returns False if the run finished before the kill."""
+def kill_cycle(config: dict, workdir: Path, rng: random.Random, epoch_seconds: list[float],
+               timeout: float = 300) -> bool:
+  """One start-wait-SIGKILL cycle; returns False if the run finished before the kill. The kill comes at a random
+  moment within 1 s of the run's next record and within half the time the epochs after that record took in the
+  reference run (`epoch_seconds[i]`: epoch i + 1), so that it lands in training on a machine of any speed."""
   seen = len(metrics.read(workdir / 'metrics.jsonl'))
   proc = subprocess.Popen([sys.executable, str(TRAIN), '--workdir', str(workdir), '--no-progress',
                            *cli_args(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   deadline = time.time() + timeout
-  while len(metrics.read(workdir / 'metrics.jsonl')) <= seen and proc.poll() is None and time.time() < deadline:
+  while len(records := metrics.read(workdir / 'metrics.jsonl')) <= seen and proc.poll() is None \
+      and time.time() < deadline:
     time.sleep(0.01)
-  time.sleep(rng.uniform(0, 1.0))
+  to_come = sum(epoch_seconds[records[-1]['epoch']:]) if len(records) > seen else 0.0
+  time.sleep(rng.uniform(0, min(1.0, to_come / 2)))
   finished = proc.poll() is not None
   proc.send_signal(signal.SIGKILL)
   proc.wait()
@@ -66,9 +72,10 @@ def restorable_checkpoints(workdir: Path) -> list[int]:
 
 def soak(config: dict, workdir: Path, cycles: int, seed: int) -> dict:
   rng = random.Random(seed)
-  kills = sum(kill_cycle(config, workdir / 'killed', rng) for _ in range(cycles))
-  resumed = train_and_evaluate(config, workdir / 'killed', progress=False)
   reference = train_and_evaluate(config, workdir / 'reference', progress=False)
+  epoch_seconds = [r['seconds'] for r in reference.records if r['split'] == 'train']
+  kills = sum(kill_cycle(config, workdir / 'killed', rng, epoch_seconds) for _ in range(cycles))
+  resumed = train_and_evaluate(config, workdir / 'killed', progress=False)
   logged = [(r['epoch'], r['split']) for r in metrics.read(workdir / 'killed' / 'metrics.jsonl')]
   expected = [(r['epoch'], r['split']) for r in reference.records]
   events = lambda run: {tag: [s for s, _ in v] for tag, v in tensorboard.scalars(workdir / run).items()}

@@ -36,6 +36,7 @@ SOAKED_AS = {'dae': 'ae', 'tied_ae': 'ae', 'dropout_ae': 'ae', 'iwae': 'vae', 'w
 def test_sigkill_then_rerun_is_bitwise_identical_to_an_uninterrupted_run(tmp_path, name):
   """Every family module but those in `SOAKED_AS` (cvae soaks the labels' path, ssaae the labelled partners)."""
   report = run_soak(tmp_path, name, cycles=1, epochs=8)
+  assert report['kills'] == 1  # the kill landed in training (soak.py times it from the reference run)
   assert report['ok'] and report['weights_bitwise_identical'] and report['metrics_complete_no_duplicates']
   assert report['tensorboard_complete_no_duplicates']
 
