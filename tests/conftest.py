@@ -26,7 +26,8 @@ os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES', '0')
 # process of their own with XLA's default emitters, as users' runs have (`pytest_pyfunc_call` below).
 FAST_CODEGEN = '--xla_cpu_use_fusion_emitters=false'
 for flag in ('--xla_backend_optimization_level=0', FAST_CODEGEN):
-  if flag.split('=')[0] not in os.environ.get('XLA_FLAGS', '') and os.environ.get('JAXAE_TESTS_CODEGEN') != 'default':
+  if flag.split('=')[0] not in os.environ.get('XLA_FLAGS', '') and not (
+      flag == FAST_CODEGEN and os.environ.get('JAXAE_TESTS_CODEGEN') == 'default'):
     os.environ['XLA_FLAGS'] = f"{os.environ.get('XLA_FLAGS', '')} {flag}".strip()
 
 os.environ.setdefault('XLA_PYTHON_CLIENT_PREALLOCATE', 'false')  # on a GPU: workers and subprocesses share it
