@@ -326,10 +326,11 @@ def test_bf16_matmuls_match_f32_with_float32_params_and_loss(name, arch, bf16_pa
 
 
 @pytest.mark.parametrize('transpose', [False, True])
-@pytest.mark.parametrize('shapes', [((3, 7, 7, 5), 6), ((2, 14, 14, 3), 1), ((2, 6, 10, 2), 3)])
+@pytest.mark.parametrize('shapes', [((3, 7, 7, 5), 6), ((2, 14, 14, 3), 1), ((2, 6, 10, 2), 3), ((2, 8, 8, 1), 20)])
 def test_the_cpu_convs_are_flaxs_with_the_same_parameters_values_and_gradients(shapes, transpose, monkeypatch):
   """`jnn.conv` on CPU (kernel gradients as matmuls of patches, `jaxae.cpu`) against Flax's `nn.Conv` and
-  `nn.ConvTranspose`, also inside a `lax.scan`, where XLA CPU's own kernel gradient is slow."""
+  `nn.ConvTranspose`, also inside a `lax.scan`, where XLA CPU's own kernel gradient is slow; the last shape's
+  windows (16 wide) are narrower than the conv's output (20), so `f32_matmul` takes autodiff's weight gradient."""
   import flax.linen as nn
 
   monkeypatch.setattr(cpu, 'active', lambda: True)
