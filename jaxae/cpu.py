@@ -101,9 +101,9 @@ def _f32_matmul_fwd(x, w):
 
 def _f32_matmul_bwd(residuals, g):
   x, w = residuals
-  if g.shape[1] >= x.shape[1]:
-    return g @ w.T, x.T @ g
-  return g @ w.T, jax.lax.optimization_barrier(jax.lax.optimization_barrier(g.T) @ x).T
+  narrow_g = g.shape[1] < x.shape[1]
+  dw = jax.lax.optimization_barrier(jax.lax.optimization_barrier(g.T) @ x).T if narrow_g else x.T @ g
+  return g @ w.T, dw
 
 
 f32_matmul.defvjp(_f32_matmul_fwd, _f32_matmul_bwd)
