@@ -6,6 +6,8 @@ initialised from N(0, 0.02), Adam 2e-4, beta1 0.5.
 Unlike the paper, each step makes two generator updates (`n_generator=2`, each with fresh z), as the widely
 used DCGAN-tensorflow does to keep D from winning: on MNIST (9,000 images, 20 epochs) the classifier FD went
 22.8 -> 15.0 and the rarest class (1) 2.4% -> 5.6% of samples (README); `n_generator=1` is the paper's step.
+Its best setting on MNIST, 1.5x the epoch time (README: over ten seeds its FD is below the MLP GAN's at 100 epochs):
+`batch_size=32, n_generator=4, real_label=0.9`.
 
 A preset of `jaxae.models.gan`: same losses and steps, other defaults.
 
