@@ -23,7 +23,7 @@ import numpy as np
 from jaxae import conditioning, models, portable, steps
 from jaxae import data as data_lib
 from jaxae.errors import require
-from jaxae.loop import checkpoint
+from jaxae.loop import checkpoint, restore
 from jaxae.loop.keys import Keys, make_keys
 
 
@@ -38,6 +38,27 @@ class Loaded:
   keys: Keys
   step: int
   data: dict | None = None
+
+  @property
+  def epochs_done(self) -> float | None:
+    """Epochs trained by `step` (None for a run that did not record its data's size)."""
+    count = self.config.get('data_fingerprint', {}).get('train', {}).get('count')
+    return None if count is None else self.step / -(-count // self.config['batch_size'])
+
+  @property
+  def finished(self) -> bool:
+    """Whether `step` ends the run (its `epochs` trained). A run still training, or stopped before the end, loads
+    from its newest committed checkpoint: False, and `progress` says which."""
+    return self.epochs_done is None or self.epochs_done >= self.config['epochs']
+
+  @property
+  def progress(self) -> str:
+    """Which checkpoint this is, in words, e.g. 'step 1404 (epoch 108 of 400, not finished: its newest committed
+    checkpoint)'."""
+    if self.epochs_done is None:
+      return f'step {self.step}'
+    state = 'finished' if self.finished else 'not finished: its newest committed checkpoint'
+    return f"step {self.step} (epoch {self.epochs_done:.4g} of {self.config['epochs']}, {state})"
 
   @functools.cached_property
   def splits(self) -> data_lib.Splits:
@@ -81,40 +102,43 @@ class Loaded:
     return cache[name]
 
 
-def load(workdir: str | Path, step: int | None = None, data: dict | None = None) -> Loaded:
-  """The run in `workdir` at checkpoint `step` (default: the latest), or the model exported to `workdir`
-  (`jaxae.export`). Reads, never writes.
+def load(workdir: str | Path, step: int | None = None, data: dict | None = None, *,
+         allow_nonfinite: bool = False) -> Loaded:
+  """The run in `workdir` at checkpoint `step` (default: the newest committed one), or the model exported to
+  `workdir` (`jaxae.export`). Reads, never writes: a run may be read while it trains (`Loaded.progress` says
+  which checkpoint was read).
 
   `data`: for a run trained on your own arrays (dataset 'arrays'), the same
   `jaxae.data.from_arrays(...)` again (used only when `splits` is asked for).
+  `allow_nonfinite`: load an exported model whose weights hold NaN or Inf (with a warning) instead of refusing it.
 
   Raises:
-    UserError: no run or no checkpoint in `workdir`, or a corrupt config or checkpoint.
+    UserError: no run or no checkpoint in `workdir`, or a damaged config, checkpoint or weights file.
   """
   workdir = Path(workdir)
   if portable.is_exported(workdir):
-    return _load_exported(workdir, step, data)
+    return _load_exported(workdir, step, data, allow_nonfinite)
   config = checkpoint.read_config(workdir)
   require(config is not None, f'{workdir} holds no run (no config.json): train one first with '
           f'jaxae-train --workdir {workdir}')
-  require((workdir / 'checkpoints').is_dir() and any((workdir / 'checkpoints').iterdir()),
-          f'{workdir} has no checkpoint yet: let its training finish an epoch (re-run the same command to resume)')
+  require(restore.latest_step(workdir / 'checkpoints') is not None, f'{workdir} has no checkpoint yet: let its '
+          'training finish an epoch (re-run the same command to resume)')
   model = models.get(config['model'])
   if 'input_shape' not in config:  # runs of rounds 1-2 did not record it: their data tell
     config['input_shape'] = tuple(data_lib.prepare(config, data).train['image'].shape[1:])
   keys = make_keys(config['seed'], config['prng_impl'])
   state = models.create_state(model, keys.init, config, {'image': np.zeros((1, *config['input_shape']), np.float32)})
-  with checkpoint.Checkpointer(workdir / 'checkpoints', config['keep_checkpoints']) as ckpt:
-    require(step is None or step in ckpt.steps(), f'{workdir} has no checkpoint {step}; it keeps {ckpt.steps()}')
-    state, step = ckpt.restore(state, step)
+  kept = restore.step_folders(workdir / 'checkpoints')
+  require(step is None or step in kept, f'{workdir} has no checkpoint {step}; it keeps {kept}')
+  state, step = restore.restore(workdir / 'checkpoints', state, step)
   return Loaded(model, state, config, keys, step, data)
 
 
-def _load_exported(folder: Path, step: int | None, data: dict | None) -> Loaded:
+def _load_exported(folder: Path, step: int | None, data: dict | None, allow_nonfinite: bool) -> Loaded:
   header = portable.read_header(folder)
   require(step in (None, header['step']), f"{folder} is a model exported at step {header['step']}; it holds no "
           f'step {step}: load it without a step')
   config = header['config']
   keys = make_keys(config['seed'], config['prng_impl'])
-  model, state = portable.load_state(folder, header, keys)
+  model, state = portable.load_state(folder, header, keys, allow_nonfinite)
   return Loaded(model, state, config, keys, header['step'], data)

@@ -46,8 +46,7 @@ from jaxae import data, models, nn, roofline, steps
 from jaxae.data import records
 from jaxae.errors import ArgumentParser, UserError
 from jaxae.loop import make_keys
-from jaxae.loop.compile import compile_fns
-from jaxae.loop.train import matmul_precision
+from jaxae.loop.compile import compile_fns, matmul_precision
 
 BATCH = 128  # the default --batch-size
 

@@ -7,7 +7,8 @@ comparison.md (one row per run, each suite's headline numbers with units) and fi
 
 Suites: every module of `jaxae.evaluation` with a `run` (listed by --help).
 Bad input (no run, a suite that does not fit the model, bad numbers) prints one
-line and exits 2; nothing in the workdirs is changed.
+line and exits 2; nothing in the workdirs is changed. A run may be evaluated while
+it trains: its newest committed checkpoint is read, and a line on stderr says which.
 """
 
 import argparse
@@ -21,8 +22,8 @@ from tqdm.auto import tqdm
 
 from jaxae import evaluation
 from jaxae.errors import ArgumentParser, UserError, require
+from jaxae.loop.compile import matmul_precision
 from jaxae.loop.keys import root_key
-from jaxae.loop.train import matmul_precision
 from jaxae.runs import load
 
 
@@ -64,6 +65,9 @@ def main(argv=None) -> int:
     require(args.out is not None or len(args.workdirs) == 1, 'give --out when evaluating several workdirs')
     suites = [evaluation.get(name) for name in args.suites.split(',')]
     runs = {Path(w).name or w: load(w) for w in args.workdirs}
+    for name, loaded in runs.items():
+      if not loaded.finished:  # a run still training (or stopped): say which checkpoint its numbers are of
+        print(f'evaluate: {name}: {loaded.progress}', file=sys.stderr)
     if args.data_dir:
       runs = {name: dataclasses.replace(r, config={**r.config, 'data_dir': args.data_dir}) for name, r in runs.items()}
     for loaded in runs.values():

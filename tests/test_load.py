@@ -69,3 +69,22 @@ def test_a_run_written_by_an_older_jaxae_loads_and_evaluates_to_its_logged_numbe
   assert [(r['epoch'], r['split']) for r in resumed.records] == [(0, 'eval'), (1, 'train'), (1, 'eval'),
                                                                  (2, 'train'), (2, 'eval')]
   assert int(resumed.state.step) == 14 and load(workdir).step == 14
+
+
+def test_a_run_not_finished_loads_its_newest_committed_checkpoint_and_says_so(tmp_path, capsys):
+  """What a reader of a run in progress (or stopped early) sees: `progress`, and the evaluate script's line."""
+  import json
+
+  from test_export import evaluate
+
+  train.train_and_evaluate(tiny(epochs=1, checkpoint_every=10), tmp_path / 'run', progress=False)  # 26 steps
+  assert load(tmp_path / 'run').progress == 'step 26 (epoch 1 of 1, finished)'
+  config = json.loads((tmp_path / 'run' / 'config.json').read_text())
+  (tmp_path / 'run' / 'config.json').write_text(json.dumps({**config, 'epochs': 4}))  # as a longer run would say
+  (tmp_path / 'run' / 'checkpoints' / '26').rename(tmp_path / 'run' / 'checkpoints' / '26.orbax-checkpoint-tmp')
+  loaded = load(tmp_path / 'run')  # the one being written is not read
+  assert loaded.step == 20 and not loaded.finished
+  assert loaded.progress == 'step 20 (epoch 0.7692 of 4, not finished: its newest committed checkpoint)'
+  assert evaluate.main([str(tmp_path / 'run'), '--suites', 'reconstruction', '--no-progress']) == 0
+  assert capsys.readouterr().err == ('evaluate: run: step 20 (epoch 0.7692 of 4, not finished: its newest committed '
+                                     'checkpoint)\n')

@@ -19,7 +19,7 @@ from conftest import tiny
 import jaxae
 from jaxae import metrics
 from jaxae.errors import UserError
-from jaxae.loop import checkpoint, parallel, tensorboard, train
+from jaxae.loop import parallel, restore, tensorboard, train
 from jaxae.runs import load
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,8 +68,7 @@ def one_cpu_device(workdir, overrides) -> list[dict]:
 
 
 def last_params(workdir, collection='params'):
-  with checkpoint.Checkpointer(workdir / 'checkpoints') as ckpt:
-    return ckpt.read(ckpt.steps()[-1])[collection]
+  return restore.read(workdir / 'checkpoints')[collection]
 
 
 def test_four_devices_match_one_device_and_compile_once_also_on_resume(tmp_path, name='vae'):

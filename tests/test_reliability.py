@@ -3,6 +3,7 @@ filesystems that refuse. Each case: one line, and every byte already there kept.
 
 import errno
 import json
+import logging
 import re
 
 import jax
@@ -108,11 +109,11 @@ def test_a_filesystem_that_refuses_mid_run_gives_one_line_and_keeps_the_last_che
   saves = []
   real_save = checkpoint.Checkpointer.save
 
-  def save(self, step, state, loop):
+  def save(self, step, state, loop, config=None):
     saves.append(step)
     if len(saves) == 2:
       raise OSError(code, __import__('os').strerror(code), str(self.manager.directory / str(step)))
-    real_save(self, step, state, loop)
+    real_save(self, step, state, loop, config)
 
   monkeypatch.setattr(checkpoint.Checkpointer, 'save', save)
   status, _, err = run_cli(capsys, '--workdir', str(tmp_path), '--epochs', '3', *SMALL)
@@ -203,3 +204,18 @@ def test_an_unprepared_tfds_dataset_is_one_line_without_absl_warnings(tmp_path):
 def test_no_figure_images_writes_the_loss_figure_alone(tmp_path):
   train.train_and_evaluate(tiny(epochs=1, num_figure_images=0), tmp_path, progress=False)  # crashed: modulo by 0
   assert sorted(p.name for p in (tmp_path / 'figures').iterdir()) == ['loss.png']
+
+
+def test_damaged_orbax_step_metadata_with_intact_arrays_resumes_without_a_word(tmp_path, capfd, caplog):
+  """It resumed, printing two ERROR:absl reports of the metadata (the writer's checkpoint manager read it at start;
+  it no longer does, and readers never read it)."""
+  train.train_and_evaluate(tiny(epochs=1), tmp_path / 'damaged', progress=False)
+  (tmp_path / 'damaged' / 'checkpoints' / '26' / checkpoint.METADATA).write_text('{garbage')
+  capfd.readouterr()
+  assert load(tmp_path / 'damaged').step == 26
+  caplog.set_level(logging.WARNING)
+  resumed = train.train_and_evaluate(tiny(epochs=2), tmp_path / 'damaged', progress=False)
+  assert capfd.readouterr().err == '' and [r.getMessage() for r in caplog.records] == []
+  whole = train.train_and_evaluate(tiny(epochs=2), tmp_path / 'whole', progress=False)
+  assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(resumed.state.params),
+                                                  jax.tree.leaves(whole.state.params), strict=True))

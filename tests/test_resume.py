@@ -41,9 +41,14 @@ def test_sigkill_then_rerun_is_bitwise_identical_to_an_uninterrupted_run(tmp_pat
   assert report['tensorboard_complete_no_duplicates']
 
 
-def test_short_soak_several_kills_with_mid_epoch_checkpoints(tmp_path):
-  report = run_soak(tmp_path, 'vae', 2, 8, '--checkpoint-every', '10')  # 26 steps per epoch: 3 chunks
+def test_short_soak_several_kills_with_mid_epoch_checkpoints_and_readers_while_it_trains(tmp_path):
+  """Readers too: `jaxae.load`, scripts/evaluate.py and scripts/export.py on the run while it trains (paused with
+  SIGSTOP for each read, so its files can be compared): they opened orbax's checkpoint manager, which deleted the
+  writer's checkpoint in progress and made the training exit."""
+  report = run_soak(tmp_path, 'vae', 2, 8, '--checkpoint-every', '10', '--reads', '2')  # 26 steps an epoch: 3 chunks
   assert report['ok'] and report['kills'] >= 1 and report['checkpoints_restorable'][-1] == 8 * 26  # by steps
+  assert report['reads'] >= 2 and report['reads_changed_the_run'] == 0 and report['reads_failed'] == 0
+  assert report['writer_errors'] == []
 
 
 def test_soak_rejects_bad_input(tmp_path):

@@ -11,7 +11,7 @@ from conftest import tiny
 
 from jaxae import metrics, models
 from jaxae.errors import UserError
-from jaxae.loop import checkpoint, train
+from jaxae.loop import checkpoint, restore, train
 
 
 @pytest.mark.parametrize('name', models.with_capability('encode'))
@@ -238,8 +238,7 @@ def test_a_corrupt_config_json_is_a_user_error_and_is_kept(tmp_path):
 
 def test_a_corrupt_checkpoint_is_a_user_error_naming_it(tmp_path):
   result = train.train_and_evaluate(tiny(epochs=1), tmp_path, progress=False)
-  with checkpoint.Checkpointer(tmp_path / 'checkpoints') as ckpt:
-    read = ckpt.read(26)['params']  # without a template
+  read = restore.read(tmp_path / 'checkpoints', 26)['params']  # without a template
   for a, b in zip(jax.tree.leaves(read), jax.tree.leaves(result.state.params), strict=True):
     np.testing.assert_array_equal(a, b)
   for f in (tmp_path / 'checkpoints' / '26').rglob('*'):
@@ -249,13 +248,12 @@ def test_a_corrupt_checkpoint_is_a_user_error_naming_it(tmp_path):
                      "is the run's only checkpoint: retrain in a new workdir"):
     train.train_and_evaluate(tiny(epochs=2), tmp_path, progress=False)
   assert json.loads((tmp_path / 'config.json').read_text())['epochs'] == 1  # the failed resume wrote nothing
-  with checkpoint.Checkpointer(tmp_path / 'checkpoints') as ckpt:
-    with pytest.raises(UserError, match='checkpoint 26 in .* cannot be read'):
-      ckpt.read(26)
-    for f in (tmp_path / 'checkpoints' / '26').rglob('_METADATA'):
-      f.write_text('{not json')
-    with pytest.raises(UserError, match='checkpoint 26 in .* cannot be read'):
-      ckpt.read(26)
+  with pytest.raises(UserError, match='checkpoint 26 in .* cannot be read'):
+    restore.read(tmp_path / 'checkpoints', 26)
+  for f in (tmp_path / 'checkpoints' / '26').rglob('_METADATA'):
+    f.write_text('{not json')
+  with pytest.raises(UserError, match='checkpoint 26 in .* cannot be read'):
+    restore.read(tmp_path / 'checkpoints', 26)
 
 
 def test_inf_in_the_data_is_refused():

@@ -12,6 +12,7 @@ the data on the device) or streamed (`data_mode`: groups of
 `stream_steps` batches read on the host, each group one compiled scan).
 """
 
+import contextlib
 import functools
 from collections.abc import Callable
 from typing import NamedTuple
@@ -73,3 +74,9 @@ def compile_fns(model, config, n_train: int, mesh=None, resident: bool = True) -
   chunk = chunk if fast else exact
   evaluate = jax.jit(functools.partial(scan.evaluate, eval_step, batch_size=config['eval_batch_size'], mesh=mesh))
   return Compiled(chunk, exact, fast, jax.jit(finite), evaluate, n_steps, per_epoch)
+
+
+def matmul_precision(name: str) -> contextlib.AbstractContextManager:
+  """`jax.default_matmul_precision(name)`, read when each function is traced; 'default' leaves JAX's setting
+  (`jax_default_matmul_precision`, e.g. the test suite's 'highest') as it is."""
+  return contextlib.nullcontext() if name == 'default' else jax.default_matmul_precision(name)

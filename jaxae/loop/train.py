@@ -28,7 +28,7 @@ from jaxae import config as config_lib
 from jaxae.errors import UserError, require
 from jaxae.loop import checkpoint, lock, parallel, tensorboard
 from jaxae.loop import workdir as workdir_lib
-from jaxae.loop.compile import Compiled, compile_fns
+from jaxae.loop.compile import Compiled, compile_fns, matmul_precision
 from jaxae.loop.keys import Keys, impl_name, make_keys
 from jaxae.loop.step import check as check_guard
 
@@ -69,6 +69,8 @@ def _setup(overrides: dict, workdir: Path, sets: dict | None = None) -> tuple[_R
   splits = data.prepare(config, sets, compact=True)  # uint8 images stay uint8, on the device too
   if models.can(model, 'conditional'):
     conditioning.check_data(splits, config['num_classes'])
+  if models.can(model, 'classify'):
+    conditioning.check_partly_labelled(splits, config['num_classes'], config['model'])
   train_x, eval_x = splits.train['image'], splits.eval['image']
   steps_per_epoch = -(-len(train_x) // config['batch_size'])
   config = {**workdir_lib.resolve_schedule(config, steps_per_epoch), 'input_shape': tuple(train_x.shape[1:]),
@@ -120,13 +122,7 @@ def train_and_evaluate(overrides: dict, workdir: str | Path, progress: bool = Tr
     with matmul_precision(run.config['matmul_precision']):
       return _train_in(run, state, workdir, progress)
   except OSError as e:
-    raise workdir_lib.filesystem_error(e, workdir) from None
-
-
-def matmul_precision(name: str) -> contextlib.AbstractContextManager:
-  """`jax.default_matmul_precision(name)`, read when each function is traced; 'default' leaves JAX's setting
-  (`jax_default_matmul_precision`, e.g. the test suite's 'highest') as it is."""
-  return contextlib.nullcontext() if name == 'default' else jax.default_matmul_precision(name)
+    raise workdir_lib.write_failed(e, workdir) from None
 
 
 def _train_in(run: _Run, state, workdir: Path, progress: bool) -> Result:
@@ -237,11 +233,9 @@ def _train(run: _Run, state, ckpt: checkpoint.Checkpointer, workdir: Path, progr
           postfix.update({f'eval {k}': f'{test[k]:.3f}' for k in run.model.HEADLINE})
         bar.set_postfix(postfix)
       now = (epoch - 1) * steps_per_epoch + min((c + 1) * fns.steps, steps_per_epoch)
-      if _due(config, fns, position, last_save):
-        if config_due:
-          checkpoint.write_config(workdir, config)
-          config_due = False
-        ckpt.save(now, state, {k: float(v) for k, v in sums.items()})  # in the background, once on the host
+      if _due(config, fns, position, last_save):  # in the background, once on the host
+        ckpt.save(now, state, {k: float(v) for k, v in sums.items()}, config if config_due else None)
+        config_due = False
         saved, last_save = now, time.monotonic()
       bar.update(now - done)
       done = now
