@@ -6,6 +6,9 @@ prints it and exits with status 2, without a traceback.
 """
 
 import argparse
+import errno
+import os
+import re
 
 
 class UserError(ValueError):
@@ -16,6 +19,34 @@ def require(condition: bool, message: str) -> None:
   """Raises `UserError(message)` unless `condition` holds."""
   if not condition:
     raise UserError(message)
+
+
+_CODE = re.compile(r"os_error_code='(\d+)'|\(os error (\d+)\)")  # tensorstore's (orbax), Rust's (safetensors)
+_STRERRORS = {os.strerror(code): code for code in (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT)}
+
+
+def os_error(e: BaseException) -> OSError | None:
+  """The operating-system error behind `e`: `e` itself, one in its chain of causes, or one that a C++ library
+  (tensorstore under orbax, array_record) reported only in its message; None if there is none."""
+  seen = e
+  while seen is not None:
+    if isinstance(seen, OSError):
+      return seen
+    seen = seen.__cause__ or seen.__context__
+  message = str(e)
+  found = _CODE.search(message)
+  code = int(found.group(1) or found.group(2)) if found else next((c for s, c in _STRERRORS.items() if s in message),
+                                                                   None)
+  return None if code is None else OSError(code, os.strerror(code))
+
+
+def filesystem_error(e: OSError, path, consequence: str) -> UserError:
+  """One line for an operating-system error while jaxae writes (no space, read-only, permission, a name too
+  long...): the path, the cause and its errno name, `consequence` (what is kept), and what to do."""
+  cause = e.strerror or str(e) or type(e).__name__
+  code = f' ({errno.errorcode[e.errno]})' if e.errno in errno.errorcode else ''
+  return UserError(f'cannot write {e.filename or path}: {cause}{code}; {consequence}: free space, fix the '
+                   'permissions or give another folder, then re-run the same command')
 
 
 class ArgumentParser(argparse.ArgumentParser):

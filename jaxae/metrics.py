@@ -60,6 +60,28 @@ class MetricsLog:
     self.header = None
 
 
+def truncate_after(path: str | Path, step: int) -> None:
+  """Cuts `metrics.jsonl` in place before its first epoch record past `step` (and the run header just before it),
+  needing no free space: after a failed checkpoint, the file ends where the run's saved state does. Best effort:
+  an unreadable or unwritable file is left as it is (the next start drops those records anyway)."""
+  path = Path(path)
+  try:
+    with path.open('rb+') as f:
+      offset, header = 0, None
+      for line in f:
+        record = json.loads(line) if line.strip() else {}
+        if 'run' in record:
+          header = offset
+        elif record.get('step', -1) > step:
+          f.truncate(header if header is not None else offset)
+          return
+        else:
+          header = None
+        offset += len(line)
+  except (OSError, ValueError):
+    pass
+
+
 def means(sums: dict) -> dict:
   """Per-example means from device sums with a 'count' entry: `{k: sums[k] / count}`."""
   count = float(sums['count'])

@@ -14,14 +14,14 @@ bad input.
 """
 
 import argparse
-import shutil
+import os
 import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from jaxae import data
+from jaxae import data, errors
 from jaxae.data import records
 from jaxae.errors import ArgumentParser, UserError, require
 
@@ -52,12 +52,16 @@ def check_out(out: Path, overwrite: bool) -> None:
 
 
 def replace(out: Path, new: Path) -> None:
-  """Moves the records files of `new` into `out`, first removing `out`'s own records files (nothing else)."""
+  """Moves the records files of `new` into `out`, each replacing its namesake in one rename (meta.json last), then
+  removes `out`'s records files that `new` has not; nothing else in `out` is touched. A kill meanwhile leaves a
+  records folder that --overwrite replaces again."""
   out.mkdir(parents=True, exist_ok=True)
-  for f in [*out.glob('*.array_record'), *out.glob('*-labels.npy'), out / 'meta.json']:
-    f.unlink(missing_ok=True)
-  for f in new.iterdir():
-    shutil.move(str(f), out / f.name)
+  earlier = {f.name for f in [*out.glob('*.array_record'), *out.glob('*-labels.npy')]}
+  names = sorted(f.name for f in new.iterdir() if f.name != 'meta.json')
+  for name in [*names, 'meta.json']:
+    os.replace(new / name, out / name)
+  for name in earlier - set(names):
+    (out / name).unlink()
 
 
 def write(args) -> dict:
@@ -98,6 +102,9 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix=f'.{out.name}-', dir=out.parent if out.parent.is_dir() else None) as tmp:
       written = write(argparse.Namespace(**{**vars(args), 'out': tmp}))  # a failed write leaves --out as it was
       replace(out, Path(tmp))
+  except OSError as e:  # the temporary folder is gone with what was written in it
+    print(f'make_records: error: {errors.filesystem_error(e, out, f"nothing in {out} was changed")}', file=sys.stderr)
+    return 2
   except UserError as e:
     print(f'make_records: error: {e}', file=sys.stderr)
     return 2

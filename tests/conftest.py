@@ -5,6 +5,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from pathlib import Path
 
 os.environ.setdefault('TFDS_DATA_DIR', '/nonexistent-tfds-dir')  # never touch a real TFDS cache
 # One persistent XLA compilation cache for the whole session: set before JAX is imported, in the environment, so
@@ -70,6 +71,38 @@ def saved_run(workdir, name: str, **overrides):
   with checkpoint.Checkpointer(workdir / 'checkpoints', 1) as ckpt:
     ckpt.save(7, state, {})
   return config, state
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+  """`mount(size, read_only=False) -> Path`: a tmpfs of `size` bytes mounted under `tmp_path` (unmounted after the
+  test), a real filesystem that fills up or refuses writes. Skips where this process may not mount (not root,
+  or no mount namespace permission)."""
+  mounted = []
+
+  def mount(size: int, read_only: bool = False) -> Path:
+    point = tmp_path / f'disk{len(mounted)}'
+    point.mkdir()
+    options = f'size={size}' + (',ro' if read_only else '')
+    if shutil.which('mount') is None:
+      pytest.skip('no mount command here to make a small filesystem')
+    proc = subprocess.run(['mount', '-t', 'tmpfs', '-o', options, 'tmpfs', str(point)], capture_output=True,
+                          text=True)
+    if proc.returncode != 0:
+      pytest.skip(f'cannot mount a small tmpfs here to fill: {proc.stderr.strip() or proc.returncode}')
+    mounted.append(point)
+    return point
+
+  yield mount
+  for point in mounted:
+    subprocess.run(['umount', '-l', str(point)], capture_output=True)
+
+
+def fill(folder: Path, leave: int) -> None:
+  """Fills the filesystem of `folder` until `leave` bytes are free (a file `filler` in `folder`)."""
+  free = shutil.disk_usage(folder).free
+  with open(folder / 'filler', 'wb') as f:
+    f.write(b'\0' * max(free - leave, 0))
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ whose batches are read with ArrayRecord's reader, in grain's threads, when the
 loop asks for them, so host memory holds a few batches, never the dataset.
 """
 
+import contextlib
 import json
 import os
 import threading
@@ -24,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxae import errors
 from jaxae.errors import UserError, require
 
 FORMAT = 'jaxae-records-1'
@@ -64,7 +66,8 @@ def write(folder: str | os.PathLike, split: str, chunks: Iterable[tuple[np.ndarr
   folder.mkdir(parents=True, exist_ok=True)
   meta = read_meta(folder) if _meta_path(folder).exists() else {'shape': None, 'splits': {}}
   shape, labels, n = meta['shape'] and tuple(meta['shape']), [], 0
-  writer = ArrayRecordWriter(str(folder / f'{split}.array_record.tmp'), OPTIONS)
+  tmp = folder / f'{split}.array_record.tmp'
+  writer = ArrayRecordWriter(str(tmp), OPTIONS)
   try:
     for images, chunk_labels in chunks:
       images = np.asarray(images)
@@ -79,12 +82,16 @@ def write(folder: str | os.PathLike, split: str, chunks: Iterable[tuple[np.ndarr
                     else np.asarray(chunk_labels, np.int32))
       n += len(images)
     require(n > 0, f'no images for split {split!r}; give at least one chunk')
-  except BaseException:
     writer.close()
-    (folder / f'{split}.array_record.tmp').unlink()  # nothing half-written is left; the folder is as it was
+  except BaseException as e:
+    with contextlib.suppress(Exception):  # closed already, or failing as the write did
+      writer.close()
+    tmp.unlink(missing_ok=True)  # nothing half-written is left; the folder is as it was
+    cause = errors.os_error(e) if isinstance(e, RuntimeError) else None  # ArrayRecord's C++ says it in words
+    if cause is not None:
+      raise OSError(cause.errno, cause.strerror, str(tmp)) from None
     raise
-  writer.close()
-  os.replace(folder / f'{split}.array_record.tmp', folder / f'{split}.array_record')
+  os.replace(tmp, folder / f'{split}.array_record')
   np.save(folder / f'{split}-labels.npy', np.concatenate(labels))
   meta = {'format': FORMAT, 'shape': list(shape), 'splits': {**meta['splits'], split: n}}
   tmp = _meta_path(folder).with_suffix('.tmp')

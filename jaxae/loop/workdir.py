@@ -5,13 +5,12 @@ A run resumes only in a workdir whose saved config matches its own but for
 `RESUMABLE_CHANGES`; nothing in a workdir is changed before every check passed.
 """
 
-import errno
 from pathlib import Path
 
 import jax
 import numpy as np
 
-from jaxae import data, models, plotting, steps
+from jaxae import data, errors, metrics, models, plotting, portable, steps
 from jaxae.errors import UserError, require
 from jaxae.loop import checkpoint, parallel
 from jaxae.loop.keys import Keys
@@ -28,6 +27,8 @@ def check_workdir(workdir: Path, config: dict) -> None:
   `config` has `decay_steps` resolved, so raising `epochs` under a decaying
   schedule (which would stretch it mid-run) is refused with its own line.
   """
+  require(not portable.is_exported(workdir), f'{workdir} holds a model exported with jaxae.export, not a training '
+          f'run: train in another workdir (jaxae.load reads the export as it is)')
   check_not_foreign(workdir)
   saved = checkpoint.read_config(workdir)
   if saved is None:
@@ -131,17 +132,16 @@ def write_figures(model, state, eval_set, keys: Keys, config, workdir: Path, rec
   return figures
 
 
-def filesystem_error(e: OSError, workdir: Path) -> UserError:
-  """One line for an operating-system error while the run writes (no space, read-only, permission, a name too
-  long...): the path, the cause, and what the workdir still holds."""
-  path = e.filename or workdir
-  cause = e.strerror or str(e) or type(e).__name__
-  code = f' ({errno.errorcode[e.errno]})' if e.errno in errno.errorcode else ''
+def write_failed(e: OSError, workdir: Path) -> UserError:
+  """After an operating-system error while the run wrote (no space, read-only...): metrics.jsonl cut back to the
+  last checkpoint (process 0; the re-run writes those epochs again), and the one line that says so
+  (`jaxae.errors.filesystem_error`)."""
   try:
     last = checkpoint.latest_step(Path(workdir) / 'checkpoints')
   except OSError:  # the same cause, e.g. the name too long
     last = None
+  if parallel.is_primary():
+    metrics.truncate_after(Path(workdir) / 'metrics.jsonl', -1 if last is None else last)
   kept = (f'the checkpoint at step {last} is the last good state and is kept' if last is not None
           else 'no checkpoint had been saved yet')
-  return UserError(f'cannot write {path}: {cause}{code}; {kept}: free space, fix the permissions or give another '
-                   '--workdir, then re-run the same command')
+  return errors.filesystem_error(e, workdir, kept)
