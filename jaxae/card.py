@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 
 from jaxae import evaluation, metrics, models
+from jaxae.errors import UserError
 
 
 def unit(name: str, config: dict) -> str:
@@ -35,9 +36,13 @@ def summary(workdir: Path, step: int) -> dict:
     out.update(epoch=last['epoch'], held_out={k: v for k, v in last.items() if k not in ('epoch', 'split', 'step')})
   results = workdir / 'evaluation' / 'results.json'
   if results.is_file():
-    runs = json.loads(results.read_text())
-    mine = runs.get(workdir.name) or (next(iter(runs.values())) if len(runs) == 1 else {})
-    out['evaluation'] = {suite: evaluation.headline(suite, r['metrics']) for suite, r in mine.items()}
+    try:
+      runs = json.loads(results.read_text())
+      mine = runs.get(workdir.name) or (next(iter(runs.values())) if len(runs) == 1 else {})
+      out['evaluation'] = {suite: evaluation.headline(suite, r['metrics']) for suite, r in mine.items()}
+    except (ValueError, KeyError, TypeError, AttributeError):  # JSON or its layout damaged
+      raise UserError(f'{results} is damaged (not the results scripts/evaluate.py writes): evaluate the run again, '
+                      'or move that file away to export without its numbers') from None
   return out
 
 
@@ -46,6 +51,7 @@ def render(header: dict, figures: list[str], sizes: dict[str, int]) -> str:
   config, name, numbers = header['config'], header['model'], header.get('metrics', {})
   family = ' '.join(models.get(name).__doc__.strip().split('\n\n')[0].split())  # the docstring's first paragraph
   shape = '×'.join(map(str, header['input_shape']))
+  trained = header.get('progress') or f"step {header['step']:,}"  # exports of format 1 say only the step
   fp = config.get('data_fingerprint', {})
   data = f"`{config['dataset']}`" + (f" ({fp['train']['count']:,} training and {fp['eval']['count']:,} held-out "
                                      f"images)" if 'train' in fp else '')
@@ -53,7 +59,7 @@ def render(header: dict, figures: list[str], sizes: dict[str, int]) -> str:
            f'# {name}, trained with jaxae', '', family, '',
            '| | |', '|---|---|', f'| family | `{name}` ({config.get("arch", "mlp")}) |', f'| input | {shape} |',
            f'| data | {data} |', f"| binarization | {config.get('binarize', 'none')} |",
-           f"| training | {header['step']:,} steps, batch {config['batch_size']}, learning rate "
+           f"| training | {trained}, batch {config['batch_size']}, learning rate "
            f"{config['learning_rate']:g}, seed {config['seed']} |",
            f"| weights | {header['params_count']:,} parameters, {header['batch_stats_count']:,} batch statistics |",
            f"| jaxae | {header['jaxae_version']} (format {header['format']} {header['format_version']}) |", '']

@@ -65,15 +65,29 @@ def requested(labels, n: int, num_classes: int) -> jax.Array:
 
 
 def check_labels(labels, num_classes: int, what: str) -> None:
-  """`UserError` unless every entry of `labels` is an integer in `[0, num_classes)`."""
+  """`UserError` unless every entry of `labels` is an integer in `[0, num_classes)` (ints, or floats with whole
+  values; not booleans, strings or objects)."""
   labels = np.asarray(labels)
-  require(labels.size == 0 or np.issubdtype(labels.dtype, np.integer) or np.array_equal(labels, np.round(labels)),
-          f'{what} must be integers, got {labels.dtype}')
+  integral = labels.dtype.kind in 'iu' or (labels.dtype.kind == 'f' and bool(np.all(np.isfinite(labels)))
+                                           and np.array_equal(labels, np.round(labels)))
+  require(labels.size == 0 or integral, f'{what} must be integers in 0..{num_classes - 1}, got '
+          f'{labels.dtype.name} values' + (' (True/False are not classes)' if labels.dtype.kind == 'b' else ''))
   if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
     bad = labels.min() if labels.min() < 0 else labels.max()
     raise UserError(f'{what}: label {int(bad)} is outside 0..{num_classes - 1}: ' + (
         'a conditional family needs every image labelled (-1 marks an unlabelled one)' if bad < 0 else
         f'set num_classes={int(bad) + 1} or more (--set num_classes=...)'))
+
+
+def check_partly_labelled(splits, num_classes: int, model: str) -> None:
+  """`UserError` unless some training images are labelled (in `[0, num_classes)`; -1 marks the others) and every
+  held-out image is (its classification error is measured on them): for the families that learn to classify."""
+  train, held_out = (np.asarray(split['label']) for split in splits)
+  labelled = train[train >= 0]
+  require(labelled.size > 0, f'{model} learns to classify from labelled images and none of the training images has '
+          'a label: give data with labels (-1 marks an unlabelled image), or train an unsupervised family (aae)')
+  check_labels(labelled, num_classes, 'the training labels')
+  check_labels(held_out, num_classes, 'the held-out labels')
 
 
 def check_data(splits, num_classes: int) -> None:

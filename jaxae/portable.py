@@ -1,7 +1,8 @@
 """The portable model folder's format: weights in safetensors, config.json; `jaxae.share.export` writes one,
 `jaxae.load(folder)` reads it back (with `load_state` here).
 
-    out/config.json        the family, its config (hyperparameters, input shape), the step, the jaxae version
+    out/config.json        the family, its config (hyperparameters, input shape), the step, the jaxae version,
+                           and `files`: the size and sha256 of every file the export wrote (format 2 on)
     out/model.safetensors  the weights: `params/<part>/<layer>/<name>` and `batch_stats/...` (safetensors:
                            a JSON header and raw little-endian arrays; no pickle, no code)
     out/README.md          the model card (`jaxae.card`): family, data, held-out metrics, figures
@@ -16,7 +17,9 @@ References:
   Hugging Face, safetensors: https://huggingface.co/docs/safetensors
 """
 
+import hashlib
 import json
+import warnings
 from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
@@ -28,10 +31,10 @@ from safetensors.numpy import load_file, save_file
 
 from jaxae import config as config_lib
 from jaxae import models
-from jaxae.errors import UserError, require
+from jaxae.errors import UserError, os_error, require
 
 FORMAT = 'jaxae-model'
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: config.json lists the files the export wrote, with their sha256
 WEIGHTS = 'model.safetensors'
 
 
@@ -80,7 +83,14 @@ def weights(state) -> dict:
 def save_weights(path: Path, tree: dict, meta: dict[str, str]) -> None:
   """`tree` (nested dicts of arrays) to a safetensors file, atomically."""
   tmp = path.with_suffix('.tmp')
-  save_file({k: np.ascontiguousarray(v) for k, v in flatten(tree).items()}, str(tmp), metadata=meta)
+  try:
+    save_file({k: np.ascontiguousarray(v) for k, v in flatten(tree).items()}, str(tmp), metadata=meta)
+  except SafetensorError as e:  # a write the filesystem refused, reported in words
+    cause = os_error(e)
+    tmp.unlink(missing_ok=True)
+    if cause is None:
+      raise
+    raise OSError(cause.errno, cause.strerror, str(tmp)) from None
   tmp.replace(path)
 
 
@@ -109,15 +119,46 @@ def read_header(folder: Path) -> dict:
   require(header.get('format_version', 0) <= FORMAT_VERSION, f'{folder} was exported by a newer jaxae (format '
           f"{header.get('format_version')}, jaxae {header.get('jaxae_version')}): upgrade jaxae to load it")
   models.get(config.get('model', ''))  # UserError for a family this jaxae does not have
+  step, files = header.get('step'), header.get('files', {})
+  require(type(step) is int and step >= 0 and isinstance(files, dict), f'{folder}/config.json is damaged (its '
+          f'step is {step!r}, not a whole number of steps): export the model again')
   return {**header, 'config': {**config_lib.defaults(config['model']), **config}}
 
 
-def load_state(folder: Path, header: dict, keys):
-  """The family's state with the folder's weights: a template from `create_state`, every leaf replaced."""
+def record(path: Path) -> dict:
+  """`{'bytes', 'sha256'}` of the file at `path`."""
+  digest = hashlib.sha256()
+  with path.open('rb') as f:
+    for block in iter(lambda: f.read(1 << 20), b''):
+      digest.update(block)
+  return {'bytes': path.stat().st_size, 'sha256': digest.hexdigest()}
+
+
+def verify(folder: Path, header: dict) -> None:
+  """`UserError` unless the weights file has the size and sha256 that config.json records for it (exports of
+  format 1 record none: not checked)."""
+  want = header.get('files', {}).get(WEIGHTS)
+  if want is not None and record(folder / WEIGHTS) != want:
+    raise UserError(f'{folder / WEIGHTS} is not the file that was exported (its sha256 differs from the one '
+                    'config.json records): it is damaged, or an export was cut short; export the run again')
+
+
+def load_state(folder: Path, header: dict, keys, allow_nonfinite: bool = False):
+  """The family's state with the folder's weights: a template from `create_state`, every leaf replaced; the
+  weights checked against their record first (`verify`), and refused if any is NaN or Inf unless
+  `allow_nonfinite` (then a warning)."""
   config = header['config']
   model = models.get(config['model'])
+  verify(folder, header)
   template = models.create_state(model, keys.init, config, {'image': np.zeros((1, *config['input_shape']), np.float32)})
   flat = load_weights(folder / WEIGHTS)
   tree = unflatten(weights(template), flat, f'{folder / WEIGHTS}')
+  bad = [k for k, a in flat.items() if a.dtype.kind == 'f' and not np.isfinite(a).all()]
+  if bad:
+    message = (f"{folder / WEIGHTS}: {bad[0]}{f' and {len(bad) - 1} more' if len(bad) > 1 else ''} hold NaN or "
+               'Inf, so the model computes non-finite outputs')
+    require(allow_nonfinite, f'{message}; export a checkpoint from before they appeared, or load with '
+            'allow_nonfinite=True to inspect it')
+    warnings.warn(message, stacklevel=3)
   state = template.replace(params=jax.device_put(tree['params']), batch_stats=jax.device_put(tree['batch_stats']))
   return model, state.replace(step=jax.numpy.asarray(header['step'], jax.numpy.int32))

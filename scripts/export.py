@@ -5,19 +5,23 @@
 
 The folder needs no dataset, no checkpoint and no pickle to load (`jaxae.load`
 on any device count). Bad input (no run, an output that is a file or holds
-something else) prints one line and exits 2; the workdir is only read.
+something else, a filesystem that refuses) prints one line and exits 2; the
+workdir is only read (a run still training too: its newest committed checkpoint
+is exported, and the last line says which). Exporting again into the folder
+replaces what the export wrote and keeps any other file.
 """
 
 import sys
 
-from jaxae import share
+from jaxae import portable, share
 from jaxae.errors import ArgumentParser, UserError
 
 
 def main(argv=None) -> int:
   p = ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument('workdir', help='a trained run (a jaxae-train workdir)')
-  p.add_argument('out', help='the folder to write (new, empty, or an earlier export to replace)')
+  p.add_argument('out', help='the folder to write (new, empty, or an earlier export to replace; other files in '
+                 'it are kept)')
   p.add_argument('--step', type=int, help='the checkpoint to export (default: the latest)')
   args = p.parse_args(argv)
   try:
@@ -27,6 +31,7 @@ def main(argv=None) -> int:
     return 2
   for f, size in share.listing(out).items():
     print(f'{size:>12,}  {out / f}')
+  print(f"exported {args.workdir} at {portable.read_header(out)['progress']}")
   return 0
 
 

@@ -45,6 +45,12 @@ def test_requested_labels_are_checked_in_one_line():
     conditioning.requested([1, 10, 2], 3, 10)
   with pytest.raises(UserError, match='must be integers'):
     conditioning.requested([0.5, 1.0], 2, 10)
+  with pytest.raises(UserError, match=r'requested labels must be integers in 0..9, got bool values \(True/False are '
+                     r'not classes\)'):
+    conditioning.requested([True, False], 2, 10)  # were taken as classes 1 and 0
+  for labels in (['3', '7'], [None, 1], [np.nan, 1.0]):  # a traceback each, or a silent class
+    with pytest.raises(UserError, match='requested labels must be integers in 0..9, got '):
+      conditioning.requested(labels, 2, 10)
   with pytest.raises(UserError, match='label -1 is outside 0..9: a conditional family needs every image labelled'):
     conditioning.check_data(({'label': np.array([0, 3])}, {'label': np.array([2, -1])}), 10)
 

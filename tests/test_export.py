@@ -12,6 +12,7 @@ import pytest
 from conftest import saved_run, tiny
 from safetensors.numpy import save_file
 from test_load import _write_idx
+from test_workdir import snapshot
 
 import jaxae
 from jaxae import data as data_lib
@@ -93,8 +94,10 @@ def test_bad_exports_and_bad_folders_are_one_line_and_change_nothing(tmp_path, c
   (tmp_path / 'other').mkdir()
   (tmp_path / 'other' / 'notes.txt').write_text('mine')
   for argv, said in (([str(tmp_path / 'none'), str(tmp_path / 'o')], 'holds no run'),
-                     ([str(tmp_path / 'run'), str(tmp_path / 'file')], 'is not an exported model'),
-                     ([str(tmp_path / 'run'), str(tmp_path / 'other')], 'is not an exported model')):
+                     ([str(tmp_path / 'run'), str(tmp_path / 'file')], 'file is a file, not a folder'),
+                     ([str(tmp_path / 'run'), str(tmp_path / 'file' / 'sub')], 'sub: ' + str(tmp_path / 'file') +
+                      ' is a file, not a folder'),
+                     ([str(tmp_path / 'run'), str(tmp_path / 'other')], 'holds files but no exported model')):
     assert export.main(argv) == 2
     err = capsys.readouterr().err
     assert said in err and len(err.strip().splitlines()) == 1
@@ -104,15 +107,24 @@ def test_bad_exports_and_bad_folders_are_one_line_and_change_nothing(tmp_path, c
   flat = portable.load_weights(out / portable.WEIGHTS)
   name = sorted(flat)[0]
   save_file({**flat, name: np.ascontiguousarray(flat[name][..., :1])}, str(out / portable.WEIGHTS))
+  recorded(out)  # as an export of another model would list it
   with pytest.raises(UserError, match=f'{name} is float32.* the model needs float32'):
     jaxae.load(out)
   (out / portable.WEIGHTS).write_bytes(b'not safetensors')
+  recorded(out)
   with pytest.raises(UserError, match='is not a readable safetensors file'):
     jaxae.load(out)
   header = json.loads((out / 'config.json').read_text())
   (out / 'config.json').write_text(json.dumps({**header, 'format_version': portable.FORMAT_VERSION + 1}))
   with pytest.raises(UserError, match='exported by a newer jaxae'):
     jaxae.load(out)
+
+
+def recorded(out: Path) -> None:
+  """config.json's record of the weights file made to match the file as it now is."""
+  header = json.loads((out / 'config.json').read_text())
+  header['files'][portable.WEIGHTS] = portable.record(out / portable.WEIGHTS)
+  (out / 'config.json').write_text(json.dumps(header))
 
 
 def test_an_exported_model_evaluates_on_its_data_found_elsewhere_and_only_on_them(tmp_path, capsys):
@@ -131,3 +143,106 @@ def test_an_exported_model_evaluates_on_its_data_found_elsewhere_and_only_on_the
     assert said in err and len(err.strip().splitlines()) == 1
   assert evaluate.main([*args, '--data-dir', str(tmp_path / 'idx')]) == 0
   assert json.loads((tmp_path / 'eval' / 'results.json').read_text())['exported']['reconstruction']
+
+
+def two_checkpoints(workdir: Path):
+  """`saved_run` (checkpoint 7) and a checkpoint 8 with other weights, and figures of the run and its evaluation."""
+  config, state = saved_run(workdir, 'vae')
+  later = state.replace(params=jax.tree.map(lambda a: a + 1, state.params), step=np.int32(8))
+  with checkpoint.Checkpointer(workdir / 'checkpoints', 2) as ckpt:
+    ckpt.save(8, later, {})
+  for folder, name in (('figures', 'samples.png'), ('evaluation/figures', 'vae-latent-codes.png')):
+    (workdir / folder).mkdir(parents=True, exist_ok=True)
+    (workdir / folder / name).write_bytes(b'\x89PNG ' + name.encode())
+  return state, later
+
+
+def test_exporting_again_keeps_the_users_files_and_removes_only_what_the_earlier_export_wrote(tmp_path):
+  two_checkpoints(tmp_path / 'run')
+  out = share.export(tmp_path / 'run', tmp_path / 'out', step=7)
+  (out / 'figures' / 'mine.png').write_bytes(b'my figure')
+  (out / 'notes.md').write_text('my notes')
+  shutil.rmtree(tmp_path / 'run' / 'evaluation')  # the new export has no evaluation figure
+  share.export(tmp_path / 'run', out)
+  assert jaxae.load(out).step == 8
+  assert (out / 'figures' / 'mine.png').read_bytes() == b'my figure' and (out / 'notes.md').read_text() == 'my notes'
+  assert sorted(p.name for p in (out / 'figures').iterdir()) == ['mine.png', 'samples.png']
+  assert set(share.listing(out)) == {'model.safetensors', 'README.md', 'figures/samples.png', 'config.json'}
+
+
+@pytest.mark.parametrize('killed_in', ['staging', 'renames'])
+def test_an_export_killed_midway_leaves_one_that_loads_or_refuses_in_one_line_and_the_command_runs_again(
+    tmp_path, monkeypatch, killed_in):
+  """Killed while writing its files (in out/.jaxae-export/): the earlier export is untouched. Killed in the
+  moment it renames them into place (here: the files renamed, config.json not yet): the weights do not match
+  config.json's record, and load says so."""
+  _, later = two_checkpoints(tmp_path / 'run')
+  out = share.export(tmp_path / 'run', tmp_path / 'out', step=7)
+  earlier = snapshot(out)
+  real = {'staging': shutil.copyfile, 'renames': share.os.replace}[killed_in]
+  calls = []
+
+  def killed(source, destination):
+    calls.append(destination)
+    if (killed_in == 'staging' and len(calls) == 2) or Path(destination) == out / 'config.json':
+      raise KeyboardInterrupt  # what a kill leaves: nothing after this point runs
+    return real(source, destination)
+
+  monkeypatch.setattr(*((shutil, 'copyfile') if killed_in == 'staging' else (share.os, 'replace')), killed)
+  with pytest.raises(KeyboardInterrupt):
+    share.export(tmp_path / 'run', out)
+  monkeypatch.undo()
+  if killed_in == 'staging':
+    assert {p: b for p, b in snapshot(out).items() if share.STAGING not in p.parts} == earlier
+    assert jaxae.load(out).step == 7
+  else:
+    with pytest.raises(UserError, match='model.safetensors is not the file that was exported .* export the run again'):
+      jaxae.load(out)
+  share.export(tmp_path / 'run', out)  # the same command again
+  loaded = jaxae.load(out)
+  assert loaded.step == 8 and not (out / share.STAGING).exists()
+  assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(loaded.state.params), jax.tree.leaves(later.params),
+                                                  strict=True))
+
+
+def test_a_flipped_bit_or_a_nan_in_exported_weights_is_refused_in_one_line(tmp_path):
+  saved_run(tmp_path / 'run', 'vae')
+  out = share.export(tmp_path / 'run', tmp_path / 'out')
+  raw = bytearray((out / portable.WEIGHTS).read_bytes())
+  raw[-5] ^= 0x10  # one bit of the last tensor's data, after the header
+  (out / portable.WEIGHTS).write_bytes(bytes(raw))
+  with pytest.raises(UserError, match=r'model.safetensors is not the file that was exported \(its sha256 differs'):
+    jaxae.load(out)
+  share.export(tmp_path / 'run', out)
+  flat = portable.load_weights(out / portable.WEIGHTS)
+  name = sorted(flat)[-1]
+  save_file({**flat, name: np.full_like(flat[name], np.nan)}, str(out / portable.WEIGHTS))
+  recorded(out)  # the file as exported: its weights were NaN when it was written
+  with pytest.raises(UserError, match=f'model.safetensors: {name} hold NaN or Inf, so the model computes non-finite '
+                     'outputs; export a checkpoint from before they appeared, or load with allow_nonfinite=True'):
+    jaxae.load(out)
+  with pytest.warns(UserWarning, match=f'{name} hold NaN or Inf'):
+    assert jaxae.load(out, allow_nonfinite=True).step == 7
+
+
+def test_damaged_results_a_step_that_is_no_number_and_training_into_an_export_are_one_line(tmp_path, capsys):
+  from test_cli import run_cli
+  from test_workdir import SMALL
+
+  saved_run(tmp_path / 'run', 'vae')
+  (tmp_path / 'run' / 'evaluation').mkdir()
+  (tmp_path / 'run' / 'evaluation' / 'results.json').write_text('{"vae": {"reconstruction": ')
+  assert export.main([str(tmp_path / 'run'), str(tmp_path / 'out')]) == 2
+  assert capsys.readouterr().err == (f"export: error: {tmp_path / 'run' / 'evaluation' / 'results.json'} is damaged "
+                                     '(not the results scripts/evaluate.py writes): evaluate the run again, or move '
+                                     'that file away to export without its numbers\n')
+  assert not (tmp_path / 'out').exists()
+  (tmp_path / 'run' / 'evaluation' / 'results.json').unlink()
+  out = share.export(tmp_path / 'run', tmp_path / 'out')
+  code, _, err = run_cli(capsys, '--workdir', str(out), '--epochs', '1', *SMALL)
+  assert code == 2 and err == (f'jaxae-train: error: {out} holds a model exported with jaxae.export, not a training '
+                               'run: train in another workdir (jaxae.load reads the export as it is)\n')
+  header = json.loads((out / 'config.json').read_text())
+  (out / 'config.json').write_text(json.dumps({**header, 'step': 'seven'}))
+  with pytest.raises(UserError, match=r"config.json is damaged \(its step is 'seven', not a whole number of steps\)"):
+    jaxae.load(out)

@@ -84,3 +84,14 @@ def test_a_conditional_family_refuses_unlabelled_images(tmp_path, capsys):
   err = capsys.readouterr().err.strip()
   assert code == 2 and 'label -1 is outside 0..9: a conditional family needs every image labelled' in err
   assert len(err.splitlines()) == 1 and not (tmp_path / 'run').exists()
+
+
+def test_the_semi_supervised_aae_refuses_data_without_a_single_label(tmp_path):
+  """It trained to a held-out error of 1.0 without a word."""
+  images = data.load_digits()['train']['image']
+  unlabelled = data.from_arrays(images, np.full(len(images), -1))  # the held-out images are some of these
+  with pytest.raises(UserError, match='ssaae learns to classify from labelled images and none of the training images '
+                     r'has a label: give data with labels \(-1 marks an unlabelled image\), or train an unsupervised '
+                     r'family \(aae\)'):
+    train.train_and_evaluate({'model': 'ssaae'}, tmp_path / 'run', progress=False, data=unlabelled)
+  assert not (tmp_path / 'run').exists()
