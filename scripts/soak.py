@@ -91,6 +91,7 @@ def read_while_paused(proc: subprocess.Popen, workdir: Path, report: dict) -> No
   run's files are byte for byte as they were, and lets it go on (SIGCONT)."""
   proc.send_signal(signal.SIGSTOP)
   try:
+    stopped(proc)
     before = snapshot(workdir)
     loaded = load(workdir)
     out = workdir.parent / 'reads'
@@ -104,6 +105,20 @@ def read_while_paused(proc: subprocess.Popen, workdir: Path, report: dict) -> No
     report['reads_changed_the_run'] += snapshot(workdir) != before
   finally:
     proc.send_signal(signal.SIGCONT)
+
+
+def stopped(proc: subprocess.Popen, timeout: float = 10) -> None:
+  """Waits until the kernel has stopped `proc` (SIGSTOP is delivered asynchronously): state T in /proc."""
+  deadline = time.time() + timeout
+  while time.time() < deadline:
+    try:
+      state = Path(f'/proc/{proc.pid}/stat').read_text().rsplit(')', 1)[1].split()[0]
+    except OSError:  # no /proc here: give the signal a moment
+      time.sleep(0.1)
+      return
+    if state in ('T', 't', 'Z', 'X'):
+      return
+    time.sleep(0.001)
 
 
 def script(name: str):

@@ -21,8 +21,10 @@ def run_soak(tmp_path, model, cycles, epochs, *extra):
   proc = subprocess.run([sys.executable, str(SOAK), '--model', model, '--workdir', str(tmp_path), '--cycles',
                          str(cycles), '--epochs', str(epochs), '--seed', str(seed), *extra],
                         capture_output=True, text=True, timeout=600)
-  assert proc.returncode == 0, (seed, proc.stdout, proc.stderr[-2000:])
-  return json.loads(proc.stdout.strip().splitlines()[-1])
+  report = json.loads(proc.stdout.strip().splitlines()[-1]) if proc.stdout.strip() else {}
+  failed = {k: v for k, v in report.items() if v is False or (k.startswith(('reads_', 'writer_')) and v)}
+  assert proc.returncode == 0, (seed, failed, proc.stderr[-2000:])
+  return report
 
 
 # Presets run their base family's step and state functions (test_models checks that they re-export them), so a
