@@ -1,5 +1,5 @@
 """The portable model folder's format: weights in safetensors, config.json; `jaxae.share.export` writes one,
-`jaxae.load(folder)` reads it back (with `load_state` here).
+`jaxae.load(folder)` reads it back (with `load_state` here)::
 
     out/config.json        the family, its config (hyperparameters, input shape), the step, the jaxae version,
                            and `files`: the size and sha256 of every file the export wrote (format 2 on)

@@ -11,12 +11,13 @@ later epoch time, and examples/s. Runs resume.
 
 import argparse
 import json
+import shlex
 import statistics
 import sys
 from pathlib import Path
 
 from jaxae import config as config_lib
-from jaxae import models, train_and_evaluate
+from jaxae import models, results, train_and_evaluate
 from jaxae.errors import ArgumentParser, UserError
 
 
@@ -26,6 +27,9 @@ def main(argv=None) -> int:
   p.add_argument('--epochs', type=int, default=30)
   p.add_argument('--models', default=','.join(models.names()))
   p.add_argument('--set', action='append', default=[], metavar='KEY=VALUE')
+  p.add_argument('--result', metavar='FILE', help='also write the table as a result file (jaxae.results), e.g. '
+                 'results/autoencoders_digits.json, for the documentation\'s results pages')
+  p.add_argument('--data', default='the run\'s dataset', help='the data, in words, for --result')
   args = p.parse_args(argv)
   rows = []
   try:
@@ -50,7 +54,27 @@ def main(argv=None) -> int:
     print(f"| {r['model']} | {shown} | {r['first_epoch_s']:.2f} | {r['median_epoch_s']:.3f} | "
           f"{r['examples_per_s']:,.0f} |")
   (Path(args.workdir) / 'results.json').write_text(json.dumps(rows, indent=2))
+  if args.result:
+    results.write(args.result, as_result(rows, args, shlex.join(['python', 'scripts/results.py', *sys.argv[1:]])))
   return 0
+
+
+def as_result(rows: list[dict], args, command: str) -> dict:
+  """The table as a result file: one row per family, its headline held-out metrics and its speed."""
+  headline = sorted({k for r in rows for k in r['eval']})
+  return results.make(
+      title=f'Every family, {args.epochs} epochs: {args.data}', page='autoencoders', command=command,
+      summary=f'{args.data}; each family with its defaults{" and " + ", ".join(args.set) if args.set else ""}, '
+              f'{args.epochs} epochs, float32. Held-out metrics of the last epoch (losses in nats per image: for '
+              'the VAE the negative ELBO with one z sample), the first epoch\'s time (it includes compiling) and '
+              'the median of the others.',
+      columns=[{'key': 'model', 'label': 'model'}] + [{'key': k, 'label': f'held-out {k}', 'format': '.2f'}
+                                                       for k in headline] +
+              [{'key': 'first_epoch_s', 'label': 'first epoch (s)', 'format': '.2f'},
+               {'key': 'median_epoch_s', 'label': 'median epoch (s)', 'format': '.3f'},
+               {'key': 'examples_per_s', 'label': 'examples/s', 'format': ',.0f'}],
+      rows=[{'model': r['model'], **r['eval'], **{k: r[k] for k in ('first_epoch_s', 'median_epoch_s',
+                                                                      'examples_per_s')}} for r in rows])
 
 
 if __name__ == '__main__':

@@ -105,7 +105,7 @@ def load_idx_dir(directory: str | os.PathLike) -> dict:
   """Reads `{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]` from `directory`.
 
   Returns:
-    `{'train': set or None, 'test': set or None}`, at least one present.
+    The splits `train` and `test`, each a set or None, at least one present.
   """
   d = Path(directory)
   require(d.is_dir(), f"IDX directory '{d}' does not exist: set data_dir to a folder of IDX files")
@@ -171,7 +171,7 @@ def from_arrays(train_images, train_labels=None, test_images=None, test_labels=N
   the [0, 1] range a Bernoulli likelihood needs, the shape the architecture needs.
 
   Returns:
-    `{'train': set, 'test': set or None}`, as `load` returns.
+    The splits `train` (a set) and `test` (a set or None), as `load` returns them.
   """
   test = None if test_images is None else as_set(test_images, test_labels, 'test images')
   return {'train': as_set(train_images, train_labels, 'train images'), 'test': test}

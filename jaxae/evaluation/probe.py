@@ -1,10 +1,12 @@
 """Representation quality: linear-probe and k-NN accuracy on the codes of a run, and of PCA at the same size.
 
 The run encodes its training and held-out images (a VAE: posterior means).
+
 - Linear probe: multinomial logistic regression on the standardised training
   codes (full-batch Adam from optax, a small L2 penalty), accuracy on the
   held-out codes.
 - k-NN: majority vote of the k = 5 nearest training codes (Euclidean).
+
 PCA with as many components as the run has code units gets the same probes,
 so each row says whether the autoencoder's code is more useful than PCA's.
 """

@@ -9,6 +9,7 @@ import errno
 import json
 import os
 import shutil
+import warnings
 from pathlib import Path
 
 import jax
@@ -84,6 +85,12 @@ class Checkpointer:
     in the background is committed first (`jaxae.loop.restore.restore`)."""
     self._finish()
     return restore.restore(self.directory, template, step)
+
+  def read(self, step: int, part: str = 'state'):
+    """Deprecated (0.2.0): `jaxae.loop.restore.read(directory, step)`."""
+    warnings.warn('Checkpointer.read moved to jaxae.loop.restore.read(directory, step)', DeprecationWarning,
+                  stacklevel=2)
+    return restore.read(self.directory, step, part)
 
   def restore_loop(self, step: int) -> dict:
     """The loop's item of checkpoint `step`: `{metric: float}` sums of its epoch so far."""

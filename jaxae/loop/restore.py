@@ -62,14 +62,15 @@ def restore(directory: str | Path, template, step: int | None = None):
   Raises:
     UserError: the checkpoint holds another model's state, or its files are damaged.
   """
-  return _newest(directory, step, lambda s: _restore_state(Path(directory), template, s)) or (template, 0)
+  directory = Path(directory).absolute()  # orbax's handlers take absolute paths
+  return _newest(directory, step, lambda s: _restore_state(directory, template, s)) or (template, 0)
 
 
 def read(directory: str | Path, step: int | None = None, part: str = 'state'):
   """The arrays of checkpoint `step`'s model state (default: the newest) on this process's first device, with no
   template (any number of devices may have written it), for inspection: a tree of dicts. (`part='sums'`: the first
   format's loop sums.) Reads, never writes."""
-  directory = Path(directory)
+  directory = Path(directory).absolute()
 
   def read_step(s):
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
@@ -87,7 +88,7 @@ def read(directory: str | Path, step: int | None = None, part: str = 'state'):
 
 def read_loop(directory: str | Path, step: int) -> dict:
   """The loop's item of checkpoint `step`: `{metric: float}` sums of its epoch so far."""
-  directory = Path(directory)
+  directory = Path(directory).absolute()
   if _legacy(directory, step):
     return {k: float(v) for k, v in read(directory, step, 'sums').items()}
   return dict(_restore_item(directory, step, 'loop', ocp.args.JsonRestore()))

@@ -1,6 +1,6 @@
 """THE training step of the loop, on one screen, and its non-finite guard.
 
-`step` is what every scan of the engine runs, for every family:
+`step` is what every scan of the engine runs, for every family::
 
     batch (uint8 or float pixels, labels, a mask)
       -> sharded over the 'data' mesh axis, pixels made float32 (dynamically binarized if asked)
@@ -10,6 +10,7 @@
       -> (state, guard), count-weighted metrics
 
 The guard has two forms, one static flag apart:
+
 - `exact` (skip mode, and chunks padded with all-masked batches): each step also
   checks its new parameters, and a step that is not applied (a non-finite update
   in skip mode, every step after the first bad one in stop mode, a padding

@@ -1,4 +1,4 @@
-"""The one training loop for every family: `train_and_evaluate(config, workdir)`.
+"""The one training loop for every family: `train_and_evaluate(config, workdir)`::
 
     config -> data (`jaxae.data.prepare`), keys (`loop.keys`), state (`family.create_state`)
            -> compiled chunk and evaluation (`loop.compile`: the only reader of the config that jits)
@@ -15,6 +15,7 @@ one compiled call. Checkpoints are written in the background (orbax async) every
 import contextlib
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -23,14 +24,24 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
-from jaxae import conditioning, data, metrics, models
+from jaxae import conditioning, data, models
 from jaxae import config as config_lib
 from jaxae.errors import UserError, require
-from jaxae.loop import checkpoint, lock, parallel, tensorboard
+from jaxae.loop import checkpoint, lock, logs, parallel
 from jaxae.loop import workdir as workdir_lib
-from jaxae.loop.compile import Compiled, compile_fns, matmul_precision
-from jaxae.loop.keys import Keys, impl_name, make_keys
+from jaxae.loop.compile import Compiled, compile_fns
+from jaxae.loop.compile import matmul_precision as _matmul_precision  # the old name: `__getattr__`
+from jaxae.loop.keys import Keys, make_keys
 from jaxae.loop.step import check as check_guard
+
+
+def __getattr__(name: str):
+  if name == 'matmul_precision':  # moved in 0.2.0; the old name warns for one release
+    warnings.warn('jaxae.loop.train.matmul_precision moved to jaxae.loop.compile.matmul_precision',
+                  DeprecationWarning, stacklevel=2)
+    return _matmul_precision
+  raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+
 
 STOP = threading.Event()  # set by the CLI's first Ctrl-C: the loop stops after the chunk it is in, once saved
 
@@ -119,7 +130,7 @@ def train_and_evaluate(overrides: dict, workdir: str | Path, progress: bool = Tr
   workdir = workdir_lib.check_workdir_path(workdir)
   run, state = _setup(overrides, workdir, data)
   try:
-    with matmul_precision(run.config['matmul_precision']):
+    with _matmul_precision(run.config['matmul_precision']):
       return _train_in(run, state, workdir, progress)
   except OSError as e:
     raise workdir_lib.write_failed(e, workdir) from None
@@ -130,11 +141,11 @@ def _train_in(run: _Run, state, workdir: Path, progress: bool) -> Result:
   workdir.mkdir(parents=True, exist_ok=True)
   with lock.held(workdir) if parallel.is_primary() else contextlib.nullcontext():
     with checkpoint.Checkpointer(workdir / 'checkpoints', run.config['keep_checkpoints']) as ckpt:
-      state, records, events = _train(run, state, ckpt, workdir, progress)
-    figures = workdir_lib.write_figures(run.model, state, run.splits.eval, run.keys, run.config, workdir, records,
-                                        run.mesh)
-    events.figures(int(state.step), {name: workdir / 'figures' / f'{name}.png' for name in figures})
-  return Result(state, run.config, records)
+      state, log = _train(run, state, ckpt, workdir, progress)
+    figures = workdir_lib.write_figures(run.model, state, run.splits.eval, run.keys, run.config, workdir,
+                                        log.records, run.mesh)
+    log.figures(int(state.step), {name: workdir / 'figures' / f'{name}.png' for name in figures})
+  return Result(state, run.config, log.records)
 
 
 def _position(done: int, steps_per_epoch: int, fns: Compiled, state_step: int) -> int:
@@ -145,24 +156,6 @@ def _position(done: int, steps_per_epoch: int, fns: Compiled, state_step: int) -
           f'its state at step {int(state_step)}): it was written by another checkpoint_every or an older jaxae; '
           'use a new workdir')
   return epochs_done * fns.per_epoch + within // fns.steps
-
-
-def _header(config: dict, mesh, done: int) -> dict:
-  """metrics.jsonl's header of this start: where and how the run computes from step `done` on."""
-  device = mesh.devices.flat[0]
-  return {'start_step': done, 'time': time.strftime('%Y-%m-%dT%H:%M:%S%z'), 'backend': device.platform,
-          'device_kind': device.device_kind, 'devices': int(mesh.devices.size), 'processes': jax.process_count(),
-          'precision': config['precision'], 'matmul_precision': jax.config.jax_default_matmul_precision or 'default',
-          'prng_impl': impl_name(config['prng_impl']), 'jax': jax.__version__}
-
-
-def _log_epoch(logs, epoch, state, split, sums, **extra) -> dict:
-  """One epoch record to metrics.jsonl and the TensorBoard events (`logs`: both)."""
-  means = metrics.means({k: v for k, v in sums.items() if k != 'skipped_steps'})
-  record = {'epoch': epoch, 'split': split, 'step': int(state.step), **means, **extra}
-  logs[0].write(record)
-  logs[1].scalars(record['step'], split, {k: v for k, v in record.items() if k not in ('epoch', 'split', 'step')})
-  return record
 
 
 def _due(config: dict, fns: Compiled, position: int, last_save: float) -> bool:
@@ -187,7 +180,7 @@ def _rerun_exact(run: _Run, ckpt: checkpoint.Checkpointer, position: int, steps_
 
 
 def _train(run: _Run, state, ckpt: checkpoint.Checkpointer, workdir: Path, progress: bool):
-  """Resumes from `ckpt` and trains to `config['epochs']`; returns `(state, metric records, event log)`."""
+  """Resumes from `ckpt` and trains to `config['epochs']`; returns `(state, its RunLog)`."""
   config, keys, fns, n_train = run.config, run.keys, run.fns, len(run.splits.train['image'])
   steps_per_epoch = -(-n_train // config['batch_size'])
   state, done = ckpt.restore(state)
@@ -199,12 +192,9 @@ def _train(run: _Run, state, ckpt: checkpoint.Checkpointer, workdir: Path, progr
   config_due = parallel.is_primary() and position > 0
   if parallel.is_primary() and position == 0:
     checkpoint.write_config(workdir, config)
-  log = (metrics.MetricsLog(workdir / 'metrics.jsonl' if parallel.is_primary() else None,
-                            position // fns.per_epoch if position else -1, _header(config, run.mesh, done)),
-         tensorboard.EventLog(workdir / tensorboard.FOLDER / tensorboard.FILE if parallel.is_primary() else None,
-                              done if position else -1, config_lib.to_json(config)))
+  log = logs.RunLog(workdir, config, run.mesh, done, position // fns.per_epoch if position else -1)
   if position == 0:
-    _log_epoch(log, 0, state, 'eval', jax.device_get(fns.evaluate(state, run.eval_data, keys.eval)))
+    log.epoch(0, int(state.step), 'eval', jax.device_get(fns.evaluate(state, run.eval_data, keys.eval)))
 
   bar = tqdm(total=config['epochs'] * steps_per_epoch, initial=done,
              disable=not (progress and parallel.is_primary()), unit='step', desc=config['model'])
@@ -225,11 +215,12 @@ def _train(run: _Run, state, ckpt: checkpoint.Checkpointer, workdir: Path, progr
       sums = chunk_sums if c == 0 else {k: np.float32(sums[k]) + v for k, v in chunk_sums.items()}
       position += 1
       if position % fns.per_epoch == 0:
-        train = _log_epoch(log, epoch, state, 'train', sums, seconds=seconds, examples_per_sec=n_train / seconds,
+        train = log.epoch(epoch, int(state.step), 'train', sums, seconds=seconds, examples_per_sec=n_train / seconds,
                            skipped_steps=int(sums['skipped_steps']))
         postfix.update({f'train {k}': f'{train[k]:.3f}' for k in run.model.HEADLINE})
         if epoch % config['eval_every'] == 0 or epoch == config['epochs']:
-          test = _log_epoch(log, epoch, state, 'eval', jax.device_get(fns.evaluate(state, run.eval_data, keys.eval)))
+          test = log.epoch(epoch, int(state.step), 'eval',
+                           jax.device_get(fns.evaluate(state, run.eval_data, keys.eval)))
           postfix.update({f'eval {k}': f'{test[k]:.3f}' for k in run.model.HEADLINE})
         bar.set_postfix(postfix)
       now = (epoch - 1) * steps_per_epoch + min((c + 1) * fns.steps, steps_per_epoch)
@@ -241,4 +232,4 @@ def _train(run: _Run, state, ckpt: checkpoint.Checkpointer, workdir: Path, progr
       done = now
       if STOP.is_set():  # Ctrl-C in the CLI: stop on a saved chunk boundary
         raise KeyboardInterrupt
-  return state, log[0].records, log[1]
+  return state, log

@@ -5,6 +5,7 @@ A run resumes only in a workdir whose saved config matches its own but for
 `RESUMABLE_CHANGES`; nothing in a workdir is changed before every check passed.
 """
 
+import warnings
 from pathlib import Path
 
 import jax
@@ -145,3 +146,10 @@ def write_failed(e: OSError, workdir: Path) -> UserError:
   kept = (f'the checkpoint at step {last} is the last good state and is kept' if last is not None
           else 'no checkpoint had been saved yet')
   return errors.filesystem_error(e, workdir, kept)
+
+
+def filesystem_error(e: OSError, workdir: Path) -> UserError:
+  """Deprecated (0.2.0): `write_failed` (which also cuts metrics.jsonl back), or `jaxae.errors.filesystem_error`."""
+  warnings.warn('jaxae.loop.workdir.filesystem_error moved: use write_failed, or jaxae.errors.filesystem_error',
+                DeprecationWarning, stacklevel=2)
+  return write_failed(e, workdir)

@@ -3,10 +3,12 @@
 Deterministic encoder q(z|x) = delta(f(x)) and decoder g; an MLP discriminator
 D on codes. One composite training step runs the paper's phases in order,
 each with its own optimizer state:
+
 1. reconstruction: encoder and decoder minimise the reconstruction NLL of g(f(x));
 2. regularisation, discriminator: D learns prior samples (real) from codes f(x) (fake);
 3. regularisation, generator: the encoder learns to fool D (non-saturating
    loss `-log D(f(x))`, weighted by `adv_weight`).
+
 Generation decodes prior samples. With `num_classes = K > 0` (the `saae` preset) it is the paper's
 supervised AAE (Sec. 5): the one-hot label joins the code at the decoder's input, so the code is left to carry
 the style (`jaxae.conditioning`). Here the code discriminator sees the label too, `D(z, y)`, which matches

@@ -1,6 +1,7 @@
 """Undercomplete autoencoder, with tied, denoising and dropout variants.
 
 One network family covers four classic models, switched by config fields:
+
 - undercomplete AE: encoder f, decoder g, code smaller than the input,
   loss = -log p(x | g(f(x))) (Bernoulli logits or unit Gaussian);
 - tied weights (`tied=True`): g uses f's kernels transposed;
@@ -10,6 +11,7 @@ One network family covers four classic models, switched by config fields:
   at evaluation;
 - conv nets may normalise (`norm`): batch norm trains on each batch's statistics and
   evaluates with their running averages (`state.batch_stats`), or layer norm.
+
 `tied_ae`, `dae` and `dropout_ae` are presets of this module.
 
 References:

@@ -5,6 +5,7 @@ The encoder has two heads: `q(y|x)`, a softmax over K classes, and the style `z 
 `latent_dim`). The decoder rebuilds x from `(q(y|x), z)`. Two discriminators regularise the codes: one pulls
 `q(y|x)` onto a categorical prior (one-hot vectors of uniformly drawn classes), the other pulls z onto
 N(0, I). One composite step runs the paper's phases in order, each with its own optimizer state:
+
 1. reconstruction: encoder and decoder minimise the reconstruction NLL;
 2. regularisation, discriminators: each learns prior samples (real) from codes (fake);
 3. regularisation, generator: the encoder fools both (non-saturating losses);
@@ -13,6 +14,7 @@ N(0, I). One composite step runs the paper's phases in order, each with its own 
    `labelled_label`, a labelled partner per image (`jaxae.data.labelled_partners`), as the paper trains on a
    labelled mini-batch each step (with 100 labels, a batch's own labelled images would number about one);
    with every image labelled, the batch itself.
+
 The held-out `error` is the fraction of held-out images whose `argmax q(y|x)` is not their label (in training:
 of the labelled mini-batch); `jaxae.evaluation.semisupervised` compares it with classifiers fitted on the
 labelled images alone.
