@@ -31,7 +31,7 @@ On a GPU machine the same command measures the GPU (JAX picks it).
 import argparse
 import functools
 import json
-import platform
+import shlex
 import statistics
 import sys
 import tempfile
@@ -42,7 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxae import config as config_lib
-from jaxae import data, models, nn, roofline, steps
+from jaxae import data, models, nn, results, roofline, steps
 from jaxae.data import records
 from jaxae.errors import ArgumentParser, UserError
 from jaxae.loop import make_keys
@@ -145,25 +145,6 @@ def torch_peer(torch, config: dict, images) -> dict | None:
   return {'epoch': lambda: epoch(nchw), 'parameters': torch_peers.parameter_count(torch, config, tuple(nchw.shape[1:]))}
 
 
-def cpu_model() -> str:
-  """The CPU's model name (Linux /proc/cpuinfo), else what `platform` knows."""
-  try:
-    with open('/proc/cpuinfo') as f:
-      return next(line.split(':', 1)[1].strip() for line in f if line.startswith('model name'))
-  except (OSError, StopIteration):
-    return platform.processor() or platform.machine()
-
-
-def cpu_features() -> list[str]:
-  """The matmul-relevant features the CPU reports: AVX-512 (F, BF16, FP16) and AMX, from /proc/cpuinfo."""
-  try:
-    with open('/proc/cpuinfo') as f:
-      flags = set(next(line for line in f if line.startswith('flags')).split(':', 1)[1].split())
-  except (OSError, StopIteration):
-    return []
-  return [f for f in ('avx2', 'avx512f', 'avx512_bf16', 'avx512_fp16', 'amx_bf16', 'amx_tile') if f in flags]
-
-
 def main(argv=None) -> int:
   p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument('--models', default=','.join(models.names()))
@@ -177,6 +158,8 @@ def main(argv=None) -> int:
   p.add_argument('--matmul-precision', choices=config_lib.CHOICES['matmul_precision'], default='default',
                  help="float32 matmuls (and the f32 peak): default is the backend's (TF32 on recent NVIDIA GPUs)")
   p.add_argument('--out', help='write the JSON report here too')
+  p.add_argument('--result', metavar='FILE', help='write the table as a result file (jaxae.results) for the '
+                 'documentation\'s results pages')
   p.add_argument('--peak-size', type=int, help='side of the square matmul that measures the peak (default: 2048 '
                  'on CPU, 8192 on an accelerator)')
   p.add_argument('--examples', type=int, default=59_904, help='synthetic images per epoch')
@@ -213,8 +196,8 @@ def main(argv=None) -> int:
   for row in rows:
     row['roofline_fraction'] = row['gflop_per_s'] / peaks[row['precision']]
   memory, memory_kind = roofline.peak_memory_bytes()
-  report = {'device': str(jax.devices()[0]), 'backend': jax.default_backend(), 'cpu': cpu_model(),
-            'cpu_flags': cpu_features(),
+  report = {'device': str(jax.devices()[0]), 'backend': jax.default_backend(), 'cpu': results.cpu_model(),
+            'cpu_flags': results.cpu_features(),
             'jax': jax.__version__, 'matmul_precision': args.matmul_precision, 'batch_size': args.batch_size,
             'matmul_peak_gflop_per_s': peaks, 'peak_memory_bytes': memory,
             'peak_memory_kind': memory_kind, 'rows': rows}
@@ -234,7 +217,30 @@ def main(argv=None) -> int:
   if args.out:
     with open(args.out, 'w') as f:
       json.dump(report, f, indent=2)
+  if args.result:
+    results.write(args.result, as_result(rows, peaks, args))
   return 0
+
+
+COLUMNS = [('model', 'model', None), ('arch', 'arch', None), ('precision', 'precision', None),
+           ('data_mode', 'data', None), ('epoch_s_median', 'epoch (s)', '.3f'), ('us_per_step', 'µs/step', ',.0f'),
+           ('bare_scan_epoch_s_median', 'bare scan (s)', '.3f'), ('overhead', 'over the bare scan', '+.0%'),
+           ('torch_epoch_s_median', 'PyTorch epoch (s)', '.3f'), ('roofline_fraction', 'of the matmul peak', '.0%')]
+
+
+def as_result(rows: list[dict], peaks: dict, args) -> dict:
+  """The table as a result file (jaxae.results), with the machine's matmul peaks of this run."""
+  keys = [(k, label, fmt) for k, label, fmt in COLUMNS if any(k in r for r in rows)]
+  return results.make(
+      title=f"Training epochs: {args.models.replace(',', ', ')}", page='speed',
+      command=shlex.join(['python', 'scripts/benchmark.py', *sys.argv[1:]]),
+      summary=f'{args.examples:,} MNIST-shaped uint8 images an epoch, batch {args.batch_size}, each family\'s '
+              f'defaults{", " + args.arch + " networks" if args.arch else ""}; the median of {args.epochs} epochs '
+              'after a warm-up, each beside a bare `lax.scan` of the same step (and the PyTorch peer with --torch) '
+              'interleaved epoch by epoch; the fraction of the matmul peak measured in the same run.',
+      columns=[{'key': k, 'label': label, **({'format': fmt} if fmt else {})} for k, label, fmt in keys],
+      rows=[{k: r.get(k) for k, _, _ in keys} for r in rows], matmul_peaks=peaks,
+      packages=('torch',) if args.torch else ())
 
 
 if __name__ == '__main__':

@@ -6,13 +6,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+from jaxae import results
+
 SCRIPT = Path(__file__).resolve().parents[1] / 'scripts' / 'benchmark.py'
 
 
 def test_benchmark_small_run_writes_a_report(tmp_path):
   out = tmp_path / 'bench.json'
   args = ['--models', 'vae', '--examples', '512', '--epochs', '1', '--precision', 'f32,bf16', '--out', str(out),
-          '--batch-size', '64', '--matmul-precision', 'highest', '--peak-size', '256']
+          '--batch-size', '64', '--matmul-precision', 'highest', '--peak-size', '256', '--result',
+          str(tmp_path / 'result.json')]
   proc = subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stderr[-2000:]
   report = json.loads(out.read_text())
@@ -29,6 +32,10 @@ def test_benchmark_small_run_writes_a_report(tmp_path):
     headline = row['final_train'][next(iter(row['final_train']))]
     assert abs(row['bare_scan_final_train'] - headline) <= 1e-3 * max(1.0, abs(headline)), row
   assert '| vae | mlp | bf16 |' in proc.stdout and report['cpu']
+  result = results.read(tmp_path / 'result.json')  # the same numbers, for the results pages
+  assert [r['epoch_s_median'] for r in result['rows']] == [r['epoch_s_median'] for r in report['rows']]
+  assert result['machine']['matmul_peak_gflop_per_s'] == report['matmul_peak_gflop_per_s'] and result['page'] == 'speed'
+  assert result['command'].startswith('python scripts/benchmark.py --models vae --examples 512')
   bad = subprocess.run([sys.executable, str(SCRIPT), '--precision', 'f16'], capture_output=True, text=True, timeout=60)
   assert bad.returncode == 2 and bad.stderr.strip() == (
       'benchmark: error: unknown --precision f16; choose from f32, bf16'), bad.stderr

@@ -12,7 +12,7 @@ import pytest
 import scipy.linalg
 from conftest import saved_run, tiny
 
-from jaxae import data, evaluation
+from jaxae import data, evaluation, results
 from jaxae.errors import UserError
 from jaxae.evaluation import classifier, samples
 from jaxae.loop import train
@@ -115,7 +115,8 @@ def test_evaluate_script_writes_results_and_refuses_a_suite_that_does_not_fit(tm
                                  '(a GAN only generates): use the samples suite')
   assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob('*')) == before
   proc = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path / 'gan'), '--num-samples', '300', '--out',
-                         str(tmp_path / 'eval'), '--no-progress'], capture_output=True, text=True, timeout=300)
+                         str(tmp_path / 'eval'), '--no-progress', '--result', str(tmp_path / 'result.json'),
+                         '--title', 'A GAN on digits'], capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stderr[-2000:]
   metrics = json.loads((tmp_path / 'eval' / 'results.json').read_text())['gan']['samples']['metrics']
   assert np.isfinite(metrics['parzen_ll']) and metrics['classifier_fd'] > 0 and 0 < metrics['classifier_accuracy']
@@ -125,6 +126,9 @@ def test_evaluate_script_writes_results_and_refuses_a_suite_that_does_not_fit(tm
   table = (tmp_path / 'eval' / 'comparison.md').read_text().splitlines()
   assert table[0].startswith('| run | model | step | samples: classifier_fd (FD) |') and len(table) == 3
   assert table[2].startswith(f"| gan | gan | 26 | {metrics['classifier_fd']:.4g} |")
+  result = results.read(tmp_path / 'result.json')  # the comparison table as a result file
+  assert result['title'] == 'A GAN on digits' and result['rows'][0]['samples: classifier_fd (FD)'] == metrics[
+      'classifier_fd'] and result['rows'][0]['step'] == 26
 
 
 def test_the_comparison_table_has_a_row_per_run_and_each_suites_headline_numbers_with_units():
