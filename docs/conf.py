@@ -28,8 +28,8 @@ nb_execution_mode = 'off'  # the notebooks' stored outputs: tests/test_notebooks
 nb_merge_streams = True
 
 autosummary_generate = True
-autodoc_default_options = {'members': True, 'member-order': 'bysource',
-                           'ignore-module-all': True}  # each name documented once, in the module that defines it
+autodoc_default_options = {'members': True, 'member-order': 'bysource', 'ignore-module-all': True,
+                           'exclude-members': 'parent, name, scope'}  # linen's own fields of every Module  # each name documented once, in the module that defines it
 default_role = 'literal'  # docstrings write `x` for code, as Markdown does
 autodoc_typehints = 'description'
 autodoc_mock_imports = ['torch']
@@ -43,6 +43,8 @@ html_static_path = ['_static']
 html_theme_options = {'show_navbar_depth': 1, 'home_page_in_toc': True, 'show_toc_level': 2,
                       'navigation_with_keys': False}
 html_last_updated_fmt = None
+html_favicon = '_static/favicon.svg'
+html_context = {'default_mode': 'auto'}  # the theme's light/dark mode on a first visit (else a console error)
 
 exclude_patterns = ['_build', '_generated', 'Thumbs.db', '.DS_Store', '**/.ipynb_checkpoints']  # _generated: included
 suppress_warnings = ['myst.header', 'ref.python']  # ref.python: a re-exported name (jaxae.UserError) has two targets

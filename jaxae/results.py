@@ -32,6 +32,7 @@ PAGES = {'quality': 'Sample quality', 'likelihood': 'Likelihoods', 'representati
 FIELDS = ('format', 'title', 'page', 'summary', 'command', 'date', 'commit', 'machine', 'versions', 'columns',
           'rows')
 PACKAGES = ('jax', 'jaxlib', 'flax', 'optax', 'orbax-checkpoint', 'numpy')
+CODE = ('jaxae', 'scripts', 'pyproject.toml')  # what computes a result (not the docs, the tests or results/)
 
 
 def cpu_model() -> str:
@@ -77,14 +78,14 @@ def versions(*extra: str) -> dict:
 
 
 def commit(root: str | Path | None = None) -> str:
-  """The git commit of the code in `root` (default: jaxae's source tree), short, with '+changes' when tracked
-  files differ from it (the result files in `results/` aside: data, not code); 'unknown' outside a git checkout."""
+  """The git commit of the code in `root` (default: jaxae's source tree), short, with '+changes' when the code
+  that measures (`CODE`) differs from it; 'unknown' outside a git checkout."""
   root = Path(root or Path(__file__).resolve().parents[1])
   try:
     head = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=root, capture_output=True, text=True,
                           timeout=10, check=True).stdout.strip()
-    dirty = subprocess.run(['git', 'status', '--porcelain', '--untracked-files=no', '--', '.', ':!results'],
-                           cwd=root, capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    dirty = subprocess.run(['git', 'status', '--porcelain', '--untracked-files=no', '--', *CODE], cwd=root,
+                           capture_output=True, text=True, timeout=10, check=True).stdout.strip()
   except (OSError, subprocess.SubprocessError):
     return 'unknown'
   return head + ('+changes' if dirty else '')
