@@ -75,6 +75,13 @@ def generate(app) -> None:
   notebooks(root, docs)
 
 
+def clear_stubs(app, config) -> None:
+  """The API stubs of the last build go first: autosummary writes new ones but never removes one whose module
+  is gone or documented elsewhere."""
+  shutil.rmtree(Path(app.srcdir) / 'api' / '_autosummary', ignore_errors=True)
+
+
 def setup(app):
+  app.connect('config-inited', clear_stubs)
   app.connect('builder-inited', generate)
   return {'parallel_read_safe': True, 'parallel_write_safe': True}

@@ -191,7 +191,7 @@ def fingerprint(splits: Splits, rows: int = 64) -> dict:
   evenly spaced images (as float32 in [0, 1], so uint8 and float copies of the same data agree) and all labels.
 
   Returns:
-    `{'train': {'count', 'shape', 'sha256'}, 'eval': {...}}`, JSON-ready.
+    Per split (`train`, `eval`), its `count`, `shape` and `sha256`: a dict of dicts, JSON-ready.
   """
   out = {}
   for name, d in (('train', splits.train), ('eval', splits.eval)):
@@ -205,7 +205,7 @@ def fingerprint(splits: Splits, rows: int = 64) -> dict:
 
 
 def changes(saved: dict, now: dict) -> str:
-  """What differs between two `fingerprint`s, in words ('' if nothing)."""
+  """What differs between two fingerprints (`fingerprint`), in words ('' if nothing)."""
   said = []
   for split in ('train', 'eval'):
     a, b = saved.get(split, {}), now.get(split, {})

@@ -2,6 +2,7 @@
 
 D reads images in [0, 1] centred to [-1, 1]; G's tanh output is rescaled to [0, 1] (`to_image`). How a
 conditional D uses the label `y` (one-hot `[B, K]`) follows its network's outputs and `projection`:
+
 - one output (Mirza & Osindero 2014): `y` joins the image at D's input (`jaxae.conditioning.join_image`);
 - 1 + K outputs, `projection=False` (AC-GAN, Odena et al. 2017): D sees the image alone; outputs 1..K are class
   logits, whose cross-entropy D pays on real and fake images and G on its fakes (`class_loss`);
