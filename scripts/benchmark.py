@@ -44,7 +44,7 @@ import numpy as np
 from jaxae import config as config_lib
 from jaxae import data, models, nn, results, roofline, steps
 from jaxae.data import records
-from jaxae.errors import ArgumentParser, UserError
+from jaxae.errors import ArgumentParser, UserError, require
 from jaxae.loop import make_keys
 from jaxae.loop.compile import compile_fns, matmul_precision
 
@@ -145,6 +145,26 @@ def torch_peer(torch, config: dict, images) -> dict | None:
   return {'epoch': lambda: epoch(nchw), 'parameters': torch_peers.parameter_count(torch, config, tuple(nchw.shape[1:]))}
 
 
+def checked(args) -> tuple[list[str], list[str], object]:
+  """`(families, precisions, torch or None)` of the command line; `UserError` for a bad one."""
+  names = args.models.split(',')
+  for name in names:
+    models.get(name)
+  precisions = args.precision.split(',')
+  bad = set(precisions) - set(nn.PRECISIONS)
+  require(not bad, f'unknown --precision {",".join(sorted(bad))}; choose from {", ".join(nn.PRECISIONS)}')
+  require(args.peak_size is None or args.peak_size >= 1, f'--peak-size must be >= 1, got {args.peak_size}')
+  require(args.epochs >= 1 and args.batch_size >= 1 and args.examples >= args.batch_size,
+          f'--epochs and --batch-size must be >= 1 and --examples >= --batch-size ({args.batch_size})')
+  if not args.torch:
+    return names, precisions, None
+  try:
+    import torch  # noqa: PLC0415 (optional: not a jaxae dependency)
+  except ImportError:
+    raise UserError('--torch needs PyTorch: pip install torch (its CPU wheels) in this environment') from None
+  return names, precisions, torch
+
+
 def main(argv=None) -> int:
   p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument('--models', default=','.join(models.names()))
@@ -168,23 +188,7 @@ def main(argv=None) -> int:
                       'records: the same from a records folder on disk (jaxae.records)')
   args = p.parse_args(argv)
   try:
-    names = args.models.split(',')
-    for name in names:
-      models.get(name)
-    precisions = args.precision.split(',')
-    bad = set(precisions) - set(nn.PRECISIONS)
-    if bad:
-      raise UserError(f'unknown --precision {",".join(sorted(bad))}; choose from {", ".join(nn.PRECISIONS)}')
-    torch = None
-    if args.torch:
-      try:
-        import torch  # noqa: PLC0415 (optional: not a jaxae dependency)
-      except ImportError:
-        raise UserError('--torch needs PyTorch: pip install torch (its CPU wheels) in this environment') from None
-    if args.peak_size is not None and args.peak_size < 1:
-      raise UserError(f'--peak-size must be >= 1, got {args.peak_size}')
-    if args.epochs < 1 or args.batch_size < 1 or args.examples < args.batch_size:
-      raise UserError(f'--epochs and --batch-size must be >= 1 and --examples >= --batch-size ({args.batch_size})')
+    names, precisions, torch = checked(args)
   except UserError as e:
     print(f'benchmark: error: {e}', file=sys.stderr)
     return 2

@@ -87,18 +87,9 @@ def visit(port: int, url: str, screenshot: Path | None, settle: float = 2.0) -> 
       message = json.loads(ws.recv())
     except websocket.WebSocketTimeoutException:
       continue
-    method, params = message.get('method'), message.get('params', {})
-    if method == 'Page.loadEventFired':
+    if message.get('method') == 'Page.loadEventFired':
       loaded = time.time()
-    elif method == 'Runtime.consoleAPICalled' and params['type'] in ('error', 'warning', 'assert'):
-      errors.append(f"console.{params['type']}: " + ' '.join(str(a.get('value', a.get('description')))
-                                                          for a in params['args']))
-    elif method == 'Runtime.exceptionThrown':
-      errors.append(f"exception: {params['exceptionDetails'].get('text')}")
-    elif method == 'Log.entryAdded' and params['entry']['level'] in ('error', 'warning'):
-      errors.append(f"{params['entry']['level']}: {params['entry']['text']} {params['entry'].get('url', '')}")
-    elif method == 'Network.loadingFailed' and not params.get('canceled'):
-      errors.append(f"failed load: {params.get('errorText')}")
+    errors += [error] if (error := problem(message.get('method'), message.get('params', {}))) else []
   if screenshot is not None:
     send('Page.captureScreenshot', format='png')
     while True:
@@ -108,6 +99,19 @@ def visit(port: int, url: str, screenshot: Path | None, settle: float = 2.0) -> 
         break
   ws.close()
   return errors
+
+
+def problem(method: str | None, params: dict) -> str | None:
+  """The error a DevTools event reports, in words; None for any other event."""
+  if method == 'Runtime.consoleAPICalled' and params['type'] in ('error', 'warning', 'assert'):
+    return f"console.{params['type']}: " + ' '.join(str(a.get('value', a.get('description'))) for a in params['args'])
+  if method == 'Runtime.exceptionThrown':
+    return f"exception: {params['exceptionDetails'].get('text')}"
+  if method == 'Log.entryAdded' and params['entry']['level'] in ('error', 'warning'):
+    return f"{params['entry']['level']}: {params['entry']['text']} {params['entry'].get('url', '')}"
+  if method == 'Network.loadingFailed' and not params.get('canceled'):
+    return f"failed load: {params.get('errorText')}"
+  return None
 
 
 def main(argv=None) -> int:

@@ -12,6 +12,7 @@ from conftest import tiny
 from jaxae import metrics, models
 from jaxae.errors import UserError
 from jaxae.loop import checkpoint, restore, train
+from jaxae.loop.position import Plan
 
 
 @pytest.mark.parametrize('name', models.with_capability('encode'))
@@ -159,14 +160,33 @@ def test_checkpoints_and_evaluations_at_intervals_resume_bitwise(tmp_path):
 
 
 def test_a_checkpoint_is_due_at_its_interval_in_epochs_or_minutes_and_at_the_end(monkeypatch):
-  fns = train.Compiled(*[None] * 5, steps=10, per_epoch=3)  # 3 chunks an epoch
+  plan = Plan(epochs=4, steps_per_epoch=30, chunk=10, chunks_per_epoch=3)  # 3 chunks an epoch
   config = {'epochs': 4, 'checkpoint_every': 0, 'checkpoint_epochs': 2, 'checkpoint_minutes': 0.0}
-  due = [p for p in range(1, 13) if train._due(config, fns, p, last_save=0.0)]
+
+  def policy(last_save: float, **changes):
+    monkeypatch.setattr(checkpoint.time, 'monotonic', lambda: last_save)
+    made = checkpoint.SavePolicy({**config, **changes}, plan, saved=0, config_due=False)
+    monkeypatch.setattr(checkpoint.time, 'monotonic', lambda: 100.0)
+    return made
+
+  due = [p for p in range(1, 13) if policy(0.0).due(p)]
   assert due == [6, 12]  # the end of epoch 2, and of the run
-  monkeypatch.setattr(train.time, 'monotonic', lambda: 100.0)
-  assert train._due({**config, 'checkpoint_minutes': 1.5}, fns, 1, last_save=10.0)  # 90 s: due mid-epoch
-  assert not train._due({**config, 'checkpoint_minutes': 1.5}, fns, 1, last_save=10.5)
-  assert train._due({**config, 'checkpoint_every': 10}, fns, 1, last_save=100.0)  # every chunk
+  assert policy(10.0, checkpoint_minutes=1.5).due(1)  # 90 s: due mid-epoch
+  assert not policy(10.5, checkpoint_minutes=1.5).due(1)
+  assert policy(100.0, checkpoint_every=10).due(1)  # every chunk
+  assert policy(100.0).due(1, stop=True)  # asked to stop: saved where it is
+
+
+def test_the_plan_places_chunks_and_steps_and_refuses_a_checkpoint_off_its_boundaries():
+  plan = Plan.of({'epochs': 2, 'batch_size': 10, 'checkpoint_every': 4}, n_train=95)  # 10 steps: chunks of 4, 4, 2
+  assert (plan.steps_per_epoch, plan.chunk, plan.chunks_per_epoch, plan.total_chunks) == (10, 4, 3, 6)
+  assert not plan.whole_chunks and Plan.of({'epochs': 1, 'batch_size': 10, 'checkpoint_every': 0}, 95).whole_chunks
+  assert [plan.locate(p) for p in range(6)] == [(1, 0), (1, 4), (1, 8), (2, 0), (2, 4), (2, 8)]
+  assert [plan.steps_done(p) for p in range(7)] == [0, 4, 8, 10, 14, 18, 20]
+  assert [plan.position_of(plan.steps_done(p), 0) for p in range(7)] == list(range(7))
+  assert [p for p in range(7) if plan.ends_epoch(p)] == [0, 3, 6]
+  with pytest.raises(UserError, match='the checkpoint at 6 does not fall on a chunk boundary of this run'):
+    plan.position_of(6, 6)
 
 
 

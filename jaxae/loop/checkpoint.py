@@ -9,6 +9,7 @@ import errno
 import json
 import os
 import shutil
+import time
 import warnings
 from pathlib import Path
 
@@ -118,6 +119,35 @@ class Checkpointer:
 
   def __exit__(self, *exc) -> None:
     self.close()
+
+
+class SavePolicy:
+  """When a chunk boundary gets a checkpoint, and the config that goes with a resumed run's first save.
+
+  A checkpoint is due every chunk of `checkpoint_every` steps, else every `checkpoint_epochs`-th epoch end; and
+  whenever `checkpoint_minutes` have passed since the last; and at the end of the run, or when it is asked to
+  stop. A new run writes its config.json when it starts (killed before its first checkpoint, it is still
+  recognised as a run); a resumed one with its first save, so a resume that fails (damaged data, a NaN) leaves
+  the workdir as it was.
+  """
+
+  def __init__(self, config: dict, plan, saved: int, config_due: bool):
+    self.config, self.plan = config, plan
+    self.saved, self.last = saved, time.monotonic()
+    self.config_due = config_due
+
+  def due(self, position: int, stop: bool = False) -> bool:
+    """Whether the boundary after `position` chunks gets a checkpoint (`stop`: the run is asked to stop)."""
+    config = self.config
+    epoch, within = divmod(position, self.plan.chunks_per_epoch)
+    return (position == self.plan.total_chunks or config['checkpoint_every'] > 0 or stop
+            or (within == 0 and epoch % config['checkpoint_epochs'] == 0)
+            or 0 < config['checkpoint_minutes'] * 60 <= time.monotonic() - self.last)
+
+  def save(self, ckpt: Checkpointer, step: int, state, sums: dict) -> None:
+    """Checkpoint `step` (in the background), the epoch's metric sums so far beside it."""
+    ckpt.save(step, state, {k: float(v) for k, v in sums.items()}, self.config if self.config_due else None)
+    self.saved, self.last, self.config_due = step, time.monotonic(), False
 
 
 def write_config(workdir: Path, config: dict) -> None:

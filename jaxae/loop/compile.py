@@ -21,6 +21,7 @@ import jax
 
 from jaxae import steps
 from jaxae.loop import scan
+from jaxae.loop.position import Plan
 from jaxae.loop.step import finite, step
 
 
@@ -40,17 +41,12 @@ class Compiled(NamedTuple):
   per_epoch: int
 
 
-def chunk_size(config, n_train: int) -> tuple[int, int]:
-  """`(steps per chunk, chunks per epoch)`: one chunk per epoch unless `checkpoint_every` is set."""
-  steps_per_epoch = -(-n_train // config['batch_size'])
-  chunk = min(config['checkpoint_every'] or steps_per_epoch, steps_per_epoch)
-  return chunk, -(-steps_per_epoch // chunk)
-
-
 def compile_fns(model, config, n_train: int, mesh=None, resident: bool = True) -> Compiled:
-  """`Compiled` for `model` under `config` on `n_train` training images (on `mesh`, or one device)."""
+  """`Compiled` for `model` under `config` on `n_train` training images (on `mesh`, or one device); its chunks
+  are those of `Plan.of(config, n_train)`."""
   train_step, eval_step = steps.bind(model.train_step, config), steps.bind(model.eval_step, config)
-  n_steps, per_epoch = chunk_size(config, n_train)
+  plan = Plan.of(config, n_train)
+  n_steps, per_epoch = plan.chunk, plan.chunks_per_epoch
   skip = config['nonfinite'] == 'skip'
   options = dict(dynamic_binarize=config['binarize'] == 'dynamic', skip_nonfinite=skip, mesh=mesh)
 
@@ -62,7 +58,7 @@ def compile_fns(model, config, n_train: int, mesh=None, resident: bool = True) -
                                epoch, start, keys.shuffle, batch_size=config['batch_size'], chunk=n_steps)
 
   # Steps not applied must keep the old state (exact): in skip mode, and in all-masked padding batches.
-  fast = not skip and per_epoch * n_steps == -(-n_train // config['batch_size'])
+  fast = not skip and plan.whole_chunks
   if resident:
     exact, chunk = (jax.jit(functools.partial(resident_chunk, e), donate_argnums=0) for e in (True, False))
   else:

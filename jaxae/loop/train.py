@@ -32,6 +32,7 @@ from jaxae.loop import workdir as workdir_lib
 from jaxae.loop.compile import Compiled, compile_fns
 from jaxae.loop.compile import matmul_precision as _matmul_precision  # the old name: `__getattr__`
 from jaxae.loop.keys import Keys, make_keys
+from jaxae.loop.position import Plan
 from jaxae.loop.step import check as check_guard
 
 
@@ -63,6 +64,7 @@ class _Run(NamedTuple):
   train_data: dict  # {'image', 'label'(, a classifier's labelled partners)}: on the device, or host / disk
   eval_data: dict  # {'image', 'label'} on the device
   fns: Compiled
+  plan: Plan  # epochs, chunks and steps
   initial: Callable  # () -> the fresh state, replicated
 
 
@@ -83,8 +85,8 @@ def _setup(overrides: dict, workdir: Path, sets: dict | None = None) -> tuple[_R
   if models.can(model, 'classify'):
     conditioning.check_partly_labelled(splits, config['num_classes'], config['model'])
   train_x, eval_x = splits.train['image'], splits.eval['image']
-  steps_per_epoch = -(-len(train_x) // config['batch_size'])
-  config = {**workdir_lib.resolve_schedule(config, steps_per_epoch), 'input_shape': tuple(train_x.shape[1:]),
+  plan = Plan.of(config, len(train_x))
+  config = {**workdir_lib.resolve_schedule(config, plan.steps_per_epoch), 'input_shape': tuple(train_x.shape[1:]),
             'data_fingerprint': data.fingerprint(splits)}
   keys = make_keys(config['seed'], config['prng_impl'])
   sample = {'image': data.to_float(train_x[:1])}
@@ -93,7 +95,7 @@ def _setup(overrides: dict, workdir: Path, sets: dict | None = None) -> tuple[_R
   except ValueError as e:
     raise UserError(f'{e}') from None
   workdir_lib.check_workdir(workdir, config)
-  workdir_lib.check_trained_steps(workdir, config, steps_per_epoch)
+  workdir_lib.check_trained_steps(workdir, config, plan.steps_per_epoch)
   mesh = parallel.make_mesh(config['devices'])
   for key in ('batch_size', 'eval_batch_size'):
     parallel.check_batch_size(key, config[key], mesh)
@@ -108,7 +110,8 @@ def _setup(overrides: dict, workdir: Path, sets: dict | None = None) -> tuple[_R
                                  mesh)  # evaluation sets are small: resident in both modes
   fns = compile_fns(model, config, len(train_x), mesh, resident)
   initial = lambda: parallel.replicate(models.create_state(model, keys.init, config, sample), mesh)
-  run = _Run(config, model, splits, parallel.replicate(keys, mesh), mesh, train_data, eval_data, fns, initial)
+  run = _Run(config, model, splits, parallel.replicate(keys, mesh), mesh, train_data, eval_data, fns, plan,
+             initial)
   return run, parallel.replicate(state, mesh)
 
 
@@ -148,88 +151,72 @@ def _train_in(run: _Run, state, workdir: Path, progress: bool) -> Result:
   return Result(state, run.config, log.records)
 
 
-def _position(done: int, steps_per_epoch: int, fns: Compiled, state_step: int) -> int:
-  """Chunks done, from the number of steps done (checkpoints are numbered by steps, as metrics.jsonl counts)."""
-  epochs_done, within = divmod(done, steps_per_epoch)
-  require(within % fns.steps == 0 and int(state_step) <= done,
-          f'the checkpoint at {done} does not fall on a chunk boundary of this run ({fns.steps} steps per chunk, '
-          f'its state at step {int(state_step)}): it was written by another checkpoint_every or an older jaxae; '
-          'use a new workdir')
-  return epochs_done * fns.per_epoch + within // fns.steps
-
-
-def _due(config: dict, fns: Compiled, position: int, last_save: float) -> bool:
-  """Whether the chunk boundary `position` (chunks done) gets a checkpoint: every chunk of `checkpoint_every`
-  steps, else every `checkpoint_epochs`-th epoch end; and whenever `checkpoint_minutes` have passed; and the end."""
-  epoch, within = divmod(position, fns.per_epoch)
-  return (position == config['epochs'] * fns.per_epoch or config['checkpoint_every'] > 0
-          or (within == 0 and epoch % config['checkpoint_epochs'] == 0) or STOP.is_set()
-          or 0 < config['checkpoint_minutes'] * 60 <= time.monotonic() - last_save)
-
-
-def _rerun_exact(run: _Run, ckpt: checkpoint.Checkpointer, position: int, steps_per_epoch: int):
+def _rerun_exact(run: _Run, ckpt: checkpoint.Checkpointer, position: int):
   """A fast chunk met a non-finite value: the chunks since the last save again, from it (they were finite), then
   chunk `position` exact, whose guard names the first bad step and term. Returns `(state, guard, sums)`."""
-  fns, train_data, keys = run.fns, run.train_data, run.keys
+  fns, plan = run.fns, run.plan
   state, saved = ckpt.restore(run.initial())
-  for p in range(_position(saved, steps_per_epoch, fns, state.step), position):
-    epoch, c = divmod(p, fns.per_epoch)
-    state = fns.chunk(state, train_data, epoch + 1, c * fns.steps, keys)[0]
-  epoch, c = divmod(position, fns.per_epoch)
-  return fns.exact(state, train_data, epoch + 1, c * fns.steps, keys)
+  for p in range(plan.position_of(saved, state.step), position):
+    state = fns.chunk(state, run.train_data, *plan.locate(p), run.keys)[0]
+  return fns.exact(state, run.train_data, *plan.locate(position), run.keys)
+
+
+def _run_chunk(run: _Run, ckpt: checkpoint.Checkpointer, state, position: int, last_saved: int):
+  """Chunk `position` of the run: `(state, its metric sums on the host)`, one host sync; a non-finite value
+  stops the run with the first bad step and term named (or skips, `nonfinite=skip`)."""
+  fns, epoch = run.fns, run.plan.locate(position)[0]
+  state, guard, sums = fns.chunk(state, run.train_data, *run.plan.locate(position), run.keys)
+  if fns.fast and not bool(fns.finite(guard, state)):  # stop mode: rerun exact, to name the first bad step
+    state, guard, sums = _rerun_exact(run, ckpt, position)
+  guard, sums = jax.device_get((guard, sums))  # the one host sync per chunk; the state stays on the device
+  check_guard(guard, [k for k in sums if k != 'count'], float(sums['count']), epoch, run.config['nonfinite'],
+              last_saved=last_saved or None)
+  return state, {**sums, 'skipped_steps': np.float32(guard.skipped)}
+
+
+def _end_epoch(run: _Run, log: logs.RunLog, state, epoch: int, sums: dict, seconds: float) -> dict:
+  """The epoch's records (training; held-out when due): `{'train loss': '...', ...}` for the progress bar."""
+  n_train, config = len(run.splits.train['image']), run.config
+  train = log.epoch(epoch, int(state.step), 'train', sums, seconds=seconds, examples_per_sec=n_train / seconds,
+                    skipped_steps=int(sums['skipped_steps']))
+  shown = {f'train {k}': f'{train[k]:.3f}' for k in run.model.HEADLINE}
+  if epoch % config['eval_every'] == 0 or epoch == config['epochs']:
+    test = log.epoch(epoch, int(state.step), 'eval', _evaluate(run, state))
+    shown.update({f'eval {k}': f'{test[k]:.3f}' for k in run.model.HEADLINE})
+  return shown
+
+
+def _evaluate(run: _Run, state) -> dict:
+  return jax.device_get(run.fns.evaluate(state, run.eval_data, run.keys.eval))
 
 
 def _train(run: _Run, state, ckpt: checkpoint.Checkpointer, workdir: Path, progress: bool):
-  """Resumes from `ckpt` and trains to `config['epochs']`; returns `(state, its RunLog)`."""
-  config, keys, fns, n_train = run.config, run.keys, run.fns, len(run.splits.train['image'])
-  steps_per_epoch = -(-n_train // config['batch_size'])
+  """Resumes from `ckpt` and trains to the run's last epoch; returns `(state, its RunLog)`."""
+  plan, primary = run.plan, parallel.is_primary()
   state, done = ckpt.restore(state)
-  saved, last_save = done, time.monotonic()
-  position = _position(done, steps_per_epoch, fns, state.step)
-  sums = ckpt.restore_loop(done) if position % fns.per_epoch else None  # mid-epoch: the epoch's sums so far
-  # config.json: a new run writes it now (killed before its first checkpoint, it is still recognised as a run), a
-  # resumed one with its first save (a resume that fails, on damaged data or a NaN, leaves the workdir as it was).
-  config_due = parallel.is_primary() and position > 0
-  if parallel.is_primary() and position == 0:
-    checkpoint.write_config(workdir, config)
-  log = logs.RunLog(workdir, config, run.mesh, done, position // fns.per_epoch if position else -1)
+  position = plan.position_of(done, state.step)
+  sums = ckpt.restore_loop(done) if not plan.ends_epoch(position) else None  # mid-epoch: the epoch's sums so far
+  policy = checkpoint.SavePolicy(run.config, plan, done, config_due=primary and position > 0)
+  if primary and position == 0:
+    checkpoint.write_config(workdir, run.config)
+  log = logs.RunLog(workdir, run.config, run.mesh, done, position // plan.chunks_per_epoch if position else -1)
   if position == 0:
-    log.epoch(0, int(state.step), 'eval', jax.device_get(fns.evaluate(state, run.eval_data, keys.eval)))
-
-  bar = tqdm(total=config['epochs'] * steps_per_epoch, initial=done,
-             disable=not (progress and parallel.is_primary()), unit='step', desc=config['model'])
-  seconds, postfix = 0.0, {}
-  with bar:
-    while position < config['epochs'] * fns.per_epoch:
-      epoch, c = divmod(position, fns.per_epoch)
-      epoch += 1
+    log.epoch(0, int(state.step), 'eval', _evaluate(run, state))
+  seconds = 0.0
+  with tqdm(total=plan.total_steps, initial=done, disable=not (progress and primary), unit='step',
+            desc=run.config['model']) as bar:
+    while position < plan.total_chunks:
+      epoch, start = plan.locate(position)
       t0 = time.perf_counter()
-      state, guard, chunk_sums = fns.chunk(state, run.train_data, epoch, c * fns.steps, keys)
-      if fns.fast and not bool(fns.finite(guard, state)):  # stop mode: rerun exact, to name the first bad step
-        state, guard, chunk_sums = _rerun_exact(run, ckpt, position, steps_per_epoch)
-      guard, chunk_sums = jax.device_get((guard, chunk_sums))  # the one host sync per chunk; state stays on device
-      seconds = (0.0 if c == 0 else seconds) + time.perf_counter() - t0
-      check_guard(guard, [k for k in chunk_sums if k != 'count'], float(chunk_sums['count']), epoch,
-                  config['nonfinite'], last_saved=saved or None)
-      chunk_sums = {**chunk_sums, 'skipped_steps': np.float32(guard.skipped)}
-      sums = chunk_sums if c == 0 else {k: np.float32(sums[k]) + v for k, v in chunk_sums.items()}
+      state, chunk_sums = _run_chunk(run, ckpt, state, position, policy.saved)
+      seconds = (0.0 if start == 0 else seconds) + time.perf_counter() - t0
+      sums = chunk_sums if start == 0 else {k: np.float32(sums[k]) + v for k, v in chunk_sums.items()}
       position += 1
-      if position % fns.per_epoch == 0:
-        train = log.epoch(epoch, int(state.step), 'train', sums, seconds=seconds, examples_per_sec=n_train / seconds,
-                           skipped_steps=int(sums['skipped_steps']))
-        postfix.update({f'train {k}': f'{train[k]:.3f}' for k in run.model.HEADLINE})
-        if epoch % config['eval_every'] == 0 or epoch == config['epochs']:
-          test = log.epoch(epoch, int(state.step), 'eval',
-                           jax.device_get(fns.evaluate(state, run.eval_data, keys.eval)))
-          postfix.update({f'eval {k}': f'{test[k]:.3f}' for k in run.model.HEADLINE})
-        bar.set_postfix(postfix)
-      now = (epoch - 1) * steps_per_epoch + min((c + 1) * fns.steps, steps_per_epoch)
-      if _due(config, fns, position, last_save):  # in the background, once on the host
-        ckpt.save(now, state, {k: float(v) for k, v in sums.items()}, config if config_due else None)
-        config_due = False
-        saved, last_save = now, time.monotonic()
-      bar.update(now - done)
-      done = now
+      if plan.ends_epoch(position):
+        bar.set_postfix(_end_epoch(run, log, state, epoch, sums, seconds))
+      if policy.due(position, STOP.is_set()):  # in the background, once on the host
+        policy.save(ckpt, plan.steps_done(position), state, sums)
+      bar.update(plan.steps_done(position) - bar.n)
       if STOP.is_set():  # Ctrl-C in the CLI: stop on a saved chunk boundary
         raise KeyboardInterrupt
   return state, log
