@@ -1,6 +1,21 @@
 """jaxae: the autoencoder family in JAX/Flax: pure losses, linen models, jitted steps, one loop."""
 
-from jaxae import corruption, data, evaluation, losses, metrics, models, nn, pca, plotting, priors, steps, tour
+from jaxae import (
+                   corruption,
+                   data,
+                   evaluation,
+                   likelihoods,
+                   losses,
+                   metrics,
+                   models,
+                   nn,
+                   pca,
+                   plotting,
+                   priors,
+                   results,
+                   steps,
+                   tour,
+)
 from jaxae.config import resolve as resolve_config
 from jaxae.errors import UserError
 from jaxae.loop import Keys, Result, make_keys, train_and_evaluate
@@ -8,7 +23,7 @@ from jaxae.runs import Loaded, load
 from jaxae.share import export
 
 __all__ = [
-    'Keys', 'Loaded', 'Result', 'UserError', 'corruption', 'data', 'evaluation', 'export', 'load', 'losses',
-    'make_keys', 'metrics', 'models', 'nn', 'pca', 'plotting', 'priors', 'resolve_config', 'steps', 'tour',
-    'train_and_evaluate',
+    'Keys', 'Loaded', 'Result', 'UserError', 'corruption', 'data', 'evaluation', 'export', 'likelihoods', 'load',
+    'losses', 'make_keys', 'metrics', 'models', 'nn', 'pca', 'plotting', 'priors', 'resolve_config', 'results', 'steps',
+    'tour', 'train_and_evaluate',
 ]

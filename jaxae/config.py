@@ -154,7 +154,8 @@ def validate(config: Mapping[str, Any]) -> None:
 
 
 def resolve(overrides: Mapping[str, Any] | None = None) -> dict:
-  """Defaults of the chosen model updated by `overrides`, validated.
+  """Defaults of the chosen model updated by `overrides`, validated. A value may be given as the command line
+  writes it (`hidden='128,64'`, `beta='0.5'`, `tied='true'`).
 
   Raises:
     UserError: unknown model or key, wrong type, or impossible value.
@@ -163,6 +164,8 @@ def resolve(overrides: Mapping[str, Any] | None = None) -> dict:
   base = defaults(overrides.get('model', BASE['model']))
   unknown = sorted(set(overrides) - set(base))
   require(not unknown, f"unknown config key(s) {', '.join(unknown)}: choose from {', '.join(sorted(base))}")
+  overrides = {k: parse_value(k, v, base[k]) if isinstance(v, str) and base[k] is not None else v
+               for k, v in overrides.items()}  # what the command line takes, e.g. hidden='128,64', beta='0.5'
   _check_types(overrides, base)
   config = {**base, **overrides}
   config = {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}

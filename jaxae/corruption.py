@@ -11,6 +11,8 @@ References:
 import jax
 import jax.numpy as jnp
 
+from jaxae.errors import require
+
 
 def gaussian(x: jax.Array, key: jax.Array, noise_std: float) -> jax.Array:
   """Additive isotropic Gaussian noise, `x + noise_std * eps`."""
@@ -40,6 +42,7 @@ def corrupt(x: jax.Array, key: jax.Array, kind: str, level: float) -> jax.Array:
   `level` is the std for 'gaussian' and the probability for 'masking' and
   'salt_and_pepper'; 'none' returns `x` unchanged. `kind` is static.
   """
+  require(kind in KINDS, f"noise={kind!r} is not one of {', '.join(KINDS)}")
   if kind == 'none':
     return x
   return {'gaussian': gaussian, 'masking': masking,

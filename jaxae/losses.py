@@ -8,52 +8,29 @@ log-likelihoods in nats.
 import jax
 import jax.numpy as jnp
 
+from jaxae import likelihoods
+from jaxae.errors import require
+from jaxae.likelihoods import bernoulli_nll, squared_error  # noqa: F401  (losses' own names, defined there)
+
 
 def _sum_event(x: jax.Array) -> jax.Array:
   """Sums all axes but the first: `[B, ...] -> [B]`."""
   return x.reshape(x.shape[0], -1).sum(axis=-1)
 
 
-def _flat(a: jax.Array, batch_ndim: int) -> jax.Array:
-  """`[*batch, H, W, C] -> [*batch, H*W*C]`. Elementwise work on images runs on this layout: XLA's CPU
-  loops vectorize over a long last axis, not over C = 1 (3-4x faster for the likelihoods)."""
-  return a.reshape(*a.shape[:batch_ndim], -1)
+def check_images(name: str, x: jax.Array) -> None:
+  """`UserError` unless `x` is a batch of images `[B, H, W, C]`."""
+  require(x.ndim == 4, f'{name} must be images [B, H, W, C], got shape {tuple(x.shape)}'
+          + ('; add a batch axis, e.g. x[None]' if x.ndim == 3 else ''))
 
 
-def squared_error(x_hat: jax.Array, x: jax.Array, batch_ndim: int = 1) -> jax.Array:
-  """Half the squared Euclidean error, `0.5 * ||x_hat - x||^2`.
-
-  This is the negative log-likelihood of a unit-variance Gaussian decoder,
-  up to the constant `D/2 * log(2*pi)`.
-
-  Args:
-    x_hat: `[B, ...]` reconstruction (the Gaussian mean).
-    x: `[B, ...]` target, same shape.
-    batch_ndim: leading axes that are not summed (2 for `[K, B, ...]`; `x` may broadcast).
-
-  Returns:
-    `[B]` float32.
-  """
-  return 0.5 * jnp.sum(jnp.square(_flat(x_hat, batch_ndim) - _flat(x, batch_ndim)), axis=-1)
-
-
-def bernoulli_nll(logits: jax.Array, x: jax.Array, batch_ndim: int = 1) -> jax.Array:
-  """Bernoulli negative log-likelihood from logits, summed over pixels.
-
-  `-[x log sigmoid(l) + (1-x) log(1 - sigmoid(l))] = softplus(l) - x*l`,
-  which never takes the log of a saturated sigmoid. Targets in [0, 1] that are
-  not binary give the continuous cross-entropy (as in most VAE code on MNIST).
-
-  Args:
-    logits: `[B, ...]` decoder logits.
-    x: `[B, ...]` targets in [0, 1].
-    batch_ndim: leading axes that are not summed (2 for `[K, B, ...]`; `x` may broadcast).
-
-  Returns:
-    `[B]` float32.
-  """
-  logits, x = _flat(logits, batch_ndim), _flat(x, batch_ndim)
-  return jnp.sum(jax.nn.softplus(logits) - x * logits, axis=-1)
+def _check_codes(fn: str, **arrays) -> None:
+  """`UserError` unless the arrays are batches of codes `[B, K]` of one shape (one value per example results)."""
+  (first, a), *rest = arrays.items()
+  require(a.ndim == 2, f'{fn}: {first} must be codes [B, K] (one row per example), got shape {tuple(a.shape)}; add '
+          'a batch axis, e.g. mean[None]')
+  for name, b in rest:
+    require(b.shape == a.shape, f'{fn}: {name} {tuple(b.shape)} must have the shape of {first} {tuple(a.shape)}')
 
 
 def gaussian_kl(mean: jax.Array, logvar: jax.Array) -> jax.Array:
@@ -71,6 +48,7 @@ def gaussian_kl(mean: jax.Array, logvar: jax.Array) -> jax.Array:
   References:
     Kingma & Welling, Auto-Encoding Variational Bayes, 2014, Appendix B.
   """
+  _check_codes('gaussian_kl', mean=mean, logvar=logvar)
   return 0.5 * _sum_event(jnp.exp(logvar) + jnp.square(mean) - 1.0 - logvar)
 
 
@@ -86,6 +64,7 @@ def gaussian_kl_pair(mean1, logvar1, mean2, logvar2) -> jax.Array:
   Returns:
     `[B]` float32.
   """
+  _check_codes('gaussian_kl_pair', mean1=mean1, logvar1=logvar1)
   per_dim = 0.5 * (logvar2 - logvar1) + (
       jnp.exp(logvar1) + jnp.square(mean1 - mean2)
   ) / (2.0 * jnp.exp(logvar2)) - 0.5
@@ -166,25 +145,25 @@ def masked_count(batch) -> jax.Array:
   return jnp.asarray(batch['image'].shape[0] if mask is None else jnp.sum(mask), jnp.float32)
 
 
-LIKELIHOODS = ('bernoulli', 'gaussian')
+LIKELIHOODS = likelihoods.NAMES
 
 
-def reconstruction_nll(out: jax.Array, x: jax.Array, likelihood: str, batch_ndim: int = 1) -> jax.Array:
+def reconstruction_nll(out: jax.Array, x: jax.Array, likelihood, batch_ndim: int = 1) -> jax.Array:
   """Per-example NLL of `x` under the decoder output `out` (logits or means): `[B]`.
 
-  With `batch_ndim=2`, `out: [K, B, ...]` against `x: [1, B, ...]` (broadcast
-  inside the fused loop, never materialised) gives `[K, B]`.
+  `likelihood`: a name from `LIKELIHOODS` or a likelihood object (`jaxae.likelihoods`); an unknown name is a
+  `UserError` listing the allowed ones. With `batch_ndim=2`, `out: [K, B, ...]` against `x: [1, B, ...]`
+  (broadcast inside the fused loop, never materialised) gives `[K, B]`.
   """
-  if likelihood == 'bernoulli':
-    return bernoulli_nll(out, x, batch_ndim)
-  return squared_error(out, x, batch_ndim)
+  require(out.ndim == x.ndim == batch_ndim + 3, f'reconstruction_nll: out {tuple(out.shape)} and x '
+          f'{tuple(x.shape)} must both be images [B, H, W, C] (or [K, B, H, W, C] with batch_ndim=2)')
+  return likelihoods.get(likelihood).nll(out, x, batch_ndim)
 
 
-def decoder_mean(out: jax.Array, likelihood: str) -> jax.Array:
-  """The decoder distribution's mean as an image: sigmoid(logits) or the clipped Gaussian mean."""
-  if likelihood == 'bernoulli':
-    return jax.nn.sigmoid(out)
-  return jnp.clip(out, 0.0, 1.0)
+def decoder_mean(out: jax.Array, likelihood) -> jax.Array:
+  """The decoder distribution's mean as an image: sigmoid(logits), the clipped Gaussian mean, or the
+  continuous Bernoulli's mean (`likelihood`: a name or an object, as for `reconstruction_nll`)."""
+  return likelihoods.get(likelihood).mean(out)
 
 
 def gan_real_loss(logits: jax.Array, target: float = 1.0) -> jax.Array:

@@ -20,8 +20,9 @@ import jax
 import jax.numpy as jnp
 
 from jaxae import cpu
-from jaxae.checks import NORMS
+from jaxae.checks import ARCHS, NORMS
 from jaxae.cpu import bf16_dot_general, bf16_matmul
+from jaxae.errors import require
 
 KERNEL = (4, 4)  # conv kernel; stride 2 halves H and W per layer
 PRECISIONS = ('f32', 'bf16')
@@ -236,6 +237,7 @@ def make_encoder(arch: str, out_dim: int, hidden, conv_features, dropout_rate=0.
                  activation=nn.relu, norm='none'):
   """Builds the encoder named by `arch` ('mlp' or 'conv'; `norm` is the conv net's); discriminators are encoders
   to one logit."""
+  require(arch in ARCHS, f"arch={arch!r} is not one of {', '.join(ARCHS)}")
   if arch == 'conv':
     return ConvEncoder(tuple(conv_features), out_dim, dropout_rate, precision, activation, norm)
   return MLPEncoder(tuple(hidden), out_dim, dropout_rate, precision, activation)
@@ -244,6 +246,7 @@ def make_encoder(arch: str, out_dim: int, hidden, conv_features, dropout_rate=0.
 def make_decoder(arch: str, image_shape, hidden, conv_features, dropout_rate=0.0, precision='f32',
                  activation=nn.relu, norm='none'):
   """Builds the decoder mirroring `make_encoder(arch, ...)`; generators are decoders from noise."""
+  require(arch in ARCHS, f"arch={arch!r} is not one of {', '.join(ARCHS)}")
   if arch == 'conv':
     return ConvDecoder(tuple(conv_features), tuple(image_shape), dropout_rate, precision, activation, norm)
   return MLPDecoder(tuple(hidden[::-1]), tuple(image_shape), dropout_rate, precision, activation)

@@ -82,18 +82,42 @@ class Loaded:
 
   def encode(self, x) -> jax.Array:
     """Codes `[N, latent_dim]` of images `x: [N, H, W, C]` in [0, 1] (families that can `encode`)."""
-    return self._jitted('encode')(self.state, jax.numpy.asarray(x, jax.numpy.float32))
+    return self._jitted('encode')(self.state, self._images(x))
 
   def decode(self, z) -> jax.Array:
     """Images `[N, H, W, C]` in [0, 1] from codes `z: [N, latent_dim]`."""
-    return self._jitted('decode')(self.state, jax.numpy.asarray(z, jax.numpy.float32))
+    z = jax.numpy.asarray(z, jax.numpy.float32)
+    d = self.config.get('latent_dim')
+    require(z.ndim == 2 and z.shape[1] == d, f'z must be codes [N, {d}] of this {self.config["model"]} model, got '
+            f'shape {tuple(z.shape)}')
+    return self._jitted('decode')(self.state, z)
+
+  def negative_elbo(self, x, key: jax.Array) -> jax.Array:
+    """`[N]` nats: the negative ELBO of each image `x: [N, H, W, C]` (one z draw from `key`), for the families
+    with likelihood bounds (`vae`, `iwae`)."""
+    return self._jitted('negative_elbo')(self.state, self._images(x), key)
+
+  def importance_weighted_nll(self, x, key: jax.Array, num_samples: int = 1000) -> jax.Array:
+    """`[N]` nats: `-log p(x)` of each image `x: [N, H, W, C]` estimated with the IWAE bound of `num_samples`
+    importance samples (an upper bound, tighter as it grows), drawn from `key` in chunks (memory bounded)."""
+    require(isinstance(num_samples, int) and num_samples >= 1, f'num_samples must be a whole number >= 1, got '
+            f'{num_samples!r}')
+    return self._jitted('importance_weighted_nll', static_argnums=3)(self.state, self._images(x), key, num_samples)
+
+  def _images(self, x) -> jax.Array:
+    """`x` as float32 images of this model's shape; `UserError` naming the expected shape otherwise."""
+    x = jax.numpy.asarray(x, jax.numpy.float32)
+    shape = tuple(self.config['input_shape'])
+    require(x.ndim == 4 and x.shape[1:] == shape, f'x must be images [N, {", ".join(map(str, shape))}] for this '
+            f'{self.config["model"]} model, got shape {tuple(x.shape)}')
+    return x
 
   def reconstruct(self, x) -> jax.Array:
     """`decode(encode(x))`: `[N, H, W, C]` in [0, 1]."""
     return self.decode(self.encode(x))
 
   def _jitted(self, name: str, **jit_options):
-    capability = 'sample' if name == 'sample' else 'encode'
+    capability = {'sample': 'sample', 'negative_elbo': 'elbo', 'importance_weighted_nll': 'elbo'}.get(name, 'encode')
     require(models.can(self.model, capability), f"a {self.config['model']} model has no {name}(): "
             f"the families that have one are {', '.join(models.with_capability(capability))}")
     cache = self.__dict__.setdefault('_fns', {})  # frozen dataclass: the cache lives beside the fields

@@ -25,6 +25,9 @@ from flax import struct
 from flax.core import FrozenDict
 from flax.training import train_state
 
+from jaxae.checks import UNSET
+from jaxae.errors import require
+
 
 class TrainState(train_state.TrainState):
   """Flax's `TrainState` plus `batch_stats`, the network's 'batch_stats' collection (`{}` without batch norm),
@@ -37,8 +40,12 @@ class TrainState(train_state.TrainState):
     return {'params': self.params, 'batch_stats': self.batch_stats}
 
 
+SCHEDULES = ('constant', 'cosine', 'warmup_cosine')
+
+
 def make_schedule(learning_rate: float, schedule: str, warmup_steps: int, decay_steps: int):
   """Learning-rate schedule: 'constant', 'cosine' or 'warmup_cosine'."""
+  require(schedule in SCHEDULES, f"schedule={schedule!r} is not one of {', '.join(SCHEDULES)}")
   if schedule == 'constant':
     return learning_rate
   if schedule == 'cosine':
@@ -188,11 +195,12 @@ def bind(fn: Callable, config: Mapping[str, Any]) -> Callable:
   Raises:
     TypeError: `fn` takes a keyword-only argument that is not a config key, or
       gives one a default (a renamed or mistyped hyperparameter fails here,
-      instead of silently falling back to a default).
+      instead of silently falling back to a default); `checks.UNSET`, the
+      placeholder of a hyperparameter new in this release, is not a default.
   """
   params = inspect.signature(fn).parameters.values()
   for p in params:
-    if p.kind is inspect.Parameter.KEYWORD_ONLY and (p.name not in config or p.default is not p.empty):
+    if p.kind is inspect.Parameter.KEYWORD_ONLY and (p.name not in config or p.default not in (p.empty, UNSET)):
       why = 'has a default' if p.name in config else 'is not a config key'
       raise TypeError(f'{fn.__module__}.{fn.__qualname__}: hyperparameter {p.name!r} {why}; keyword-only '
                       'arguments of a step must be config keys without defaults')

@@ -13,7 +13,7 @@ def test_defaults_merge_the_family_keys():
 
 
 @pytest.mark.parametrize('overrides,message', [
-    ({'epochs': 'ten'}, 'epochs=.ten. has the wrong type'),
+    ({'epochs': 'ten'}, 'epochs=.ten. is not a valid int'),
     ({'epochs': 2.5}, 'epochs=2.5 has the wrong type'),
     ({'epochs': True}, 'epochs=True has the wrong type'),
     ({'hidden': (64, -1)}, 'hidden=.* has the wrong type'),

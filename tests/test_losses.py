@@ -84,10 +84,10 @@ def test_masked_mean_ignores_padding():
 
 
 def test_decoder_mean_and_reconstruction_dispatch():
-  out = jnp.array([[0.0, 2.0]])
-  np.testing.assert_allclose(losses.decoder_mean(out, 'bernoulli'), [[0.5, 1 / (1 + np.exp(-2))]], rtol=1e-6)
-  np.testing.assert_allclose(losses.decoder_mean(out, 'gaussian'), [[0.0, 1.0]])
-  x = jnp.array([[0.0, 1.0]])
+  out = jnp.array([[0.0, 2.0]]).reshape(1, 1, 2, 1)  # one image [B, H, W, C]
+  np.testing.assert_allclose(losses.decoder_mean(out, 'bernoulli').ravel(), [0.5, 1 / (1 + np.exp(-2))], rtol=1e-6)
+  np.testing.assert_allclose(losses.decoder_mean(out, 'gaussian').ravel(), [0.0, 1.0])
+  x = jnp.array([[0.0, 1.0]]).reshape(1, 1, 2, 1)
   np.testing.assert_allclose(losses.reconstruction_nll(out, x, 'gaussian'), losses.squared_error(out, x))
   np.testing.assert_allclose(losses.reconstruction_nll(out, x, 'bernoulli'), losses.bernoulli_nll(out, x))
 

@@ -278,9 +278,9 @@ def test_iwae_nll_is_below_the_negative_elbo_and_tightens_with_k():
   model, config, state, batch = make('vae')
   x = batch['image']
   nelbo = model.eval_step(state, {'image': x}, jax.random.key(0), likelihood='bernoulli', beta=1.0,
-                          iwae_samples=1)['nelbo'] / 6
-  nll = {k: float(model.importance_weighted_nll(state, x, jax.random.key(1), k, likelihood='bernoulli').mean())
-         for k in (1, 64)}
+                          iwae_samples=1, prior='gaussian')['nelbo'] / 6
+  nll = {k: float(model.importance_weighted_nll(state, x, jax.random.key(1), k, likelihood='bernoulli',
+                                                prior='gaussian').mean()) for k in (1, 64)}
   assert nll[64] < nll[1]
   assert nll[64] < float(nelbo) + 0.5
 
@@ -288,13 +288,13 @@ def test_iwae_nll_is_below_the_negative_elbo_and_tightens_with_k():
 def test_iwae_objective_is_the_k_sample_bound_and_k_1_is_the_single_sample_elbo():
   model, config, state, batch = make('iwae')
   x, key = batch['image'], jax.random.key(4)
-  log_w = model.log_weights(state.params, state.apply_fn, x, key, 5, 'bernoulli')
+  log_w = model.log_weights(state.params, state.apply_fn, x, key, 5, likelihood='bernoulli')
   loss, _ = model.loss_fn(state.params, state.apply_fn, batch, key, likelihood='bernoulli', beta=1.0, iwae_samples=5)
   np.testing.assert_allclose(loss, -np.mean(jax.nn.logsumexp(log_w, axis=0) - np.log(5)), rtol=1e-6)
   # K = 1: the mean of log w over z ~ q is the ELBO, which the VAE loss computes with an analytic KL
-  mc = -model.log_weights(state.params, state.apply_fn, x, key, 4000, 'bernoulli').mean(axis=0)
-  analytic = np.mean([model.negative_elbo(state, x, jax.random.key(k), likelihood='bernoulli') for k in range(300)],
-                     axis=0)
+  mc = -model.log_weights(state.params, state.apply_fn, x, key, 4000, likelihood='bernoulli').mean(axis=0)
+  analytic = np.mean([model.negative_elbo(state, x, jax.random.key(k), likelihood='bernoulli', prior='gaussian')
+                      for k in range(300)], axis=0)
   np.testing.assert_allclose(mc, analytic, rtol=0.01)
   for bad, match in (({'iwae_samples': 0}, 'iwae_samples must be positive'), ({'beta': 0.5}, 'has no beta')):
     with pytest.raises(UserError, match=match):

@@ -93,6 +93,6 @@ def test_switching_the_model_names_the_model_first_and_counts_the_differences(tm
   before = snapshot(tmp_path)
   code, _, err = run_cli(capsys, '--workdir', str(tmp_path), '--model', 'ae', '--epochs', '1', *TINY)
   assert code == 2 and err.count('\n') == 1
-  # model; beta, iwae_samples (vae only); tied, noise, noise_level, input_dropout, dropout_rate (ae only)
-  assert "another config (8 setting(s) differ: model: 'vae' there, 'ae' now, " in err, err
+  # model; beta, iwae_samples, prior (vae only); tied, noise, noise_level, input_dropout, dropout_rate (ae only)
+  assert "another config (9 setting(s) differ: model: 'vae' there, 'ae' now, " in err, err
   assert snapshot(tmp_path) == before

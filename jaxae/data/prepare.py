@@ -137,7 +137,7 @@ def check_images(data: dict, likelihood: str, name: str) -> None:
   if x.dtype == np.uint8:
     return
   require(np.isfinite(x).all(), f'{name}: the data contain NaN or Inf; clean or replace the dataset')
-  if likelihood == 'bernoulli':
+  if likelihood in ('bernoulli', 'continuous_bernoulli'):
     lo, hi = float(x.min()), float(x.max())
     require(lo >= 0 and hi <= 1, f'{name}: data range [{lo:g}, {hi:g}] is outside [0, 1], which a '
             'Bernoulli likelihood needs; rescale the data or set likelihood=gaussian')

@@ -15,6 +15,7 @@ References:
   Burda, Grosse & Salakhutdinov, Importance Weighted Autoencoders, ICLR 2016.
 """
 
+import functools
 import time
 
 import jax
@@ -56,7 +57,8 @@ def iwae_nll(loaded, x, key, num_samples: int, *, batch_size: int = 100, progres
   nll_fn = steps.bind(model.importance_weighted_nll, config)
   compiled = jax.jit(lambda s, v, k: nll_fn(s, v, k, num_samples, chunk)).lower(
       state, x[:batch_size], key).compile()
-  one_chunk = jax.jit(lambda s, v, k: model.log_weights(s.params, s.apply_fn, v, k, chunk, config['likelihood'])).lower(
+  weights = functools.partial(model.log_weights, likelihood=config['likelihood'], prior=config.get('prior', 'gaussian'))
+  one_chunk = jax.jit(lambda s, v, k: weights(s.params, s.apply_fn, v, k, chunk)).lower(
       state, x[:batch_size], key).compile()
   n_chunks = -(-num_samples // chunk)
   xs = _padded(x, batch_size)

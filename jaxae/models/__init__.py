@@ -23,11 +23,13 @@ declaration matches the functions there.
 import functools
 import importlib
 import pkgutil
+from collections.abc import Mapping
 from types import ModuleType
 
 import jax
 
-from jaxae.errors import UserError
+from jaxae import checks
+from jaxae.errors import UserError, require
 
 CAPABILITIES = {
     'encode': 'encode(state, x) -> codes and decode(state, z, *, hp...) -> images in [0, 1]',
@@ -75,7 +77,22 @@ def create_state(model: ModuleType, key: jax.Array, config, sample_batch):
   `jax.jit(model.init)`, once per family and config in a process: run eagerly, each initialiser and layer of the
   init pass compiles a program of its own (hundreds for a conv GAN: a default `dcgan`'s state took 11.8 s eagerly
   and 3.4 s as one program on a 2-core AMD EPYC). The arrays are the eager ones (DCGAN's init within one float32
-  rounding). Reads `sample_batch`'s first example only."""
+  rounding). Reads `sample_batch`'s first example only.
+
+  Args:
+    model: a family module (`get(name)`).
+    key: the initialisation key.
+    config: a resolved config (`jaxae.config.resolve`: every setting of the family, checked).
+    sample_batch: `{'image': [B, H, W, C]}` (and `'label'`), a batch giving the input shape.
+
+  Raises:
+    UserError: a config that is not resolved, or images without a batch axis.
+  """
+  checks.resolved(config, model.defaults(), model.__name__.rsplit('.', 1)[1], 'create_state')
+  image = sample_batch['image'] if isinstance(sample_batch, Mapping) and 'image' in sample_batch else None
+  require(image is not None and getattr(image, 'ndim', 0) == 4, "sample_batch must be {'image': [B, H, W, C]}, got "
+          f"{'image shape ' + str(tuple(image.shape)) if hasattr(image, 'shape') else type(sample_batch).__name__}"
+          + ('; add a batch axis, e.g. x[None]' if getattr(image, 'ndim', 0) == 3 else ''))
   first = jax.tree.map(lambda a: a[:1], dict(sample_batch))
   items = tuple(sorted(config.items()))
   try:

@@ -87,7 +87,8 @@ class Autoencoder(nn.Module):
 
 
 def make_network(config, image_shape) -> nn.Module:
-  """The (tied or untied) autoencoder described by `config`."""
+  """The (tied or untied) autoencoder of a resolved `config` for images of shape `image_shape` `(H, W, C)`."""
+  checks.resolved(config, defaults(), 'ae', 'make_network')
   conv = config['arch'] == 'conv'
   if conv:
     jnn.check_conv_shape(image_shape, len(config['conv_features']))

@@ -64,20 +64,30 @@ class CVAE(nn.Module):
     return self.decode(vae.reparameterize(self.make_rng('latent'), mean, logvar), y, train), mean, logvar
 
 
-def create_state(key: jax.Array, config, sample_batch) -> steps.TrainState:
-  x = sample_batch['image'][:1]
+def make_network(config, image_shape) -> CVAE:
+  """The conditional VAE of a resolved `config` for images of shape `image_shape` `(H, W, C)`."""
+  checks.resolved(config, defaults(), 'cvae', 'make_network')
   arch, hidden, conv = config['arch'], config['hidden'], config['conv_features']
   if arch == 'conv':
-    jnn.check_conv_shape(x.shape[1:], len(conv))
+    jnn.check_conv_shape(image_shape, len(conv))
   kw = dict(precision=config['precision'], norm=config['norm'])
-  net = CVAE(jnn.make_encoder(arch, 2 * config['latent_dim'], hidden, conv, **kw),
-             jnn.make_decoder(arch, x.shape[1:], hidden, conv, **kw), arch)
+  return CVAE(jnn.make_encoder(arch, 2 * config['latent_dim'], hidden, conv, **kw),
+              jnn.make_decoder(arch, image_shape, hidden, conv, **kw), arch)
+
+
+def create_state(key: jax.Array, config, sample_batch) -> steps.TrainState:
+  x = sample_batch['image'][:1]
+  net = make_network(config, x.shape[1:])
   y = conditioning.one_hot(jnp.zeros(1, jnp.int32), config['num_classes'])
   return steps.create_train_state(net.apply, net.init({'params': key, 'latent': key}, x, y), config)
 
 
-def negative_elbo_terms(params, apply_fn, x, y, key, likelihood):
-  """Per-example `(rec, kl)` of -log p(x|y), each `[B]`, with one z ~ q(z|x, y) drawn from `key`."""
+def negative_elbo_terms(params, apply_fn, x: jax.Array, y: jax.Array, key: jax.Array, *args,
+                        likelihood=checks.UNSET) -> tuple[jax.Array, jax.Array]:
+  """Per-example `(rec, kl)` of -log p(x|y), each `[B]`, with one z ~ q(z|x, y) drawn from `key`; `x: [B, H, W,
+  C]`, `y: [B, K]` one-hot labels; `likelihood` a name or a `jaxae.likelihoods.Likelihood`."""
+  likelihood = checks.keyword_only('negative_elbo_terms', 'likelihood', args, likelihood)
+  losses.check_images('x', x)
   out, mean, logvar = apply_fn({'params': params}, x, y, rngs={'latent': key})
   return losses.reconstruction_nll(out, x, likelihood), losses.gaussian_kl(mean, logvar)
 
@@ -86,7 +96,7 @@ def loss_fn(params, apply_fn, batch, key, *, likelihood, beta, num_classes):
   """Negative beta-ELBO of log p(x|y) averaged over the batch; metrics loss, rec, kl and -ELBO ('nelbo')."""
   mask = batch.get('mask')
   y = conditioning.one_hot(batch['label'], num_classes)
-  rec, kl = negative_elbo_terms(params, apply_fn, batch['image'], y, key, likelihood)
+  rec, kl = negative_elbo_terms(params, apply_fn, batch['image'], y, key, likelihood=likelihood)
   rec, kl = losses.masked_mean(rec, mask), losses.masked_mean(kl, mask)
   return rec + beta * kl, {'loss': rec + beta * kl, 'rec': rec, 'kl': kl, 'nelbo': rec + kl}
 
@@ -100,7 +110,7 @@ def eval_step(state, batch, key, *, likelihood, beta, num_classes):
   """Sums of loss, rec, kl and -ELBO of log p(x|y) (nats) over the batch, and `count`."""
   x, mask = batch['image'], batch.get('mask')
   y = conditioning.one_hot(batch['label'], num_classes)
-  rec, kl = negative_elbo_terms(state.params, state.apply_fn, x, y, key, likelihood)
+  rec, kl = negative_elbo_terms(state.params, state.apply_fn, x, y, key, likelihood=likelihood)
   return {'loss': losses.masked_sum(rec + beta * kl, mask), 'rec': losses.masked_sum(rec, mask),
           'kl': losses.masked_sum(kl, mask), 'nelbo': losses.masked_sum(rec + kl, mask),
           'count': losses.masked_count(batch)}

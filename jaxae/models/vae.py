@@ -1,7 +1,8 @@
 """Variational autoencoder with a beta-weighted KL and importance-weighted NLL.
 
-Encoder q(z|x) = N(mean, diag(exp(logvar))); prior p(z) = N(0, I); decoder
-p(x|z) Bernoulli (logits) or unit Gaussian. Training minimises the negative
+Encoder q(z|x) = N(mean, diag(exp(logvar))); prior p(z) = N(0, I) (`prior`; research code may bind any
+`jaxae.priors.Prior`); decoder p(x|z) Bernoulli (logits), unit Gaussian or continuous Bernoulli
+(`likelihood`; or any `jaxae.likelihoods.Likelihood`). Training minimises the negative
 beta-ELBO, `rec + beta * KL`, with z = mean + exp(logvar / 2) * eps drawn from
 the 'latent' stream. With beta = 1, `rec + kl` is the negative ELBO, an upper
 bound on -log p(x); `importance_weighted_nll` tightens it with K samples (any
@@ -20,8 +21,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxae import checks, losses, steps
+from jaxae import checks, losses, priors, steps
 from jaxae import nn as jnn
+from jaxae.errors import require
 
 __all__ = ['CAN', 'HEADLINE', 'KEYS', 'VAE', 'create_state', 'decode', 'defaults', 'encode', 'eval_images', 'eval_step',
            'importance_weighted_nll', 'log_weights', 'loss_fn', 'make_network', 'negative_elbo',
@@ -34,20 +36,23 @@ CAN = frozenset({'encode', 'sample', 'stochastic', 'elbo', 'gaussian_prior'})
 KEYS = dict(  # what this family's own config keys mean (jaxae-train --list-config)
     beta='weight of the KL term (1: the ELBO)',
     iwae_samples='importance samples K of the training bound (1: the ELBO; > 1: the IWAE bound, beta = 1)',
+    prior='the prior p(z): gaussian, N(0, I), whose KL has a closed form (research code may bind any object with '
+          'log_prob and sample, jaxae.priors.Prior: the KL is then a one-sample estimate)',
 )
+PRIORS = ('gaussian',)  # by name; an object from research code takes the name's place
 
 
 def defaults() -> dict:
   return dict(
       arch='mlp', hidden=(512, 256), conv_features=(32, 64), latent_dim=16,
-      likelihood='bernoulli', beta=1.0, iwae_samples=1, norm='none',
+      likelihood='bernoulli', beta=1.0, iwae_samples=1, norm='none', prior='gaussian',
   )
 
 
 def validate(config) -> None:
   checks.check_network(config)
-  checks.check(config, choices={'likelihood': losses.LIKELIHOODS}, non_negative=('beta',),
-                   positive=('iwae_samples',))
+  checks.check(config, choices={'likelihood': losses.LIKELIHOODS, 'prior': PRIORS}, non_negative=('beta',),
+               positive=('iwae_samples',))
   checks.require(config['norm'] != 'batch', 'norm=batch would make each ELBO and IWAE bound depend on the other '
                  'examples of its batch; set norm=layer (per example) or none')
   checks.require(config['iwae_samples'] == 1 or config['beta'] == 1,
@@ -83,14 +88,20 @@ class VAE(nn.Module):
     """`[B, latent_dim] -> [B, H, W, C]` decoder outputs (logits or means)."""
     return self.decoder(z, train)
 
-  def __call__(self, x: jax.Array, train: bool = False):
-    """Returns `(out, mean, logvar)` with out decoded from one reparameterized z."""
+  def draw(self, x: jax.Array, train: bool = False):
+    """`(out, mean, logvar, z)`: one z ~ q(z|x) reparameterized from the 'latent' stream, and its decoding."""
     mean, logvar = self.encode(x, train)
     z = reparameterize(self.make_rng('latent'), mean, logvar)
-    return self.decode(z, train), mean, logvar
+    return self.decode(z, train), mean, logvar, z
+
+  def __call__(self, x: jax.Array, train: bool = False):
+    """Returns `(out, mean, logvar)` with out decoded from one reparameterized z."""
+    return self.draw(x, train)[:3]
 
 
 def make_network(config, image_shape) -> VAE:
+  """The VAE of a resolved `config` for images of shape `image_shape` `(H, W, C)`."""
+  checks.resolved(config, defaults(), 'vae', 'make_network')
   arch, hidden, conv = config['arch'], config['hidden'], config['conv_features']
   if arch == 'conv':
     jnn.check_conv_shape(image_shape, len(conv))
@@ -105,64 +116,86 @@ def create_state(key: jax.Array, config, sample_batch) -> steps.TrainState:
   return steps.create_train_state(net.apply, net.init({'params': key, 'latent': key}, x), config)
 
 
-def negative_elbo_terms(params, apply_fn, x, key, likelihood):
-  """Per-example `(rec, kl)`, each `[B]`, with one z ~ q(z|x) drawn from `key`."""
-  out, mean, logvar = apply_fn({'params': params}, x, rngs={'latent': key})
-  return losses.reconstruction_nll(out, x, likelihood), losses.gaussian_kl(mean, logvar)
+def negative_elbo_terms(params, apply_fn, x: jax.Array, key: jax.Array, *args, likelihood=checks.UNSET,
+                        prior='gaussian') -> tuple[jax.Array, jax.Array]:
+  """Per-example `(rec, kl)`, each `[B]` nats, with one z ~ q(z|x) drawn from `key`; `x: [B, H, W, C]`.
+
+  The KL has its closed form against N(0, I) (`losses.gaussian_kl`); against another prior (an object,
+  `jaxae.priors.Prior`) it is the one-sample estimate `log q(z|x) - log p(z)` at the z of the reconstruction:
+  unbiased, not exact, and its gradient noisier.
+  """
+  likelihood = checks.keyword_only('negative_elbo_terms', 'likelihood', args, likelihood)
+  losses.check_images('x', x)
+  if priors.is_standard_normal(prior):
+    out, mean, logvar = apply_fn({'params': params}, x, rngs={'latent': key})
+    return losses.reconstruction_nll(out, x, likelihood), losses.gaussian_kl(mean, logvar)
+  out, mean, logvar, z = apply_fn({'params': params}, x, rngs={'latent': key}, method='draw')
+  kl = losses.gaussian_log_density(z, mean, logvar) - priors.get(prior).log_prob(z)
+  return losses.reconstruction_nll(out, x, likelihood), kl
 
 
-def log_weights(params, apply_fn, x, key, num_samples: int, likelihood: str) -> jax.Array:
-  """`log p(x, z_k) - log q(z_k | x)` for K = `num_samples` draws z_k ~ q(z|x) from `key`: `[K, B]`.
+def log_weights(params, apply_fn, x: jax.Array, key: jax.Array, num_samples: int, *args, likelihood=checks.UNSET,
+                prior='gaussian') -> jax.Array:
+  """`log p(x, z_k) - log q(z_k | x)` for K = `num_samples` draws z_k ~ q(z|x) from `key`: `[K, B]`;
+  `x: [B, H, W, C]`, `prior` a name or a `jaxae.priors.Prior`.
 
   The K * B decoder passes run as one batch (memory: K * B images).
   """
+  likelihood = checks.keyword_only('log_weights', 'likelihood', args, likelihood)
+  losses.check_images('x', x)
   mean, logvar = apply_fn({'params': params}, x, method='encode')
   z = reparameterize(key, mean, logvar, num_samples)  # [K, B, latent]
   mean, logvar = mean[None], logvar[None]
   out = apply_fn({'params': params}, z.reshape(-1, z.shape[-1]), method='decode')
   log_px_z = -losses.reconstruction_nll(out.reshape(num_samples, *x.shape), x[None], likelihood, batch_ndim=2)
-  return log_px_z + losses.gaussian_log_density(z, 0.0, jnp.zeros_like(z)) - losses.gaussian_log_density(
-      z, mean, logvar)
+  return log_px_z + priors.get(prior).log_prob(z) - losses.gaussian_log_density(z, mean, logvar)
 
 
-def loss_fn(params, apply_fn, batch, key, *, likelihood, beta, iwae_samples):
-  """Negative beta-ELBO (or, for `iwae_samples` > 1, the negative IWAE bound) averaged over the batch.
+def loss_fn(params, apply_fn, batch, key, *, likelihood, beta, iwae_samples, prior='gaussian'):
+  """Negative beta-ELBO (or, for `iwae_samples` > 1, the negative IWAE bound) averaged over the batch:
+  `(loss, metrics)`; `batch['image']: [B, H, W, C]`, an optional `batch['mask']: [B]` (0: padding).
 
-  Metrics: 'loss'; for the ELBO also rec, kl and -ELBO ('nelbo').
+  `likelihood` and `prior`: names or objects (`jaxae.likelihoods`, `jaxae.priors`). Metrics: 'loss'; for the
+  ELBO also rec, kl and -ELBO ('nelbo'), nats per example.
   """
   mask = batch.get('mask')
   if iwae_samples > 1:
-    nll = -losses.iwae_bound(log_weights(params, apply_fn, batch['image'], key, iwae_samples, likelihood))
+    nll = -losses.iwae_bound(log_weights(params, apply_fn, batch['image'], key, iwae_samples, likelihood=likelihood,
+                                         prior=prior))
     loss = losses.masked_mean(nll, mask)
     return loss, {'loss': loss}
-  rec, kl = negative_elbo_terms(params, apply_fn, batch['image'], key, likelihood)
+  rec, kl = negative_elbo_terms(params, apply_fn, batch['image'], key, likelihood=likelihood, prior=prior)
   rec, kl = losses.masked_mean(rec, mask), losses.masked_mean(kl, mask)
   loss = rec + beta * kl
   return loss, {'loss': loss, 'rec': rec, 'kl': kl, 'nelbo': rec + kl}
 
 
-def train_step(state, batch, key, *, likelihood, beta, iwae_samples):
+def train_step(state, batch, key, *, likelihood, beta, iwae_samples, prior=checks.UNSET):
   """`(state, batch, key) -> (state, metrics of loss_fn)`; key feeds z."""
+  prior = checks.new_setting('vae.train_step', 'prior', prior, 'gaussian')
   return steps.gradient_step(state, loss_fn, batch, key, likelihood=likelihood, beta=beta,
-                             iwae_samples=iwae_samples)
+                             iwae_samples=iwae_samples, prior=prior)
 
 
-def eval_step(state, batch, key, *, likelihood, beta, iwae_samples):
+def eval_step(state, batch, key, *, likelihood, beta, iwae_samples, prior=checks.UNSET):
   """Sums of loss (the training objective), rec, kl and -ELBO (nats) over the batch, and `count`."""
+  prior = checks.new_setting('vae.eval_step', 'prior', prior, 'gaussian')
   x, mask = batch['image'], batch.get('mask')
-  rec, kl = negative_elbo_terms(state.params, state.apply_fn, x, key, likelihood)
+  rec, kl = negative_elbo_terms(state.params, state.apply_fn, x, key, likelihood=likelihood, prior=prior)
   loss = rec + beta * kl
   if iwae_samples > 1:
     loss = -losses.iwae_bound(log_weights(state.params, state.apply_fn, x, jax.random.fold_in(key, 1),
-                                          iwae_samples, likelihood))
+                                          iwae_samples, likelihood=likelihood, prior=prior))
   return {'loss': losses.masked_sum(loss, mask), 'rec': losses.masked_sum(rec, mask),
           'kl': losses.masked_sum(kl, mask), 'nelbo': losses.masked_sum(rec + kl, mask),
           'count': losses.masked_count(batch)}
 
 
-def negative_elbo(state, x: jax.Array, key: jax.Array, *, likelihood) -> jax.Array:
-  """Per-example -ELBO `[B]` nats (one z draw, analytic KL): the VAE's anomaly score."""
-  rec, kl = negative_elbo_terms(state.params, state.apply_fn, x, key, likelihood)
+def negative_elbo(state, x: jax.Array, key: jax.Array, *, likelihood, prior=checks.UNSET) -> jax.Array:
+  """Per-example -ELBO `[B]` nats of images `x: [B, H, W, C]` (one z draw; the KL as `negative_elbo_terms`
+  says): the VAE's anomaly score."""
+  prior = checks.new_setting('vae.negative_elbo', 'prior', prior, 'gaussian')
+  rec, kl = negative_elbo_terms(state.params, state.apply_fn, x, key, likelihood=likelihood, prior=prior)
   return rec + kl
 
 
@@ -178,29 +211,35 @@ def decode(state, z: jax.Array, *, likelihood) -> jax.Array:
   return losses.decoder_mean(out, likelihood)
 
 
-def sample(state, key: jax.Array, n: int, *, likelihood, latent_dim) -> jax.Array:
-  """`n` images from z ~ N(0, I): the decoder means, `[n, H, W, C]`."""
-  z = jax.random.normal(key, (n, latent_dim))
+def sample(state, key: jax.Array, n: int, *, likelihood, latent_dim, prior=checks.UNSET) -> jax.Array:
+  """`n` images from z ~ p(z): the decoder means, `[n, H, W, C]`."""
+  prior = checks.new_setting('vae.sample', 'prior', prior, 'gaussian')
+  z = priors.get(prior).sample(key, n, latent_dim)
   return decode(state, z, likelihood=likelihood)
 
 
-def eval_images(state, batch, key, *, likelihood, latent_dim):
+def eval_images(state, batch, key, *, likelihood, latent_dim, prior=checks.UNSET):
   """Reconstructions through the posterior mean, and samples from a fixed prior draw."""
+  prior = checks.new_setting('vae.eval_images', 'prior', prior, 'gaussian')
   x = batch['image']
   return {
       'reconstructions': decode(state, encode(state, x), likelihood=likelihood),
-      'samples': sample(state, key, x.shape[0], likelihood=likelihood, latent_dim=latent_dim),
+      'samples': sample(state, key, x.shape[0], likelihood=likelihood, latent_dim=latent_dim, prior=prior),
   }
 
 
 def importance_weighted_nll(state, x: jax.Array, key: jax.Array, num_samples: int, chunk: int = 500, *,
-                            likelihood) -> jax.Array:
-  """-log p(x) estimated with the K-sample IWAE bound: `[B]` nats (an upper bound on the NLL, in expectation
-  decreasing in K). Samples are drawn `chunk` at a time (memory: chunk * B decoded images, whatever K).
+                            likelihood, prior=checks.UNSET) -> jax.Array:
+  """-log p(x) of images `x: [B, H, W, C]` estimated with the K-sample IWAE bound, K = `num_samples`: `[B]`
+  nats (an upper bound on the NLL, in expectation decreasing in K). Samples are drawn `chunk` at a time
+  (memory: chunk * B decoded images, whatever K).
 
   For the Gaussian likelihood the decoder NLL omits `D/2 log 2pi`, so the
   value is the NLL up to that constant.
   """
+  prior = checks.new_setting('vae.importance_weighted_nll', 'prior', prior, 'gaussian')
+  require(isinstance(num_samples, int) and num_samples >= 1, f'num_samples must be a whole number >= 1 (static: '
+          f'jit with static_argnums), got {num_samples!r}')
   fn = functools.partial(log_weights, state.params, state.apply_fn, x, num_samples=min(chunk, num_samples),
-                         likelihood=likelihood)
+                         likelihood=likelihood, prior=prior)
   return -losses.iwae_bound_chunked(fn, key, num_samples, chunk)
