@@ -27,7 +27,7 @@ BASE = dict(
     holdout_order='seeded', keep_checkpoints=3, num_figure_images=32, nonfinite='stop',
     checkpoint_every=0, precision='f32', data_mode='auto', train_classes=(), stream_steps=16, read_threads=4,
     allow_other_data=False, prng_impl='auto', matmul_precision='default', checkpoint_epochs=1,
-    checkpoint_minutes=0.0, eval_every=1, devices=0, labels_per_class=0,
+    checkpoint_minutes=0.0, eval_every=1, devices=0, labels_per_class=0, kernels='auto',
 )
 
 DESCRIPTIONS = dict(  # the base keys and the network keys every family shares; a family describes its own in KEYS
@@ -59,6 +59,9 @@ DESCRIPTIONS = dict(  # the base keys and the network keys every family shares; 
     allow_other_data='resume a run on other data than it was trained on (refused by default)',
     prng_impl=f'PRNG implementation: auto ({prng.NAME}, threefry unrolled, on CPU; JAX\'s default elsewhere), '
               'threefry2x32, rbg, unsafe_rbg',
+    kernels='the kernels of convs and bf16 matmuls, chosen once when a run starts: auto (jaxae\'s CPU kernels on XLA '
+            'CPU within the jaxlib versions they were checked on, JAX\'s own elsewhere), xla (JAX\'s and Flax\'s own '
+            'everywhere: forward-mode AD works through them), cpu (jaxae\'s, XLA CPU only)',
     matmul_precision='float32 matmuls and convs (jax.default_matmul_precision): default (JAX\'s setting, else the '
                      'backend\'s: TF32 on recent NVIDIA GPUs, bf16 passes on TPU, float32 on CPU), high, highest',
     arch='mlp or conv (stride-2 4x4 convs)', hidden='MLP hidden widths, encoder order, e.g. 512,256 (empty: linear)',
@@ -73,6 +76,7 @@ CHOICES = dict(
     binarize=('none', 'threshold', 'sample', 'dynamic'), holdout_order=('seeded', 'tail'),
     nonfinite=('stop', 'skip'), precision=('f32', 'bf16'), data_mode=('auto', 'resident', 'streaming'),
     prng_impl=('auto', prng.NAME, 'threefry2x32', 'rbg', 'unsafe_rbg'), matmul_precision=('default', 'high', 'highest'),
+    kernels=('auto', 'xla', 'cpu'),
 )
 POSITIVE = ('epochs', 'batch_size', 'eval_batch_size', 'learning_rate', 'keep_checkpoints', 'stream_steps',
             'read_threads', 'checkpoint_epochs', 'eval_every')

@@ -1,4 +1,5 @@
-"""The CPU-only speedups, chosen where `active()`: bf16 matmuls and convolutions shaped for XLA's CPU compiler.
+"""The CPU-only speedups, chosen once with `resolve(kernels)`: bf16 matmuls and convolutions shaped for XLA's CPU
+compiler.
 
 Specific to XLA CPU (jaxlib 0.10). On GPU and TPU the compiler fuses plain bf16
 dots itself (the barriers below could only block those fusions) and runs convs and
@@ -9,16 +10,48 @@ and parameters as Flax's, gradients as matmuls).
 """
 
 import functools
+import warnings
 
 import jax
 import jax.numpy as jnp
 
+from jaxae.errors import require
+
+KERNELS = ('auto', 'xla', 'cpu')
+TESTED_JAXLIB = ((0, 10), (0, 11))  # [from, to): the jaxlib versions these kernels' workarounds were checked on
+
+
+def resolve(kernels: str = 'auto', backend: str | None = None, jaxlib: str | None = None) -> str:
+  """The kernels a run computes with, chosen once at setup: 'cpu' (this module's, XLA CPU only) or 'xla' (JAX's
+  and Flax's own, on every backend; forward-mode AD works through them).
+
+  'auto' takes 'cpu' on XLA CPU within `TESTED_JAXLIB` (outside it, 'xla' and one warning saying why), 'xla'
+  elsewhere. `backend` and `jaxlib` default to this process's.
+
+  Raises:
+    UserError: an unknown name, or 'cpu' on another backend.
+  """
+  require(kernels in KERNELS, f"kernels={kernels!r} is not one of {', '.join(KERNELS)}")
+  backend = backend or jax.default_backend()
+  if kernels == 'cpu':
+    require(backend == 'cpu', f"kernels=cpu are XLA CPU's, and this process computes on {backend}: use "
+            'kernels=auto or xla')
+    return 'cpu'
+  if kernels == 'xla' or backend != 'cpu':
+    return 'xla'
+  version = tuple(int(v) for v in (jaxlib or jax.lib.__version__).split('.')[:2])
+  if not TESTED_JAXLIB[0] <= version < TESTED_JAXLIB[1]:
+    warnings.warn(f"kernels=auto: jaxae's CPU kernels were checked on jaxlib {TESTED_JAXLIB[0][0]}."
+                  f"{TESTED_JAXLIB[0][1]}, not {'.'.join(map(str, version))}: JAX's own kernels are used "
+                  '(kernels=cpu to take them anyway)', RuntimeWarning, stacklevel=2)
+    return 'xla'
+  return 'cpu'
+
 
 def active() -> bool:
-  """Whether the CPU-only speedups apply: JAX's default backend is XLA CPU. Read when a network is traced.
-
-  Tests force the other backends' branch on CPU by patching this function.
-  """
+  """Deprecated (0.2.0): the kernels are a setting resolved once, `resolve(config['kernels'])`."""
+  warnings.warn('jaxae.cpu.active() is deprecated: the kernels are a setting, jaxae.cpu.resolve(kernels)',
+                DeprecationWarning, stacklevel=2)
   return jax.default_backend() == 'cpu'
 
 # How XLA's CPU compiler (jaxlib 0.10) treats bf16 dots, which `bf16_matmul` works around:

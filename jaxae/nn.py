@@ -7,10 +7,13 @@ logits or Gaussian means); the loss decides how to read them.
 Mixed precision (`precision='bf16'`) is Flax's: parameters, optimizer state and
 losses stay float32; each dense or conv layer casts its input and parameters to
 bf16 (`dtype=bfloat16`), its matmul or conv accumulates in float32 and returns
-bf16; every network casts its output to float32. On XLA CPU alone (`cpu.active()`)
-dense layers take `cpu.bf16_matmul` instead, whose dots that compiler's bf16
-kernels run (its output, hence the activations, stay float32), and conv layers
-`cpu.conv` / `cpu.conv_transpose` (in f32 and bf16 alike: see `conv`).
+bf16; every network casts its output to float32.
+
+The kernels are chosen once, at setup (`kernels`: `jaxae.cpu.resolve`), and given to every block: 'xla' (the
+default) is Flax's own layers on any backend; 'cpu', for XLA CPU alone, takes `cpu.bf16_matmul` in bf16 dense
+layers, whose dots that compiler's bf16 kernels run (its output, hence the activations, stay float32), and
+`cpu.conv` / `cpu.conv_transpose` for conv layers (in f32 and bf16 alike: see `conv`). Both have the same
+parameters.
 """
 
 from collections.abc import Callable, Sequence
@@ -22,29 +25,35 @@ import jax.numpy as jnp
 from jaxae import cpu
 from jaxae.checks import ARCHS, NORMS
 from jaxae.cpu import bf16_dot_general, bf16_matmul
-from jaxae.errors import require
+from jaxae.errors import UserError, require
 
 KERNEL = (4, 4)  # conv kernel; stride 2 halves H and W per layer
 PRECISIONS = ('f32', 'bf16')
 
 
-def dense(features: int, precision: str, use_bias: bool = True) -> nn.Dense:
+def compute(config) -> dict:
+  """The blocks' compute settings of a config: `{'precision', 'kernels'}` (the kernels resolved: `cpu.resolve`)."""
+  return {'precision': config['precision'], 'kernels': cpu.resolve(config.get('kernels', 'auto'))}
+
+
+def dense(features: int, precision: str, use_bias: bool = True, kernels: str = 'xla') -> nn.Dense:
   """A Dense layer with float32 parameters; 'bf16' computes in bf16 with float32 accumulation (module docstring)."""
   if precision != 'bf16':
     return nn.Dense(features, use_bias=use_bias)
-  if cpu.active():
+  if kernels == 'cpu':
     return nn.Dense(features, use_bias=use_bias, dot_general=bf16_dot_general)
   return nn.Dense(features, use_bias=use_bias, dtype=jnp.bfloat16)
 
 
-def conv(features: int, precision: str, transpose: bool = False, use_bias: bool = True) -> nn.Module:
+def conv(features: int, precision: str, transpose: bool = False, use_bias: bool = True, kernels: str = 'xla'
+         ) -> nn.Module:
   """A stride-2 4x4 'SAME' conv (or transposed conv), bf16 compute for 'bf16'.
 
-  On XLA CPU both take their gradients where that compiler is fast (`cpu.conv`, `cpu.conv_transpose`; the same
-  functions and parameters as Flax's); elsewhere Flax's own.
+  With `kernels='cpu'` (XLA CPU) both take their gradients where that compiler is fast (`cpu.conv`,
+  `cpu.conv_transpose`; the same functions and parameters as Flax's); with 'xla' Flax's own.
   """
   dtype = jnp.bfloat16 if precision == 'bf16' else None
-  if not cpu.active():
+  if kernels != 'cpu':
     cls = nn.ConvTranspose if transpose else nn.Conv
     return cls(features, KERNEL, strides=(2, 2), padding='SAME', use_bias=use_bias, dtype=dtype)
   if transpose:
@@ -92,24 +101,24 @@ class ConvTranspose(nn.Module):
     return y + bias.astype(y.dtype).reshape(1, 1, 1, -1)
 
 
-def matmul(a: jax.Array, b: jax.Array, precision: str) -> jax.Array:
+def matmul(a: jax.Array, b: jax.Array, precision: str, kernels: str = 'xla') -> jax.Array:
   """`a @ b` for 2-D operands; 'bf16' multiplies bf16 inputs with float32 accumulation, as `dense` does.
 
-  The output is float32 for 'f32' and on CPU (`bf16_matmul`), bf16 for 'bf16' elsewhere.
+  The output is float32 for 'f32' and with the CPU kernels (`bf16_matmul`), bf16 for 'bf16' otherwise.
   """
   if precision != 'bf16':
     return jnp.matmul(a, b, preferred_element_type=jnp.float32)
-  if cpu.active():
+  if kernels == 'cpu':
     return bf16_matmul(a, b)
   return jnp.matmul(a.astype(jnp.bfloat16), b.astype(jnp.bfloat16))
 
 
 def check_conv_shape(image_shape: Sequence[int], n_layers: int) -> None:
-  """Raises ValueError unless H and W are divisible by 2**n_layers."""
+  """`UserError` unless H and W are divisible by 2**n_layers."""
   s = 2**n_layers
   h, w = image_shape[0], image_shape[1]
   if h % s or w % s:
-    raise ValueError(
+    raise UserError(
         f'image size {h}x{w} does not fit a conv net of {n_layers} stride-2 '
         f'layers (needs H and W divisible by {s}); use arch=mlp or fewer '
         'conv_features'
@@ -124,14 +133,15 @@ class MLPEncoder(nn.Module):
   dropout_rate: float = 0.0
   precision: str = 'f32'
   activation: Callable = nn.relu
+  kernels: str = 'xla'
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     h = x.reshape(x.shape[0], -1)
     for width in self.hidden:
-      h = self.activation(dense(width, self.precision)(h))
+      h = self.activation(dense(width, self.precision, kernels=self.kernels)(h))
       h = nn.Dropout(self.dropout_rate, deterministic=not train)(h)
-    return dense(self.out_dim, self.precision)(h).astype(jnp.float32)
+    return dense(self.out_dim, self.precision, kernels=self.kernels)(h).astype(jnp.float32)
 
 
 class MLPDecoder(nn.Module):
@@ -142,17 +152,18 @@ class MLPDecoder(nn.Module):
   dropout_rate: float = 0.0
   precision: str = 'f32'
   activation: Callable = nn.relu
+  kernels: str = 'xla'
 
   @nn.compact
   def __call__(self, z: jax.Array, train: bool = False) -> jax.Array:
     h = z
     for width in self.hidden:
-      h = self.activation(dense(width, self.precision)(h))
+      h = self.activation(dense(width, self.precision, kernels=self.kernels)(h))
       h = nn.Dropout(self.dropout_rate, deterministic=not train)(h)
     size = 1
     for d in self.image_shape:
       size *= d
-    out = dense(size, self.precision)(h).astype(jnp.float32)
+    out = dense(size, self.precision, kernels=self.kernels)(h).astype(jnp.float32)
     return out.reshape((z.shape[0], *self.image_shape))
 
 
@@ -169,15 +180,17 @@ class ConvEncoder(nn.Module):
   precision: str = 'f32'
   activation: Callable = nn.relu
   norm: str = 'none'
+  kernels: str = 'xla'
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     h = x
     for i, f in enumerate(self.features):
       norm = self.norm if i else 'none'
-      h = self.activation(normalize(norm, conv(f, self.precision, use_bias=norm != 'batch')(h), train))
+      layer = conv(f, self.precision, use_bias=norm != 'batch', kernels=self.kernels)
+      h = self.activation(normalize(norm, layer(h), train))
       h = nn.Dropout(self.dropout_rate, deterministic=not train)(h)
-    return dense(self.out_dim, self.precision)(h.reshape(h.shape[0], -1)).astype(jnp.float32)
+    return dense(self.out_dim, self.precision, kernels=self.kernels)(h.reshape(h.shape[0], -1)).astype(jnp.float32)
 
 
 class ConvDecoder(nn.Module):
@@ -195,6 +208,7 @@ class ConvDecoder(nn.Module):
   precision: str = 'f32'
   activation: Callable = nn.relu
   norm: str = 'none'
+  kernels: str = 'xla'
 
   @nn.compact
   def __call__(self, z: jax.Array, train: bool = False) -> jax.Array:
@@ -202,13 +216,14 @@ class ConvDecoder(nn.Module):
     s = 2 ** len(self.features)
     rev = list(self.features[::-1])
     bias = self.norm != 'batch'
-    h = dense(height // s * width // s * rev[0], self.precision, use_bias=bias)(z)
+    h = dense(height // s * width // s * rev[0], self.precision, use_bias=bias, kernels=self.kernels)(z)
     h = self.activation(normalize(self.norm, h.reshape(z.shape[0], height // s, width // s, rev[0]), train))
     for f in rev[1:]:
       h = nn.Dropout(self.dropout_rate, deterministic=not train)(h)
-      h = self.activation(normalize(self.norm, conv(f, self.precision, transpose=True, use_bias=bias)(h), train))
+      layer = conv(f, self.precision, transpose=True, use_bias=bias, kernels=self.kernels)
+      h = self.activation(normalize(self.norm, layer(h), train))
     h = nn.Dropout(self.dropout_rate, deterministic=not train)(h)
-    return conv(channels, self.precision, transpose=True)(h).astype(jnp.float32)
+    return conv(channels, self.precision, transpose=True, kernels=self.kernels)(h).astype(jnp.float32)
 
 
 def dcgan_init(key: jax.Array, params):
@@ -234,19 +249,21 @@ def leaky_relu(x: jax.Array) -> jax.Array:
 
 
 def make_encoder(arch: str, out_dim: int, hidden, conv_features, dropout_rate=0.0, precision='f32',
-                 activation=nn.relu, norm='none'):
+                 activation=nn.relu, norm='none', kernels='xla'):
   """Builds the encoder named by `arch` ('mlp' or 'conv'; `norm` is the conv net's); discriminators are encoders
   to one logit."""
   require(arch in ARCHS, f"arch={arch!r} is not one of {', '.join(ARCHS)}")
   if arch == 'conv':
-    return ConvEncoder(tuple(conv_features), out_dim, dropout_rate, precision, activation, norm)
-  return MLPEncoder(tuple(hidden), out_dim, dropout_rate, precision, activation)
+    return ConvEncoder(tuple(conv_features), out_dim, dropout_rate, precision, activation, norm, kernels)
+  return MLPEncoder(tuple(hidden), out_dim, dropout_rate, precision, activation, kernels)
 
 
 def make_decoder(arch: str, image_shape, hidden, conv_features, dropout_rate=0.0, precision='f32',
-                 activation=nn.relu, norm='none'):
-  """Builds the decoder mirroring `make_encoder(arch, ...)`; generators are decoders from noise."""
+                 activation=nn.relu, norm='none', kernels='xla'):
+  """Builds the decoder mirroring `make_encoder(arch, ...)`; generators are decoders from noise. `UserError` for
+  an image shape a conv net of `conv_features` cannot produce (`check_conv_shape`)."""
   require(arch in ARCHS, f"arch={arch!r} is not one of {', '.join(ARCHS)}")
   if arch == 'conv':
-    return ConvDecoder(tuple(conv_features), tuple(image_shape), dropout_rate, precision, activation, norm)
-  return MLPDecoder(tuple(hidden[::-1]), tuple(image_shape), dropout_rate, precision, activation)
+    check_conv_shape(image_shape, len(conv_features))
+    return ConvDecoder(tuple(conv_features), tuple(image_shape), dropout_rate, precision, activation, norm, kernels)
+  return MLPDecoder(tuple(hidden[::-1]), tuple(image_shape), dropout_rate, precision, activation, kernels)

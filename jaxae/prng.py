@@ -18,7 +18,9 @@ Reference: Salmon, Moraes, Dror, Shaw, Parallel Random Numbers: As Easy as
 1, 2, 3, SC 2011 (Threefry-2x32, 20 rounds).
 """
 
+import importlib
 import math
+import warnings
 
 import jax
 import jax.extend.random
@@ -68,16 +70,24 @@ IMPL = jax.extend.random.define_prng_impl(
     fold_in=_THREEFRY.fold_in, name=NAME, tag='jfry')
 
 
-def _register() -> None:
+def register(registry: str = 'jax._src.random.prng') -> bool:
   """Registers IMPL under NAME, as JAX registers its own: `jax.random.key(seed, impl=NAME)` then works, and so
   does restoring saved keys (orbax records `str(jax.random.key_impl(k))` and looks that name up). JAX has no
-  public call for this; `tests/test_prng.py` round-trips keys through orbax to catch a change."""
-  from jax._src.random import prng as jax_prng  # noqa: PLC0415 (private: see the docstring)
-  if NAME not in jax_prng.prngs:
-    jax_prng.register_prng(IMPL._impl)
+  public call for this; `tests/test_prng.py` round-trips keys through orbax to catch a change. If JAX's private
+  `registry` is absent or changed shape: False, one warning, and runs draw with JAX's threefry2x32 (the same
+  bits, drawn slower on CPU)."""
+  try:
+    jax_prng = importlib.import_module(registry)
+    if NAME not in jax_prng.prngs:
+      jax_prng.register_prng(IMPL._impl)
+  except (ImportError, AttributeError, TypeError) as e:
+    warnings.warn(f"jaxae's unrolled threefry cannot be registered with this JAX ({type(e).__name__}: {e}): runs "
+                  "draw with JAX's threefry2x32, the same bits", RuntimeWarning, stacklevel=2)
+    return False
+  return True
 
 
-_register()
+REGISTERED = register()
 
 
 def key(seed: int) -> jax.Array:

@@ -20,7 +20,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from jaxae import conditioning, models, portable, steps
+from jaxae import conditioning, cpu, models, portable, steps
 from jaxae import data as data_lib
 from jaxae.errors import require
 from jaxae.loop import checkpoint, restore
@@ -126,6 +126,12 @@ class Loaded:
     return cache[name]
 
 
+def here(config: dict) -> dict:
+  """`config` with the kernels of this process's backend (`jaxae.cpu.resolve`): a run or an export loads on any
+  backend (the parameters are the same for every kernel choice; loading is not a resume)."""
+  return {**config, 'kernels': cpu.resolve('auto')}
+
+
 def load(workdir: str | Path, step: int | None = None, data: dict | None = None, *,
          allow_nonfinite: bool = False) -> Loaded:
   """The run in `workdir` at checkpoint `step` (default: the newest committed one), or the model exported to
@@ -151,7 +157,8 @@ def load(workdir: str | Path, step: int | None = None, data: dict | None = None,
   if 'input_shape' not in config:  # runs of rounds 1-2 did not record it: their data tell
     config['input_shape'] = tuple(data_lib.prepare(config, data).train['image'].shape[1:])
   keys = make_keys(config['seed'], config['prng_impl'])
-  state = models.create_state(model, keys.init, config, {'image': np.zeros((1, *config['input_shape']), np.float32)})
+  state = models.create_state(model, keys.init, here(config), {'image': np.zeros((1, *config['input_shape']),
+                                                                                 np.float32)})
   kept = restore.step_folders(workdir / 'checkpoints')
   require(step is None or step in kept, f'{workdir} has no checkpoint {step}; it keeps {kept}')
   state, step = restore.restore(workdir / 'checkpoints', state, step)
@@ -164,5 +171,5 @@ def _load_exported(folder: Path, step: int | None, data: dict | None, allow_nonf
           f'step {step}: load it without a step')
   config = header['config']
   keys = make_keys(config['seed'], config['prng_impl'])
-  model, state = portable.load_state(folder, header, keys, allow_nonfinite)
+  model, state = portable.load_state(folder, {**header, 'config': here(config)}, keys, allow_nonfinite)
   return Loaded(model, state, config, keys, header['step'], data)

@@ -302,16 +302,21 @@ def test_iwae_objective_is_the_k_sample_bound_and_k_1_is_the_single_sample_elbo(
 
 
 @pytest.fixture(params=['cpu_kernels', 'standard'])
-def bf16_path(request, monkeypatch):
-  """Both bf16 branches on any backend: XLA CPU's kernel route, and the standard one other backends take."""
-  monkeypatch.setattr(cpu, 'active', lambda: request.param == 'cpu_kernels')
+def bf16_path(request):
+  """Both bf16 branches: XLA CPU's kernel route (`kernels='cpu'`, on CPU), and the standard one (`'xla'`)."""
+  if request.param == 'cpu_kernels' and jax.default_backend() != 'cpu':
+    pytest.skip("the CPU kernels are XLA CPU's")
   return request.param
+
+
+def kernels_of(path: str) -> str:
+  return 'cpu' if path == 'cpu_kernels' else 'xla'
 
 
 @pytest.mark.parametrize('name', ['vae', 'tied_ae', 'ae'])
 @pytest.mark.parametrize('arch', ['mlp', 'conv'])
 def test_bf16_matmuls_match_f32_with_float32_params_and_loss(name, arch, bf16_path):
-  model, config, state, batch = make(name, arch)
+  model, config, state, batch = make(name, arch, kernels=kernels_of(bf16_path))
   config16 = {**config, 'precision': 'bf16'}
   net16 = model.make_network(config16, (28, 28, 1))
   out32 = state.apply_fn({'params': state.params}, batch['image'], method='encode')
@@ -329,16 +334,15 @@ def test_bf16_matmuls_match_f32_with_float32_params_and_loss(name, arch, bf16_pa
 
 @pytest.mark.parametrize('transpose', [False, True])
 @pytest.mark.parametrize('shapes', [((3, 7, 7, 5), 6), ((2, 14, 14, 3), 1), ((2, 6, 10, 2), 3), ((2, 8, 8, 1), 20)])
-def test_the_cpu_convs_are_flaxs_with_the_same_parameters_values_and_gradients(shapes, transpose, monkeypatch):
+def test_the_cpu_convs_are_flaxs_with_the_same_parameters_values_and_gradients(shapes, transpose):
   """`jnn.conv` on CPU (kernel gradients as matmuls of patches, `jaxae.cpu`) against Flax's `nn.Conv` and
   `nn.ConvTranspose`, also inside a `lax.scan`, where XLA CPU's own kernel gradient is slow; the last shape's
   windows (16 wide) are narrower than the conv's output (20), so `f32_matmul` takes autodiff's weight gradient."""
   import flax.linen as nn
 
-  monkeypatch.setattr(cpu, 'active', lambda: True)
   x_shape, features = shapes
   x = jax.random.normal(jax.random.key(0), x_shape)
-  ours = jnn.conv(features, 'f32', transpose)
+  ours = jnn.conv(features, 'f32', transpose, kernels='cpu')
   theirs = (nn.ConvTranspose if transpose else nn.Conv)(features, jnn.KERNEL, strides=(2, 2), padding='SAME')
   params = ours.init(jax.random.key(1), x)
   for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(theirs.init(jax.random.key(1), x)), strict=True):
@@ -355,24 +359,24 @@ def test_the_cpu_convs_are_flaxs_with_the_same_parameters_values_and_gradients(s
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * float(jnp.abs(b).max()))
 
 
-def test_the_tied_conv_net_computes_the_same_on_both_branches(monkeypatch):
+def test_the_tied_conv_net_computes_the_same_on_both_branches():
   from jaxae.models import _tied
 
   x = jax.random.normal(jax.random.key(0), (2, 8, 8, 3))
-  net = _tied.TiedAutoencoder((8, 8, 3), 4, (), (5, 6))
-  params = net.init(jax.random.key(1), x)
+  params = _tied.TiedAutoencoder((8, 8, 3), 4, (), (5, 6)).init(jax.random.key(1), x)
   results = []
-  for active in (True, False):
-    monkeypatch.setattr(cpu, 'active', lambda active=active: active)
-    results.append((net.apply(params, x), jax.grad(lambda p: jnp.sum(net.apply(p, x) ** 2))(params)))
+  for kernels in ('cpu', 'xla'):
+    net = _tied.TiedAutoencoder((8, 8, 3), 4, (), (5, 6), kernels=kernels)
+    results.append((net.apply(params, x), jax.grad(lambda p, net=net: jnp.sum(net.apply(p, x) ** 2))(params)))
   for a, b in zip(jax.tree.leaves(results[0]), jax.tree.leaves(results[1]), strict=True):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * float(jnp.abs(b).max()))
 
 
 def test_bf16_policy_off_cpu_is_flax_dtype_and_forward_mode_differentiable(bf16_path):
-  """Off CPU a bf16 layer is `nn.Dense(dtype=bfloat16)` (bf16 activations, float32 params), which `jax.jvp` and
-  `jax.jacfwd` differentiate; the CPU route is a `custom_vjp`, reverse mode only."""
-  net = jnn.MLPEncoder((32,), 4, precision='bf16')
+  """With JAX's kernels (`kernels='xla'`, every backend's) a bf16 layer is `nn.Dense(dtype=bfloat16)` (bf16
+  activations, float32 params), which `jax.jvp` and `jax.jacfwd` differentiate; the CPU route is a
+  `custom_vjp`, reverse mode only."""
+  net = jnn.MLPEncoder((32,), 4, precision='bf16', kernels=kernels_of(bf16_path))
   x = jax.random.normal(jax.random.key(0), (3, 8, 8, 1))
   params = net.init(jax.random.key(1), x)
   hidden = net.apply(params, x, capture_intermediates=True)[1]['intermediates']['Dense_0']['__call__'][0]
@@ -386,6 +390,38 @@ def test_bf16_policy_off_cpu_is_flax_dtype_and_forward_mode_differentiable(bf16_
   assert out.dtype == tangent.dtype == jnp.float32
   np.testing.assert_allclose(tangent, f(x) - f(jnp.zeros_like(x)), atol=0.05)  # linear in x up to the ReLU and bf16
   assert jax.jacfwd(f)(x[:1]).shape == (1, 4, 1, 8, 8, 1)
+
+
+@pytest.mark.parametrize('name', FAMILIES)
+def test_every_familys_networks_are_forward_mode_differentiable_with_jaxs_kernels(name):
+  """With `kernels='xla'` (on CPU too) `jax.jvp` runs through every family's conv networks, bf16 included, as
+  through any JAX code; with jaxae's CPU kernels (custom_vjp, reverse mode) it cannot."""
+  overrides = {'precision': 'bf16'} if name == 'vae' else {}
+  model, config, state, batch = make(name, 'conv', kernels='xla', **overrides)
+  headline = model.HEADLINE[0]
+  f = lambda params: steps.bind(model.eval_step, config)(state.replace(params=params), batch, jax.random.key(3))[
+      headline]
+  tangent = jax.tree.map(jnp.ones_like, state.params)
+  value, derivative = jax.jvp(f, (state.params,), (tangent,))
+  assert np.isfinite(float(value)) and np.isfinite(float(derivative))
+  if jax.default_backend() == 'cpu' and name in ('vae', 'dcgan'):
+    _, _, cpu_state, _ = make(name, 'conv', kernels='cpu', **overrides)
+    g = lambda params: steps.bind(model.eval_step, config)(cpu_state.replace(params=params), batch,
+                                                           jax.random.key(3))[headline]
+    with pytest.raises(TypeError, match='custom_vjp'):
+      jax.jvp(g, (cpu_state.params,), (tangent,))
+
+
+def test_the_kernels_are_chosen_once_by_backend_and_jaxlib(recwarn):
+  assert cpu.resolve('auto', backend='gpu') == cpu.resolve('xla', backend='cpu') == 'xla'
+  assert cpu.resolve('auto', backend='cpu', jaxlib='0.10.2') == cpu.resolve('cpu', backend='cpu') == 'cpu'
+  assert len(recwarn) == 0
+  with pytest.warns(RuntimeWarning, match=r"jaxae's CPU kernels were checked on jaxlib 0.10, not 0.12: JAX's own"):
+    assert cpu.resolve('auto', backend='cpu', jaxlib='0.12.1') == 'xla'
+  with pytest.raises(UserError, match="kernels=cpu are XLA CPU's, and this process computes on gpu: use kernels=auto"):
+    cpu.resolve('cpu', backend='gpu')
+  with pytest.raises(UserError, match="kernels='tpu' is not one of auto, xla, cpu"):
+    cpu.resolve('tpu')
 
 
 @pytest.mark.parametrize('case', ['plain', 'transposed_w', 'transposed_x', 'transposed_out', 'one_row'])

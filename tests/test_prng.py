@@ -71,3 +71,49 @@ def test_a_pytree_of_jaxae_keys_round_trips_through_orbax(tmp_path):
         assert jax.random.key_impl(restored[name]) == jax.random.key_impl(key), name
         np.testing.assert_array_equal(jax.random.key_data(restored[name]), jax.random.key_data(key))
   assert str(jax.random.key_impl(jax.random.key(0, impl=prng.NAME))) == prng.NAME
+
+
+def test_a_run_resumes_with_the_prng_it_began_with_on_a_backend_that_prefers_another(tmp_path, monkeypatch):
+  """'auto' is resolved once and recorded: a run begun on CPU (jaxae's threefry) and resumed where 'auto' would
+  take another implementation (here a backend that says 'gpu', with `jax_default_prng_impl=rbg`) draws on with
+  the one it began with, and ends bitwise as if it had never moved (an f32 MLP computes alike on both kernels)."""
+  import json
+
+  from conftest import tiny
+
+  from jaxae import metrics
+  from jaxae.loop import keys, train
+
+  train.train_and_evaluate(tiny(epochs=1), tmp_path / 'moved', progress=False)
+  saved = json.loads((tmp_path / 'moved' / 'config.json').read_text())
+  assert saved['prng_impl'] == keys.impl_name('auto') and saved['kernels'] == cpu_kernels()
+  default = str(jax.config.jax_default_prng_impl)
+  with monkeypatch.context() as elsewhere:
+    elsewhere.setattr(jax, 'default_backend', lambda: 'gpu')
+    jax.config.update('jax_default_prng_impl', 'rbg')
+    try:
+      assert keys.impl_name('auto') == 'rbg'  # what a fresh start there would take
+      resumed = train.train_and_evaluate(tiny(epochs=2), tmp_path / 'moved', progress=False)
+    finally:
+      jax.config.update('jax_default_prng_impl', default)
+  whole = train.train_and_evaluate(tiny(epochs=2), tmp_path / 'whole', progress=False)
+  assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(resumed.state.params),
+                                                  jax.tree.leaves(whole.state.params), strict=True))
+  headers = metrics.headers(tmp_path / 'moved' / 'metrics.jsonl')
+  assert [h['prng_impl'] for h in headers] == [saved['prng_impl']] * 2
+  assert [h['kernels'] for h in headers] == [cpu_kernels(), 'xla']  # each start's own kernels, recorded
+
+
+def cpu_kernels() -> str:
+  return 'cpu' if jax.default_backend() == 'cpu' else 'xla'
+
+
+def test_a_jax_whose_private_registry_changed_falls_back_to_its_own_threefry_with_one_warning(monkeypatch):
+  from jaxae.loop import keys
+
+  with pytest.warns(RuntimeWarning, match="jaxae's unrolled threefry cannot be registered with this JAX"):
+    assert prng.register('jax._src.random.no_such_registry') is False
+  monkeypatch.setattr(prng, 'REGISTERED', False)
+  assert keys.impl_name('auto', backend='cpu') == str(jax.config.jax_default_prng_impl)
+  assert keys.impl_name(prng.NAME) == 'threefry2x32'  # a run that recorded jaxae's: the same bits, JAX's function
+  assert np.array_equal(jax.random.key_data(keys.root_key(3, prng.NAME)), jax.random.key_data(jax.random.key(3)))

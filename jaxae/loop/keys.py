@@ -29,9 +29,12 @@ def impl_name(impl: str = 'auto', backend: str | None = None) -> str:
   """The PRNG implementation `impl` names: 'auto' is jaxae's unrolled threefry (`prng.NAME`) on XLA CPU, which that
   compiler needs to fuse a draw into one pass (a CPU-only speedup), and elsewhere (`backend`, default JAX's) the
   implementation `jax_default_prng_impl` chooses (threefry2x32 unless set). Both threefry draw the same bits."""
+  if impl == prng.NAME and not prng.REGISTERED:  # JAX's registry changed: the same bits, JAX's own function
+    return 'threefry2x32'
   if impl != 'auto':
     return impl
-  return prng.NAME if (backend or jax.default_backend()) == 'cpu' else str(jax.config.jax_default_prng_impl)
+  cpu = (backend or jax.default_backend()) == 'cpu' and prng.REGISTERED
+  return prng.NAME if cpu else str(jax.config.jax_default_prng_impl)
 
 
 def root_key(seed: int, impl: str = 'auto', backend: str | None = None) -> jax.Array:

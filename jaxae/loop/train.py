@@ -24,14 +24,14 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
-from jaxae import conditioning, data, models
+from jaxae import conditioning, cpu, data, metrics, models
 from jaxae import config as config_lib
 from jaxae.errors import UserError, require
 from jaxae.loop import checkpoint, lock, logs, parallel
 from jaxae.loop import workdir as workdir_lib
 from jaxae.loop.compile import Compiled, compile_fns
 from jaxae.loop.compile import matmul_precision as _matmul_precision  # the old name: `__getattr__`
-from jaxae.loop.keys import Keys, make_keys
+from jaxae.loop.keys import Keys, impl_name, make_keys
 from jaxae.loop.position import Plan
 from jaxae.loop.step import check as check_guard
 
@@ -88,6 +88,7 @@ def _setup(overrides: dict, workdir: Path, sets: dict | None = None) -> tuple[_R
   plan = Plan.of(config, len(train_x))
   config = {**workdir_lib.resolve_schedule(config, plan.steps_per_epoch), 'input_shape': tuple(train_x.shape[1:]),
             'data_fingerprint': data.fingerprint(splits)}
+  config = {**config, **_chosen_once(config, workdir)}
   keys = make_keys(config['seed'], config['prng_impl'])
   sample = {'image': data.to_float(train_x[:1])}
   try:
@@ -113,6 +114,19 @@ def _setup(overrides: dict, workdir: Path, sets: dict | None = None) -> tuple[_R
   run = _Run(config, model, splits, parallel.replicate(keys, mesh), mesh, train_data, eval_data, fns, plan,
              initial)
   return run, parallel.replicate(state, mesh)
+
+
+def _chosen_once(config: dict, workdir: Path) -> dict:
+  """What 'auto' leaves to the machine, chosen once for a run and recorded in its config.json: the kernels for
+  this process's backend (`jaxae.cpu.resolve`), and the PRNG implementation the run began with, so that a run
+  resumed on another backend, or with another `jax_default_prng_impl`, draws what it would have drawn."""
+  impl, saved = config['prng_impl'], checkpoint.read_config(workdir)
+  if impl == 'auto' and saved is not None:  # a resume: the implementation the run began with
+    impl = saved.get('prng_impl', 'auto')
+    if impl == 'auto':  # recorded unresolved (format 1): the first start's header says what it drew with
+      first = metrics.headers(workdir / 'metrics.jsonl')[:1]
+      impl = first[0].get('prng_impl', 'auto') if first else 'auto'
+  return {'kernels': cpu.resolve(config['kernels']), 'prng_impl': impl_name(impl)}
 
 
 def train_and_evaluate(overrides: dict, workdir: str | Path, progress: bool = True, data: dict | None = None

@@ -19,7 +19,8 @@ from jaxae.loop.lock import LOCK
 
 RESUMABLE_CHANGES = ('epochs', 'num_figure_images', 'keep_checkpoints', 'data_dir', 'nonfinite', 'data_mode',
                      'stream_steps', 'read_threads', 'allow_other_data', 'checkpoint_epochs', 'checkpoint_minutes',
-                     'eval_every', 'devices')  # none changes what is computed (devices: up to float rounding)
+                     'eval_every', 'devices', 'kernels')  # none changes what is computed (devices, kernels: up to float
+# rounding; a run begun on CPU may go on on a GPU)
 
 
 def check_workdir(workdir: Path, config: dict) -> None:
@@ -36,6 +37,8 @@ def check_workdir(workdir: Path, config: dict) -> None:
     return
   for recorded in ('input_shape', 'data_fingerprint'):  # runs of rounds 1-2 did not record them
     saved.setdefault(recorded, config[recorded])
+  if saved.get('prng_impl') == 'auto':  # recorded unresolved (format 1): `config` holds what it began with
+    saved['prng_impl'] = config['prng_impl']
   changed = data.changes(saved['data_fingerprint'], config['data_fingerprint'])
   require(not changed or config['allow_other_data'], f'{workdir} holds a run trained on other data ({changed}): '
           'resume it on the data it was trained on, use a new workdir, or set allow_other_data=true if you mean it')

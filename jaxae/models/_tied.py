@@ -36,6 +36,7 @@ class TiedAutoencoder(nn.Module):
   input_dropout: float = 0.0
   dropout_rate: float = 0.0
   precision: str = 'f32'
+  kernels: str = 'xla'  # `jaxae.cpu.resolve`: 'cpu' takes XLA CPU's fast conv gradients
 
   def setup(self):
     height, width, channels = self.image_shape
@@ -70,7 +71,7 @@ class TiedAutoencoder(nn.Module):
     """Stride-2 'SAME' conv with kernel k, or its exact adjoint; for 'bf16' in bf16 (as Flax's `dtype`)."""
     if self.precision == 'bf16':
       h, k = h.astype(jnp.bfloat16), k.astype(jnp.bfloat16)
-    if cpu.active():  # the same functions, their kernel gradients where XLA CPU is fast
+    if self.kernels == 'cpu':  # the same functions, their kernel gradients where XLA CPU is fast
       return cpu.conv_transpose(h, cpu.flipped(k), (2, 2)) if transpose else cpu.conv(h, k, (2, 2))
     if transpose:
       return jax.lax.conv_transpose(h, k, (2, 2), 'SAME', dimension_numbers=_DN, transpose_kernel=True)
@@ -85,7 +86,7 @@ class TiedAutoencoder(nn.Module):
     h = h.reshape(h.shape[0], -1)
     n_conv, n_dense = len(self.conv_kernels), len(self.dense_kernels)
     for i, k in enumerate(self.dense_kernels):
-      h = _add_bias(matmul(h, k, self.precision), self.encoder_biases[n_conv + i])
+      h = _add_bias(matmul(h, k, self.precision, self.kernels), self.encoder_biases[n_conv + i])
       if i < n_dense - 1:
         h = self.hidden_drop(nn.relu(h), deterministic=not train)
     return h.astype(jnp.float32)
@@ -95,7 +96,7 @@ class TiedAutoencoder(nn.Module):
     n_conv = len(self.conv_kernels)
     h = z
     for i in reversed(range(len(self.dense_kernels))):
-      h = _add_bias(matmul(h, self.dense_kernels[i].T, self.precision), self.decoder_biases[n_conv + i])
+      h = _add_bias(matmul(h, self.dense_kernels[i].T, self.precision, self.kernels), self.decoder_biases[n_conv + i])
       if i > 0 or n_conv:
         h = self.hidden_drop(nn.relu(h), deterministic=not train)
     h = h.reshape(z.shape[0], *self.conv_shape)

@@ -61,14 +61,11 @@ def validate(config) -> None:
 
 def create_state(key: jax.Array, config, sample_batch) -> steps.PlayerState:
   x = sample_batch['image'][:1]
-  arch, hidden, conv, precision = config['arch'], config['hidden'], config['conv_features'], config['precision']
-  if arch == 'conv':
-    jnn.check_conv_shape(x.shape[1:], len(conv))
+  arch, hidden, conv, compute = config['arch'], config['hidden'], config['conv_features'], jnn.compute(config)
   nets = {
-      'encoder': jnn.make_encoder(arch, config['latent_dim'], hidden, conv, precision=precision, norm=config['norm']),
-      'decoder': jnn.make_decoder(arch, x.shape[1:], hidden, conv, precision=precision, norm=config['norm']),
-      'discriminator': jnn.MLPEncoder(tuple(config['disc_hidden']), 1, precision=precision,
-                                      activation=jnn.leaky_relu),
+      'encoder': jnn.make_encoder(arch, config['latent_dim'], hidden, conv, norm=config['norm'], **compute),
+      'decoder': jnn.make_decoder(arch, x.shape[1:], hidden, conv, norm=config['norm'], **compute),
+      'discriminator': jnn.MLPEncoder(tuple(config['disc_hidden']), 1, activation=jnn.leaky_relu, **compute),
   }
   z = jnp.zeros((1, config['latent_dim']))
   y = conditioning.one_hot(jnp.zeros(1, jnp.int32), config['num_classes'])

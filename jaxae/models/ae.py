@@ -89,19 +89,19 @@ class Autoencoder(nn.Module):
 def make_network(config, image_shape) -> nn.Module:
   """The (tied or untied) autoencoder of a resolved `config` for images of shape `image_shape` `(H, W, C)`."""
   checks.resolved(config, defaults(), 'ae', 'make_network')
-  conv = config['arch'] == 'conv'
-  if conv:
-    jnn.check_conv_shape(image_shape, len(config['conv_features']))
+  conv, compute = config['arch'] == 'conv', jnn.compute(config)
   if config['tied']:
+    if conv:
+      jnn.check_conv_shape(image_shape, len(config['conv_features']))
     return TiedAutoencoder(
         tuple(image_shape), config['latent_dim'], tuple(config['hidden']),
         tuple(config['conv_features']) if conv else (),
-        config['input_dropout'], config['dropout_rate'], config['precision'],
+        config['input_dropout'], config['dropout_rate'], **compute,
     )
-  args = (config['arch'], config['hidden'], config['conv_features'], config['dropout_rate'], config['precision'])
+  args = (config['arch'], config['hidden'], config['conv_features'], config['dropout_rate'])
   return Autoencoder(
-      jnn.make_encoder(args[0], config['latent_dim'], *args[1:], norm=config['norm']),
-      jnn.make_decoder(args[0], image_shape, *args[1:], norm=config['norm']),
+      jnn.make_encoder(args[0], config['latent_dim'], *args[1:], norm=config['norm'], **compute),
+      jnn.make_decoder(args[0], image_shape, *args[1:], norm=config['norm'], **compute),
       config['input_dropout'],
   )
 

@@ -104,16 +104,14 @@ def validate(config) -> None:
 
 def create_state(key: jax.Array, config, sample_batch) -> steps.PlayerState:
   x = sample_batch['image'][:1]
-  arch, hidden, conv, precision = config['arch'], config['hidden'], config['conv_features'], config['precision']
-  if arch == 'conv':
-    jnn.check_conv_shape(x.shape[1:], len(conv))
+  arch, hidden, conv, compute = config['arch'], config['hidden'], config['conv_features'], jnn.compute(config)
   g_activation = jnn.leaky_relu if arch == 'mlp' else jax.nn.relu  # the MLP GAN's and DCGAN's generators
   head = config['aux_classifier'] or config['projection']  # D sees the image alone and has K more outputs
   d_out = 1 + config['num_classes'] * head
-  nets = {'generator': jnn.make_decoder(arch, x.shape[1:], hidden, conv, precision=precision, activation=g_activation,
-                                        norm=config['norm']),
-          'discriminator': jnn.make_encoder(arch, d_out, hidden, conv, config['d_dropout'], precision,
-                                            activation=jnn.leaky_relu, norm=config['d_norm'])}
+  nets = {'generator': jnn.make_decoder(arch, x.shape[1:], hidden, conv, activation=g_activation,
+                                        norm=config['norm'], **compute),
+          'discriminator': jnn.make_encoder(arch, d_out, hidden, conv, config['d_dropout'],
+                                            activation=jnn.leaky_relu, norm=config['d_norm'], **compute)}
   k_g, k_d = jax.random.split(key)
   y, z = conditioning.one_hot(jnp.zeros(1, jnp.int32), config['num_classes']), jnp.zeros((1, config['latent_dim']))
   variables = {'generator': nets['generator'].init(k_g, conditioning.join_code(z, y)),

@@ -55,13 +55,11 @@ def validate(config) -> None:
 
 def create_state(key: jax.Array, config, sample_batch) -> steps.PlayerState:
   x = sample_batch['image'][:1]
-  arch, hidden, conv, precision, k, d = (config[n] for n in ('arch', 'hidden', 'conv_features', 'precision',
-                                                             'num_classes', 'latent_dim'))
-  if arch == 'conv':
-    jnn.check_conv_shape(x.shape[1:], len(conv))
-  disc = lambda: jnn.MLPEncoder(tuple(config['disc_hidden']), 1, precision=precision, activation=jnn.leaky_relu)
-  nets = {'encoder': jnn.make_encoder(arch, k + d, hidden, conv, precision=precision, norm=config['norm']),
-          'decoder': jnn.make_decoder(arch, x.shape[1:], hidden, conv, precision=precision, norm=config['norm']),
+  arch, hidden, conv, k, d = (config[n] for n in ('arch', 'hidden', 'conv_features', 'num_classes', 'latent_dim'))
+  compute = jnn.compute(config)
+  disc = lambda: jnn.MLPEncoder(tuple(config['disc_hidden']), 1, activation=jnn.leaky_relu, **compute)
+  nets = {'encoder': jnn.make_encoder(arch, k + d, hidden, conv, norm=config['norm'], **compute),
+          'decoder': jnn.make_decoder(arch, x.shape[1:], hidden, conv, norm=config['norm'], **compute),
           'd_cat': disc(), 'd_gauss': disc()}
   inputs = {'encoder': x, 'decoder': jnp.zeros((1, k + d)), 'd_cat': jnp.zeros((1, k)), 'd_gauss': jnp.zeros((1, d))}
   keys = dict(zip(nets, jax.random.split(key, len(nets)), strict=True))

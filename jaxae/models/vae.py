@@ -103,9 +103,7 @@ def make_network(config, image_shape) -> VAE:
   """The VAE of a resolved `config` for images of shape `image_shape` `(H, W, C)`."""
   checks.resolved(config, defaults(), 'vae', 'make_network')
   arch, hidden, conv = config['arch'], config['hidden'], config['conv_features']
-  if arch == 'conv':
-    jnn.check_conv_shape(image_shape, len(conv))
-  kw = dict(precision=config['precision'], norm=config['norm'])
+  kw = dict(norm=config['norm'], **jnn.compute(config))
   return VAE(jnn.make_encoder(arch, 2 * config['latent_dim'], hidden, conv, **kw),
              jnn.make_decoder(arch, image_shape, hidden, conv, **kw))
 
