@@ -84,7 +84,8 @@ NON_NEGATIVE = ('checkpoint_every', 'checkpoint_minutes', 'devices', 'weight_dec
                 'grad_clip', 'num_figure_images', 'seed')
 PROBABILITIES = ('adam_b1', 'adam_b2')
 LABEL_TUPLES = ('train_classes',)  # tuples of labels (>= 0); other tuples are layer sizes (> 0)
-RECORDED = ('input_shape', 'data_fingerprint')  # what a run records in config.json; `resolve` drops them
+RECORDED = ('input_shape', 'data_fingerprint', 'format_version')  # what a run records in config.json; `resolve`
+# drops them
 
 
 def describe(model: str) -> list[tuple[str, Any, str]]:

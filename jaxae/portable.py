@@ -107,6 +107,14 @@ def is_exported(folder: str | Path) -> bool:
   return (Path(folder) / WEIGHTS).is_file() and (Path(folder) / 'config.json').is_file()
 
 
+def _1_to_2(header: dict) -> dict:
+  """Format 1 listed no files (nothing to verify) and said only the step it was exported at."""
+  return {**header, 'files': {}, 'progress': f"step {header['step']}", 'format_version': 2}
+
+
+STEPS = (_1_to_2,)  # STEPS[v - 1] takes export format v to v + 1
+
+
 def read_header(folder: Path) -> dict:
   """config.json of an exported model, its `config` with tuples and this jaxae's defaults for later keys."""
   try:
@@ -116,8 +124,10 @@ def read_header(folder: Path) -> dict:
     config = config_lib.from_json(json.dumps(header['config']))
   except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError):
     raise UserError(f'{folder}/config.json is not a valid exported config; export the model again') from None
-  require(header.get('format_version', 0) <= FORMAT_VERSION, f'{folder} was exported by a newer jaxae (format '
+  require(header.get('format_version', 1) <= FORMAT_VERSION, f'{folder} was exported by a newer jaxae (format '
           f"{header.get('format_version')}, jaxae {header.get('jaxae_version')}): upgrade jaxae to load it")
+  for step in STEPS[header.get('format_version', 1) - 1:]:
+    header = step(header)
   models.get(config.get('model', ''))  # UserError for a family this jaxae does not have
   step, files = header.get('step'), header.get('files', {})
   require(type(step) is int and step >= 0 and isinstance(files, dict), f'{folder}/config.json is damaged (its '

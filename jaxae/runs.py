@@ -23,7 +23,7 @@ import numpy as np
 from jaxae import conditioning, cpu, models, portable, steps
 from jaxae import data as data_lib
 from jaxae.errors import require
-from jaxae.loop import checkpoint, restore
+from jaxae.loop import checkpoint, formats, restore
 from jaxae.loop.keys import Keys, make_keys
 
 
@@ -154,8 +154,7 @@ def load(workdir: str | Path, step: int | None = None, data: dict | None = None,
   require(restore.latest_step(workdir / 'checkpoints') is not None, f'{workdir} has no checkpoint yet: let its '
           'training finish an epoch (re-run the same command to resume)')
   model = models.get(config['model'])
-  if 'input_shape' not in config:  # runs of rounds 1-2 did not record it: their data tell
-    config['input_shape'] = tuple(data_lib.prepare(config, data).train['image'].shape[1:])
+  config = formats.migrate(config, workdir, lambda: data_lib.prepare(config, data))
   keys = make_keys(config['seed'], config['prng_impl'])
   state = models.create_state(model, keys.init, here(config), {'image': np.zeros((1, *config['input_shape']),
                                                                                  np.float32)})

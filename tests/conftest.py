@@ -42,7 +42,7 @@ import pytest  # noqa: E402
 
 from jaxae import config as config_lib  # noqa: E402
 from jaxae import models  # noqa: E402
-from jaxae.loop import checkpoint  # noqa: E402
+from jaxae.loop import checkpoint, formats  # noqa: E402
 from jaxae.loop.keys import make_keys  # noqa: E402
 
 jax.config.update('jax_numpy_rank_promotion', 'raise')
@@ -59,7 +59,8 @@ def tiny(**overrides) -> dict:
 def saved_run(workdir, name: str, **overrides):
   """A workdir holding one checkpoint of `name` whose every weight (and batch statistic) was moved away from its
   initial value, so a load that re-initialised anything would not match. Returns `(config, state)`."""
-  config = {**config_lib.resolve(tiny(model=name, **overrides)), 'input_shape': (8, 8, 1)}
+  config = {**config_lib.resolve(tiny(model=name, **overrides)), 'input_shape': (8, 8, 1),
+            'format_version': formats.RUN_FORMAT}  # as this jaxae writes a run
   state = models.create_state(models.get(name), make_keys(0, 'auto').init, config, {'image': np.zeros((1, 8, 8, 1))})
   moved = lambda tree, seed: jax.tree.map(lambda a, k: a + jax.random.normal(k, a.shape, a.dtype) * 0.1, tree,
                                           jax.tree.unflatten(jax.tree.structure(tree), list(jax.random.split(

@@ -1,5 +1,6 @@
 """`jaxae.load`: a run's model without its data or the training loop, and runs written by earlier jaxae rounds."""
 
+import json
 import shutil
 from pathlib import Path
 
@@ -10,7 +11,7 @@ from conftest import tiny
 
 from jaxae import data, metrics, models, steps
 from jaxae.errors import UserError
-from jaxae.loop import scan, train
+from jaxae.loop import formats, scan, train
 from jaxae.runs import load
 
 FIXTURES = Path(__file__).parent / 'fixtures'
@@ -51,13 +52,14 @@ def test_a_run_loads_with_its_dataset_gone_and_no_training_step_traced(tmp_path,
 
 
 @pytest.mark.parametrize('name', ['vae', 'gan'])
-@pytest.mark.parametrize('written_by', ['round2', 'session26'])
-def test_a_run_written_by_an_older_jaxae_loads_and_evaluates_to_its_logged_numbers(tmp_path, name, written_by):
-  """tests/fixtures/round2_*: runs written by the code before the loop moved (one-item `{'state', 'sums'}`
-  checkpoints, no input_shape in config.json); session26_*: before states carried batch statistics. Their
-  held-out metrics, recomputed from the loaded parameters, equal what that run logged; and they resume."""
+@pytest.mark.parametrize('version', [1, 2])
+def test_a_run_written_by_an_older_jaxae_loads_and_evaluates_to_its_logged_numbers(tmp_path, name, version):
+  """tests/fixtures/run_format1_*: runs of format 1 (one-item `{'state', 'sums'}` checkpoints, no input_shape in
+  config.json); run_format2_*: format 2 (before states carried batch statistics, `prng_impl` unresolved). Read
+  through `jaxae.loop.formats.migrate`, their held-out metrics, recomputed from the loaded parameters, equal
+  what the run logged; and they resume, in the current format."""
   workdir = tmp_path / 'run'
-  shutil.copytree(FIXTURES / f'{written_by}_{name}', workdir)
+  shutil.copytree(FIXTURES / f'run_format{version}_{name}', workdir)
   loaded = load(workdir)
   logged = metrics.read(workdir / 'metrics.jsonl')[-1]
   eval_step = steps.bind(loaded.model.eval_step, loaded.config)
@@ -69,6 +71,8 @@ def test_a_run_written_by_an_older_jaxae_loads_and_evaluates_to_its_logged_numbe
   assert [(r['epoch'], r['split']) for r in resumed.records] == [(0, 'eval'), (1, 'train'), (1, 'eval'),
                                                                  (2, 'train'), (2, 'eval')]
   assert int(resumed.state.step) == 14 and load(workdir).step == 14
+  rewritten = json.loads((workdir / 'config.json').read_text())
+  assert rewritten['format_version'] == formats.RUN_FORMAT and rewritten['prng_impl'] != 'auto'
 
 
 def test_a_run_not_finished_loads_its_newest_committed_checkpoint_and_says_so(tmp_path, capsys):
@@ -88,3 +92,32 @@ def test_a_run_not_finished_loads_its_newest_committed_checkpoint_and_says_so(tm
   assert evaluate.main([str(tmp_path / 'run'), '--suites', 'reconstruction', '--no-progress']) == 0
   assert capsys.readouterr().err == ('evaluate: run: step 20 (epoch 0.7692 of 4, not finished: its newest committed '
                                      'checkpoint)\n')
+
+
+def test_formats_are_versioned_migrated_one_step_at_a_time_and_newer_ones_refused(tmp_path):
+  from conftest import saved_run
+
+  from jaxae import portable, share
+  from jaxae.errors import UserError
+
+  v1 = json.loads((FIXTURES / 'run_format1_vae' / 'config.json').read_text())
+  v2 = json.loads((FIXTURES / 'run_format2_vae' / 'config.json').read_text())
+  assert (formats.version(v1), formats.version(v2)) == (1, 2)
+  splits = lambda: data.prepare({**v1, 'hidden': tuple(v1['hidden'])})  # noqa: E731
+  to_2 = formats.STEPS[0](v1, FIXTURES / 'run_format1_vae', splits)
+  assert to_2['input_shape'] == (8, 8, 1) and to_2['data_fingerprint']['train']['count'] == 1617
+  to_3 = formats.STEPS[1](v2, FIXTURES / 'run_format2_vae', splits)
+  first_header = metrics.headers(FIXTURES / 'run_format2_vae' / 'metrics.jsonl')[0]
+  assert to_3['prng_impl'] == first_header['prng_impl'] and to_3['format_version'] == 3 == formats.RUN_FORMAT
+  assert formats.migrate(v1, FIXTURES / 'run_format1_vae', splits)['format_version'] == 3
+  with pytest.raises(UserError, match=r'holds a run written by a newer jaxae \(run format 4; this jaxae reads up '
+                     r'to 3\): upgrade jaxae to read it'):
+    formats.migrate({**v2, 'format_version': 4}, tmp_path, splits)
+  saved_run(tmp_path / 'run', 'vae')
+  out = share.export(tmp_path / 'run', tmp_path / 'out')
+  header = json.loads((out / 'config.json').read_text())
+  old = {k: v for k, v in header.items() if k not in ('files', 'progress')} | {'format_version': 1}
+  (out / 'config.json').write_text(json.dumps(old))  # an export of format 1: no files listed, no progress
+  migrated = portable.read_header(out)
+  assert migrated['format_version'] == 2 and migrated['files'] == {} and migrated['progress'] == 'step 7'
+  assert load(out).step == 7

@@ -397,7 +397,7 @@ def test_every_familys_networks_are_forward_mode_differentiable_with_jaxs_kernel
   """With `kernels='xla'` (on CPU too) `jax.jvp` runs through every family's conv networks, bf16 included, as
   through any JAX code; with jaxae's CPU kernels (custom_vjp, reverse mode) it cannot."""
   overrides = {'precision': 'bf16'} if name == 'vae' else {}
-  model, config, state, batch = make(name, 'conv', kernels='xla', **overrides)
+  model, config, state, batch = make(name, 'conv', (8, 8, 1), kernels='xla', **overrides)
   headline = model.HEADLINE[0]
   f = lambda params: steps.bind(model.eval_step, config)(state.replace(params=params), batch, jax.random.key(3))[
       headline]
@@ -405,7 +405,7 @@ def test_every_familys_networks_are_forward_mode_differentiable_with_jaxs_kernel
   value, derivative = jax.jvp(f, (state.params,), (tangent,))
   assert np.isfinite(float(value)) and np.isfinite(float(derivative))
   if jax.default_backend() == 'cpu' and name in ('vae', 'dcgan'):
-    _, _, cpu_state, _ = make(name, 'conv', kernels='cpu', **overrides)
+    _, _, cpu_state, _ = make(name, 'conv', (8, 8, 1), kernels='cpu', **overrides)
     g = lambda params: steps.bind(model.eval_step, config)(cpu_state.replace(params=params), batch,
                                                            jax.random.key(3))[headline]
     with pytest.raises(TypeError, match='custom_vjp'):

@@ -29,9 +29,12 @@ def run_soak(tmp_path, model, cycles, epochs, *extra):
 
 # Presets run their base family's step and state functions (test_models checks that they re-export them), so a
 # kill resumes them as it does the base; dcgan, the batch-norm preset of gan, is soaked for its batch statistics and
-# stands for gan; vae is soaked with several kills and mid-epoch checkpoints below.
-SOAKED_AS = {'dae': 'ae', 'tied_ae': 'ae', 'dropout_ae': 'ae', 'iwae': 'vae', 'wgan_gp': 'dcgan', 'cgan': 'dcgan',
-             'cdcgan': 'dcgan', 'saae': 'aae', 'gan': 'dcgan', 'vae': 'vae (test_short_soak...)'}
+# stands for gan; vae is soaked with several kills and mid-epoch checkpoints below and stands for the one-player
+# TrainState families (ae: its noise and dropout keys come from the step's key as vae's latent key does); ssaae, four
+# phases of a PlayerState with labels, stands for aae's three.
+SOAKED_AS = {'dae': 'vae', 'tied_ae': 'vae', 'dropout_ae': 'vae', 'ae': 'vae', 'iwae': 'vae', 'wgan_gp': 'dcgan',
+             'cgan': 'dcgan', 'cdcgan': 'dcgan', 'saae': 'ssaae', 'aae': 'ssaae', 'gan': 'dcgan',
+             'vae': 'vae (test_short_soak...)'}
 
 
 @pytest.mark.parametrize('name', [n for n in models.names() if n not in SOAKED_AS])

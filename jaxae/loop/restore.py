@@ -17,9 +17,7 @@ import collections
 import contextlib
 import gc
 import logging
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -174,63 +172,57 @@ def _restore_item(directory: Path, step: int, item: str, args):
 
 
 def _orbax(directory: Path, step: int, read):
-  """`read()` of checkpoint `step` through orbax, with the process's stderr (fd 2) held in a temporary file
-  meanwhile: re-emitted after a good read, dropped after a failed one (see `_quiet_until_drained`), which then
-  raises one `UserError`."""
-  with tempfile.TemporaryFile() as sink, _fd2_into(sink):
+  """`read()` of checkpoint `step` through orbax; its failure raised as one `UserError` (`_quiet_reads`)."""
+  with _quiet_reads() as failed:
     try:
-      restored, error = read(), None
+      return read()
     except Exception as e:  # orbax raises many types for unreadable files
-      restored, error = None, type(e).__name__
-    if error is not None:
-      gc.collect()  # orbax's failed asyncio tasks report "exception never retrieved" when collected: here, not later
-      logging.getLogger('asyncio').addFilter(_drop_unretrieved)  # nor those collected after the drain
-      _quiet_until_drained(sink)
-  if error is not None:
-    if not (directory / str(step) / METADATA).is_file():
-      raise UserError(f'checkpoint {step} in {directory} is gone (the run keeps only its newest checkpoints): '
-                      f'read another, one of {step_folders(directory)}')
-    raise UserError(f'checkpoint {step} in {directory} cannot be read ({error}): its files are damaged; '
-                    f'{_fallback(directory, step)}')
-  return restored
+      failed(e)
+      error = type(e).__name__
+  if not (directory / str(step) / METADATA).is_file():
+    raise UserError(f'checkpoint {step} in {directory} is gone (the run keeps only its newest checkpoints): '
+                    f'read another, one of {step_folders(directory)}')
+  raise UserError(f'checkpoint {step} in {directory} cannot be read ({error}): its files are damaged; '
+                  f'{_fallback(directory, step)}') from None
 
 
-@contextlib.contextmanager
-def _fd2_into(sink):
-  """Points file descriptor 2 (stderr, Python's and C++'s) at `sink` for the block; re-emits what was
-  written unless `sink.dropped` is set."""
-  sys.stderr.flush()
-  saved = os.dup(2)
-  os.dup2(sink.fileno(), 2)
-  try:
-    yield
-  finally:
-    sys.stderr.flush()
-    os.dup2(saved, 2)
-    os.close(saved)
-    if not getattr(sink, 'dropped', False):
-      sink.seek(0)
-      os.write(2, sink.read())
+def _abandoned(args) -> bool:
+  """Whether an unraisable exception is one of orbax's abandoned reads: tensorstore completing a read against the
+  event loop that orbax closed when another read failed."""
+  return isinstance(args.exc_value, RuntimeError) and 'Event loop is closed' in str(args.exc_value)
 
 
-def _drop_unretrieved(record: logging.LogRecord) -> bool:
-  """A logging filter: False for asyncio's "exception was never retrieved" reports, which orbax's abandoned
-  reads of a failed restore emit whenever they are garbage-collected (the failure itself is reported)."""
+def _unretrieved(record: logging.LogRecord) -> bool:
+  """False for asyncio's "exception was never retrieved" reports of those abandoned reads' tasks."""
   return 'exception was never retrieved' not in record.getMessage()
 
 
-def _quiet_until_drained(sink, quiet: float = 1.0, limit: float = 10.0) -> None:
-  """After a failed restore, waits until `sink` has been quiet for `quiet` seconds, then marks it dropped.
-
-  When orbax's restore fails on one file it closes its event loop while
-  tensorstore still reads the others; each of those reads then completes
-  against the closed loop and prints an 'Event loop is closed' traceback from
-  tensorstore's threads, which would bury the one-line error.
+@contextlib.contextmanager
+def _quiet_reads(quiet: float = 1.0, limit: float = 10.0):
+  """Orbax's noise where it arises, for one read only: when one of its reads fails it closes its event loop while
+  tensorstore still reads the other files, and each of those then reports "Event loop is closed" through
+  `sys.unraisablehook` (and asyncio reports their tasks' exceptions as never retrieved) — tracebacks that would
+  bury the one line. Meanwhile exactly those reports are dropped (everything else goes where it went); after a
+  failure (`failed(e)`) the block waits until they have stopped for `quiet` seconds; then both hooks are put back.
   """
-  size, since, start = -1, time.monotonic(), time.monotonic()
-  while time.monotonic() - since < quiet and time.monotonic() - start < limit:
-    time.sleep(0.05)
-    now = os.fstat(sink.fileno()).st_size
-    if now != size:
-      size, since = now, time.monotonic()
-  sink.dropped = True
+  previous, logger = sys.unraisablehook, logging.getLogger('asyncio')
+  last = [time.monotonic()]
+
+  def hook(args):
+    if _abandoned(args):
+      last[0] = time.monotonic()
+    else:
+      previous(args)
+
+  failures = []
+  sys.unraisablehook = hook
+  logger.addFilter(_unretrieved)
+  try:
+    yield failures.append
+  finally:
+    start = time.monotonic()
+    while failures and time.monotonic() - max(last[0], start) < quiet and time.monotonic() - start < limit:
+      time.sleep(0.05)
+    gc.collect()  # the abandoned tasks report "never retrieved" when collected: here, while filtered
+    sys.unraisablehook = previous
+    logger.removeFilter(_unretrieved)

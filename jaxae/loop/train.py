@@ -24,10 +24,10 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
-from jaxae import conditioning, cpu, data, metrics, models
+from jaxae import conditioning, cpu, data, models
 from jaxae import config as config_lib
 from jaxae.errors import UserError, require
-from jaxae.loop import checkpoint, lock, logs, parallel
+from jaxae.loop import checkpoint, formats, lock, logs, parallel
 from jaxae.loop import workdir as workdir_lib
 from jaxae.loop.compile import Compiled, compile_fns
 from jaxae.loop.compile import matmul_precision as _matmul_precision  # the old name: `__getattr__`
@@ -88,14 +88,15 @@ def _setup(overrides: dict, workdir: Path, sets: dict | None = None) -> tuple[_R
   plan = Plan.of(config, len(train_x))
   config = {**workdir_lib.resolve_schedule(config, plan.steps_per_epoch), 'input_shape': tuple(train_x.shape[1:]),
             'data_fingerprint': data.fingerprint(splits)}
-  config = {**config, **_chosen_once(config, workdir)}
-  keys = make_keys(config['seed'], config['prng_impl'])
+  config = {**config, 'kernels': cpu.resolve(config['kernels']), 'format_version': formats.RUN_FORMAT}
   sample = {'image': data.to_float(train_x[:1])}
-  try:
-    state = models.create_state(model, keys.init, config, sample)
-  except ValueError as e:
-    raise UserError(f'{e}') from None
-  workdir_lib.check_workdir(workdir, config)
+  state = _template(model, config, sample)  # the model's own checks, before the workdir's
+  saved = workdir_lib.saved_run(workdir, lambda: splits)  # the run already there, in this format (None: new)
+  if (impl := _prng_impl(config, saved)) != impl_name(config['prng_impl']):  # a resume, begun with another
+    state = _template(model, {**config, 'prng_impl': impl}, sample)
+  config = {**config, 'prng_impl': impl}
+  keys = make_keys(config['seed'], impl)
+  workdir_lib.check_workdir(workdir, config, saved)
   workdir_lib.check_trained_steps(workdir, config, plan.steps_per_epoch)
   mesh = parallel.make_mesh(config['devices'])
   for key in ('batch_size', 'eval_batch_size'):
@@ -116,17 +117,23 @@ def _setup(overrides: dict, workdir: Path, sets: dict | None = None) -> tuple[_R
   return run, parallel.replicate(state, mesh)
 
 
-def _chosen_once(config: dict, workdir: Path) -> dict:
-  """What 'auto' leaves to the machine, chosen once for a run and recorded in its config.json: the kernels for
-  this process's backend (`jaxae.cpu.resolve`), and the PRNG implementation the run began with, so that a run
-  resumed on another backend, or with another `jax_default_prng_impl`, draws what it would have drawn."""
-  impl, saved = config['prng_impl'], checkpoint.read_config(workdir)
-  if impl == 'auto' and saved is not None:  # a resume: the implementation the run began with
-    impl = saved.get('prng_impl', 'auto')
-    if impl == 'auto':  # recorded unresolved (format 1): the first start's header says what it drew with
-      first = metrics.headers(workdir / 'metrics.jsonl')[:1]
-      impl = first[0].get('prng_impl', 'auto') if first else 'auto'
-  return {'kernels': cpu.resolve(config['kernels']), 'prng_impl': impl_name(impl)}
+def _prng_impl(config: dict, saved: dict | None) -> str:
+  """The PRNG implementation of a run, chosen once and recorded in its config.json: 'auto' resolved for a new
+  run, and for a resume the one it began with (`saved`, its config in this format), so that a run resumed on
+  another backend, or with another `jax_default_prng_impl`, draws what it would have drawn. (The kernels are
+  chosen for each start: `jaxae.cpu.resolve`.)"""
+  impl = config['prng_impl']
+  if impl == 'auto' and saved is not None:
+    impl = saved['prng_impl']
+  return impl_name(impl)
+
+
+def _template(model, config: dict, sample: dict):
+  """The family's fresh state (`models.create_state`, with the config's own keys); a bad config is a `UserError`."""
+  try:
+    return models.create_state(model, make_keys(config['seed'], config['prng_impl']).init, config, sample)
+  except ValueError as e:
+    raise UserError(f'{e}') from None
 
 
 def train_and_evaluate(overrides: dict, workdir: str | Path, progress: bool = True, data: dict | None = None

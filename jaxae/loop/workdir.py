@@ -13,7 +13,7 @@ import numpy as np
 
 from jaxae import data, errors, metrics, models, plotting, portable, steps
 from jaxae.errors import UserError, require
-from jaxae.loop import checkpoint, parallel
+from jaxae.loop import checkpoint, formats, parallel
 from jaxae.loop.keys import Keys
 from jaxae.loop.lock import LOCK
 
@@ -23,21 +23,28 @@ RESUMABLE_CHANGES = ('epochs', 'num_figure_images', 'keep_checkpoints', 'data_di
 # rounding; a run begun on CPU may go on on a GPU)
 
 
-def check_workdir(workdir: Path, config: dict) -> None:
-  """`UserError` if `workdir` holds a run whose config differs in more than RESUMABLE_CHANGES.
-
-  `config` has `decay_steps` resolved, so raising `epochs` under a decaying
-  schedule (which would stretch it mid-run) is refused with its own line.
-  """
+def saved_run(workdir: Path, splits) -> dict | None:
+  """The config of the run in `workdir`, in this jaxae's format (`formats.migrate`; `splits()`: the run's data, if
+  a migration needs them), or None for a new or empty folder; `UserError` for an exported model or a folder that
+  holds something else."""
   require(not portable.is_exported(workdir), f'{workdir} holds a model exported with jaxae.export, not a training '
           f'run: train in another workdir (jaxae.load reads the export as it is)')
   check_not_foreign(workdir)
   saved = checkpoint.read_config(workdir)
+  return None if saved is None else formats.migrate(saved, workdir, splits)
+
+
+def check_workdir(workdir: Path, config: dict, saved: dict | None) -> None:
+  """`UserError` if `saved`, the config of the run in `workdir` (`saved_run`), differs from `config` in more than
+  RESUMABLE_CHANGES.
+
+  `config` has `decay_steps` resolved, so raising `epochs` under a decaying
+  schedule (which would stretch it mid-run) is refused with its own line.
+  """
   if saved is None:
     return
-  for recorded in ('input_shape', 'data_fingerprint'):  # runs of rounds 1-2 did not record them
-    saved.setdefault(recorded, config[recorded])
-  if saved.get('prng_impl') == 'auto':  # recorded unresolved (format 1): `config` holds what it began with
+  saved = dict(saved)
+  if saved['prng_impl'] == 'auto':  # format 2 with no header to tell: what this start resolved
     saved['prng_impl'] = config['prng_impl']
   changed = data.changes(saved['data_fingerprint'], config['data_fingerprint'])
   require(not changed or config['allow_other_data'], f'{workdir} holds a run trained on other data ({changed}): '
