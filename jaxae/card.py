@@ -30,7 +30,7 @@ def summary(workdir: Path, step: int) -> dict:
   """`{'held_out': {metric: value} of the last eval record at or before step, 'epoch', 'evaluation': {suite:
   {metric: value}}}` from `workdir`'s metrics.jsonl and evaluation/results.json (those present)."""
   evals = [r for r in metrics.read(workdir / 'metrics.jsonl') if r['split'] == 'eval' and r['step'] <= step]
-  out = {}
+  out: dict = {}
   if evals:
     last = evals[-1]
     out.update(epoch=last['epoch'], held_out={k: v for k, v in last.items() if k not in ('epoch', 'split', 'step')})
@@ -49,7 +49,8 @@ def summary(workdir: Path, step: int) -> dict:
 def render(header: dict, figures: list[str], sizes: dict[str, int]) -> str:
   """The card's Markdown."""
   config, name, numbers = header['config'], header['model'], header.get('metrics', {})
-  family = ' '.join(models.get(name).__doc__.strip().split('\n\n')[0].split())  # the docstring's first paragraph
+  doc = models.get(name).__doc__ or ''
+  family = ' '.join(doc.strip().split('\n\n')[0].split())  # the docstring's first paragraph
   shape = '×'.join(map(str, header['input_shape']))
   trained = header.get('progress') or f"step {header['step']:,}"  # exports of format 1 say only the step
   fp = config.get('data_fingerprint', {})

@@ -166,7 +166,7 @@ def resolve(overrides: Mapping[str, Any] | None = None) -> dict:
     UserError: unknown model or key, wrong type, or impossible value.
   """
   overrides = {k: v for k, v in (overrides or {}).items() if k not in RECORDED}
-  base = defaults(overrides.get('model', BASE['model']))
+  base = defaults(str(overrides.get('model', BASE['model'])))
   unknown = sorted(set(overrides) - set(base))
   require(not unknown, f"unknown config key(s) {', '.join(unknown)}: choose from {', '.join(sorted(base))}")
   overrides = {k: parse_value(k, v, base[k]) if isinstance(v, str) and base[k] is not None else v

@@ -28,7 +28,7 @@ _STRERRORS = {os.strerror(code): code for code in (errno.ENOSPC, errno.EROFS, er
 def os_error(e: BaseException) -> OSError | None:
   """The operating-system error behind `e`: `e` itself, one in its chain of causes, or one that a C++ library
   (tensorstore under orbax, array_record) reported only in its message; None if there is none."""
-  seen = e
+  seen: BaseException | None = e
   while seen is not None:
     if isinstance(seen, OSError):
       return seen
@@ -44,7 +44,7 @@ def filesystem_error(e: OSError, path, consequence: str) -> UserError:
   """One line for an operating-system error while jaxae writes (no space, read-only, permission, a name too
   long...): the path, the cause and its errno name, `consequence` (what is kept), and what to do."""
   cause = e.strerror or str(e) or type(e).__name__
-  code = f' ({errno.errorcode[e.errno]})' if e.errno in errno.errorcode else ''
+  code = f' ({errno.errorcode[e.errno]})' if e.errno is not None and e.errno in errno.errorcode else ''
   return UserError(f'cannot write {e.filename or path}: {cause}{code}; {consequence}: free space, fix the '
                    'permissions or give another folder, then re-run the same command')
 

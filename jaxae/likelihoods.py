@@ -139,7 +139,8 @@ def log_normalizer(logits: jax.Array) -> jax.Array:
   return jnp.where(small, jnp.log(2.0) + jnp.square(logits) / 12.0, jnp.log(safe) - jnp.log(jnp.tanh(safe / 2.0)))
 
 
-BUILT_IN = {'bernoulli': Bernoulli(), 'gaussian': Gaussian(), 'continuous_bernoulli': ContinuousBernoulli()}
+BUILT_IN: dict[str, Likelihood] = {'bernoulli': Bernoulli(), 'gaussian': Gaussian(),
+                                   'continuous_bernoulli': ContinuousBernoulli()}
 NAMES = tuple(BUILT_IN)
 
 

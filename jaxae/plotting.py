@@ -62,7 +62,7 @@ def loss_curves(records: list[dict], keys: tuple[str, ...] = ('loss',)) -> Figur
   fig = Figure(figsize=(4 * len(keys), 3.2), dpi=DPI)
   for ax, key in zip(np.atleast_1d(fig.subplots(1, len(keys))), keys, strict=True):
     later = [r[key] for r in records if key in r and r['epoch'] > 0]
-    lo, hi = (min(later), max(later)) if later else (None, None)
+    lo, hi = (min(later), max(later)) if later else (0.0, 0.0)
     pad = 0.1 * (hi - lo) or 0.05 * abs(hi) or 1.0 if later else 0.0
     for split in sorted({r['split'] for r in records}):
       points = [(r['epoch'], r[key]) for r in records if r['split'] == split and key in r]

@@ -46,7 +46,7 @@ def version() -> str:
     return 'unknown'
 
 
-def flatten(tree: dict, prefix: str = '') -> dict[str, np.ndarray]:
+def flatten(tree: Mapping, prefix: str = '') -> dict[str, np.ndarray]:
   """`{'a/b/c': array}` of a nested dict of arrays (an empty dict leaves no entry)."""
   out = {}
   for name, value in tree.items():

@@ -79,7 +79,7 @@ class Mixture:
     return mixture_means()[component] + MIXTURE_STD * jax.random.normal(k_noise, (n, 2))
 
 
-BUILT_IN = {'gaussian': StandardNormal(), 'mixture': Mixture(), 'uniform': Uniform()}
+BUILT_IN: dict[str, Prior] = {'gaussian': StandardNormal(), 'mixture': Mixture(), 'uniform': Uniform()}
 PRIORS = tuple(BUILT_IN)
 
 

@@ -79,7 +79,7 @@ def register(registry: str = 'jax._src.random.prng') -> bool:
   try:
     jax_prng = importlib.import_module(registry)
     if NAME not in jax_prng.prngs:
-      jax_prng.register_prng(IMPL._impl)
+      jax_prng.register_prng(IMPL._impl)  # type: ignore[attr-defined]  # JAX's own registrations pass it so
   except (ImportError, AttributeError, TypeError) as e:
     warnings.warn(f"jaxae's unrolled threefry cannot be registered with this JAX ({type(e).__name__}: {e}): runs "
                   "draw with JAX's threefry2x32, the same bits", RuntimeWarning, stacklevel=2)

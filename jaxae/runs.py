@@ -22,7 +22,7 @@ import numpy as np
 
 from jaxae import conditioning, cpu, models, portable, steps
 from jaxae import data as data_lib
-from jaxae.errors import require
+from jaxae.errors import UserError, require
 from jaxae.loop import checkpoint, formats, restore
 from jaxae.loop.keys import Keys, make_keys
 
@@ -149,8 +149,8 @@ def load(workdir: str | Path, step: int | None = None, data: dict | None = None,
   if portable.is_exported(workdir):
     return _load_exported(workdir, step, data, allow_nonfinite)
   config = checkpoint.read_config(workdir)
-  require(config is not None, f'{workdir} holds no run (no config.json): train one first with '
-          f'jaxae-train --workdir {workdir}')
+  if config is None:
+    raise UserError(f'{workdir} holds no run (no config.json): train one first with jaxae-train --workdir {workdir}')
   require(restore.latest_step(workdir / 'checkpoints') is not None, f'{workdir} has no checkpoint yet: let its '
           'training finish an epoch (re-run the same command to resume)')
   model = models.get(config['model'])

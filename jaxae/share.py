@@ -42,7 +42,7 @@ def export(workdir: str | Path, out: str | Path, step: int | None = None) -> Pat
   loaded = runs.load(workdir, step)
   config = {k: (None if k in LOCAL else v) for k, v in loaded.config.items()}
   header = {'format': FORMAT, 'format_version': FORMAT_VERSION, 'jaxae_version': portable.version(),
-            'model': config['model'], 'input_shape': list(config['input_shape']), 'step': loaded.step,
+            'model': config['model'], 'input_shape': list(loaded.config['input_shape']), 'step': loaded.step,
             'progress': loaded.progress, 'metrics': card.summary(Path(workdir), loaded.step), 'config': config}
   tree = portable.weights(loaded.state)
   header.update({f'{k}_count': sum(a.size for a in portable.flatten(tree[k]).values())

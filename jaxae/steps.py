@@ -155,6 +155,21 @@ class PlayerState(struct.PyTreeNode):
                         opt_state={**self.opt_state, phase: opt_state})
 
 
+def init_players(key: jax.Array, nets: Mapping[str, Any], inputs: Mapping[str, Any]) -> dict:
+  """`{part: variables}`: each network of `nets` initialised on its example input `inputs[part]`, with a key of
+  its own split from `key` in the order of `nets` (the several-player families' setup)."""
+  keys = dict(zip(nets, jax.random.split(key, len(nets)), strict=True))
+  return {part: net.init(keys[part], inputs[part]) for part, net in nets.items()}
+
+
+def player_state(key: jax.Array, nets: Mapping[str, Any], inputs: Mapping[str, Any], config: Mapping[str, Any],
+                 phases: Mapping[str, tuple[str, ...]]) -> PlayerState:
+  """The `PlayerState` of `nets` (`init_players`), each phase `{name: parts}` with an optimizer of `config`'s."""
+  tx = make_optimizer(config)
+  return PlayerState.create(nets, init_players(key, nets, inputs), {name: Phase(parts, tx) for name, parts in
+                                                                     phases.items()})
+
+
 def phase_step(state: PlayerState, phase: str, loss_fn: Callable, *args):
   """One update of `phase` on `loss_fn(state, *args) -> (loss, (aux, state))`.
 

@@ -14,6 +14,20 @@ def test_ruff_passes_on_code_and_notebooks():
   assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
+def test_the_library_type_checks_and_every_family_module_is_a_family(tmp_path):
+  """mypy over jaxae/ (pyproject.toml says how strict, and why), with a file that assigns every family module
+  (`models.names()`, so a new family is checked without an edit) to a `jaxae.models.Family`."""
+  from jaxae import models
+
+  names = models.names()
+  check = tmp_path / 'families.py'
+  check.write_text(f"from jaxae.models import Family, {', '.join(names)}\n\n"
+                   + ''.join(f'_{name}: Family = {name}\n' for name in names))
+  proc = subprocess.run([sys.executable, '-m', 'mypy', '--no-incremental', 'jaxae', str(check)], cwd=ROOT,
+                        capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-1000:]
+
+
 def _jaxae_imports(path: Path, package: str) -> set[str]:
   """The jaxae modules `path` imports anywhere in it (also inside functions): `from jaxae.x import y` counts
   as `jaxae.x.y` when that is a module, else as `jaxae.x`."""

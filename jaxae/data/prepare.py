@@ -90,7 +90,7 @@ def keep_labels(data: dict, per_class: int) -> dict:
   if not per_class:
     return data
   labels = np.asarray(data['label'])
-  require(per_class > 0 and (labels >= 0).all(), f'labels_per_class={per_class} needs a positive count and a '
+  require(per_class > 0 and bool((labels >= 0).all()), f'labels_per_class={per_class} needs a positive count and a '
           'fully labelled training set')
   kept = np.full_like(labels, -1)
   for c in np.unique(labels):

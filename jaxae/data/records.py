@@ -217,7 +217,7 @@ def load(folder: str | os.PathLike) -> dict:
   """`{'train': set or None, 'test': set or None}` of lazy `Images` and in-memory labels."""
   folder = Path(folder)
   meta = read_meta(folder)
-  out = {}
+  out: dict[str, dict | None] = {}
   for split in ('train', 'test'):
     n = meta['splits'].get(split)
     path, labels_path = folder / f'{split}.array_record', folder / f'{split}-labels.npy'
@@ -232,8 +232,9 @@ def load(folder: str | os.PathLike) -> dict:
       raise UserError(f'{labels_path} is corrupt ({type(e).__name__}); rebuild the records folder') from None
     require(labels.shape == (n,), f'{labels_path}: {labels.shape[0] if labels.ndim else 0} labels for {n} images; '
             'rebuild the records folder')
-    out[split] = {'image': Images(path, meta['shape'], n), 'label': labels.astype(np.int32)}
-    out[split]['image'].check()
+    images = Images(path, meta['shape'], n)
+    images.check()
+    out[split] = {'image': images, 'label': labels.astype(np.int32)}
   require(any(out.values()), f'{folder} lists no train or test split; write one with jaxae.records.write')
   return out
 

@@ -109,7 +109,7 @@ def load_idx_dir(directory: str | os.PathLike) -> dict:
   """
   d = Path(directory)
   require(d.is_dir(), f"IDX directory '{d}' does not exist: set data_dir to a folder of IDX files")
-  out = {}
+  out: dict[str, dict | None] = {}
   for split, prefix in (('train', 'train'), ('test', 't10k')):
     images_path = _find(d, prefix, 'images-idx3-ubyte')
     if images_path is None:
@@ -241,10 +241,9 @@ def load(name: str, data_dir: str | None = None) -> dict:
           "data=jaxae.data.from_arrays(...), to train_and_evaluate or jaxae.load")
   if name == 'digits':
     return load_digits()
-  if name == 'records':
-    require(data_dir is not None, 'dataset=records needs data_dir: the records folder (scripts/make_records.py)')
-    return records.load(data_dir)
-  if name == 'idx':
-    require(data_dir is not None, 'dataset=idx needs data_dir: the folder holding the IDX files')
-    return load_idx_dir(data_dir)
+  if name in ('records', 'idx'):
+    if data_dir is None:
+      raise UserError('dataset=records needs data_dir: the records folder (scripts/make_records.py)' if name ==
+                      'records' else 'dataset=idx needs data_dir: the folder holding the IDX files')
+    return records.load(data_dir) if name == 'records' else load_idx_dir(data_dir)
   return load_tfds(name, data_dir)

@@ -17,7 +17,7 @@ from jax.scipy.special import ndtri
 from jaxae import models, pca, plotting, steps
 from jaxae.evaluation import common
 
-HEADLINE = {}  # figures only: no column in the comparison table
+HEADLINE: dict[str, str] = {}  # figures only: no column in the comparison table
 
 GRID = 15
 STEPS = 10
@@ -45,7 +45,8 @@ def manifold(loaded, z_held_out) -> np.ndarray:
 
 def pairs(labels, n: int = PAIRS) -> list[tuple[int, int]]:
   """`n` index pairs (i, j) of held-out images with different labels, deterministic."""
-  out, i = [], 0
+  out: list[tuple[int, int]] = []
+  i = 0
   while len(out) < n and i + 1 < len(labels):
     j = next((j for j in range(i + 1, len(labels)) if labels[j] != labels[i]), None)
     if j is None:

@@ -88,8 +88,8 @@ def parzen_log_likelihood(samples, x, sigma: float, batch_size: int = 500, chunk
   s = np.asarray(samples, np.float32).reshape(len(samples), -1)
   x = np.asarray(x, np.float32).reshape(len(x), -1)
   chunk = next(c for c in range(min(chunk, len(s)), 0, -1) if len(s) % c == 0)  # the largest that divides S
-  s = jnp.asarray(s)
-  parts = [_parzen(s, jnp.asarray(x[i:i + batch_size]), jnp.float32(sigma), chunk)
+  on_device = jnp.asarray(s)
+  parts = [_parzen(on_device, jnp.asarray(x[i:i + batch_size]), jnp.float32(sigma), chunk)
            for i in range(0, len(x), batch_size)]
   return np.concatenate([np.asarray(p) for p in parts])
 
@@ -97,7 +97,7 @@ def parzen_log_likelihood(samples, x, sigma: float, batch_size: int = 500, chunk
 def choose_bandwidth(samples, x_valid, sigmas=SIGMAS) -> tuple[float, dict]:
   """The sigma of `sigmas` with the highest mean Parzen log-likelihood on `x_valid`, and every score."""
   scores = {float(s): float(parzen_log_likelihood(samples, x_valid, s).mean()) for s in sigmas}
-  return max(scores, key=scores.get), scores
+  return max(scores, key=lambda s: scores[s]), scores
 
 
 def parzen(samples, x_valid, x_test, sigmas=SIGMAS) -> dict:

@@ -59,6 +59,8 @@ def compile_fns(model, config, n_train: int, mesh=None, resident: bool = True) -
 
   # Steps not applied must keep the old state (exact): in skip mode, and in all-masked padding batches.
   fast = not skip and plan.whole_chunks
+  exact: Callable
+  chunk: Callable
   if resident:
     exact, chunk = (jax.jit(functools.partial(resident_chunk, e), donate_argnums=0) for e in (True, False))
   else:

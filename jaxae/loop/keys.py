@@ -34,7 +34,7 @@ def impl_name(impl: str = 'auto', backend: str | None = None) -> str:
   if impl != 'auto':
     return impl
   cpu = (backend or jax.default_backend()) == 'cpu' and prng.REGISTERED
-  return prng.NAME if cpu else str(jax.config.jax_default_prng_impl)
+  return prng.NAME if cpu else str(jax.config.jax_default_prng_impl)  # type: ignore[attr-defined]  # set by JAX
 
 
 def root_key(seed: int, impl: str = 'auto', backend: str | None = None) -> jax.Array:

@@ -19,7 +19,8 @@ def header(config: dict, mesh, done: int) -> dict:
   device = mesh.devices.flat[0]
   return {'start_step': done, 'time': time.strftime('%Y-%m-%dT%H:%M:%S%z'), 'backend': device.platform,
           'device_kind': device.device_kind, 'devices': int(mesh.devices.size), 'processes': jax.process_count(),
-          'precision': config['precision'], 'matmul_precision': jax.config.jax_default_matmul_precision or 'default',
+          'precision': config['precision'],
+          'matmul_precision': jax.config.jax_default_matmul_precision or 'default',  # type: ignore[attr-defined]
           'prng_impl': impl_name(config['prng_impl']), 'kernels': config['kernels'], 'jax': jax.__version__}
 
 

@@ -28,7 +28,7 @@ def initialize_distributed(coordinator: str | None = None, num_processes: int | 
   manual = (coordinator, num_processes, process_id)
   require(all(v is None for v in manual) or all(v is not None for v in manual),
           'give --coordinator, --num-processes and --process-id together (or none of them, to detect the cluster)')
-  if num_processes is not None:
+  if num_processes is not None and process_id is not None:  # given together (above)
     require(num_processes >= 1 and 0 <= process_id < num_processes,
             f'--process-id {process_id} is not in 0..{num_processes - 1}; number the processes 0 to '
             '--num-processes - 1')
@@ -105,7 +105,8 @@ def process_rows(batch_size: int, mesh: Mesh | None) -> slice:
   what a process reads when each reads only its own share."""
   if mesh is None:
     return slice(0, batch_size)
-  spans = NamedSharding(mesh, PartitionSpec('data')).addressable_devices_indices_map((batch_size,)).values()
+  spans = [s for s in NamedSharding(mesh, PartitionSpec('data')).addressable_devices_indices_map((batch_size,))
+           .values() if s is not None]
   start, stop = min(s[0].start or 0 for s in spans), max(s[0].stop or batch_size for s in spans)
   if (stop - start) * jax.process_count() != batch_size:  # `make_mesh` orders devices by process: not with it
     raise ValueError(f'the devices of process {jax.process_index()} hold rows {start}..{stop - 1} of {batch_size} '

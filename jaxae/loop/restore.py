@@ -214,7 +214,7 @@ def _quiet_reads(quiet: float = 1.0, limit: float = 10.0):
     else:
       previous(args)
 
-  failures = []
+  failures: list[BaseException] = []
   sys.unraisablehook = hook
   logger.addFilter(_unretrieved)
   try:

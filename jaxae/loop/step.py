@@ -80,8 +80,8 @@ def step(train_step, keys: Keys, carry, batch, *, exact: bool, dynamic_binarize:
   key = jax.random.fold_in(keys.step, state.step)
   new, metrics = train_step(state, {**batch, 'image': x}, key)
 
-  finite = [jnp.isfinite(metrics[k]) for k in sorted(metrics)] + [all_finite(new.params) if exact else True]
-  finite = jnp.stack(finite)
+  finite = jnp.stack([jnp.isfinite(metrics[k]) for k in sorted(metrics)] + [all_finite(new.params) if exact
+                                                                             else jnp.bool_(True)])
   real = jnp.sum(mask) > 0
   bad = real & ~jnp.all(finite)
   first_bad = (guard.bad_step < 0) & bad

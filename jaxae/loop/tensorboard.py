@@ -26,7 +26,7 @@ from pathlib import Path
 # writers jaxae does not use; its `import torch` fails softly, so it is made to fail while these are imported.
 _TORCH_UNLOADED = 'torch' not in sys.modules
 if _TORCH_UNLOADED:
-  sys.modules['torch'] = None
+  sys.modules['torch'] = None  # type: ignore[assignment]  # Python's way to make an import fail
 try:
   from tensorboardX.proto.event_pb2 import Event
   from tensorboardX.proto.summary_pb2 import Summary
@@ -64,7 +64,7 @@ def read(path: str | Path) -> list[Event]:
 
 def _series(workdir: str | Path, field: str, value) -> dict[str, list]:
   """`{tag: [(step, value(v)), ...]}` of the summary values of a run's event file that hold `field`."""
-  out = {}
+  out: dict[str, list] = {}
   for e in read(Path(workdir) / FOLDER / FILE):
     for v in e.summary.value:
       if v.HasField(field):
@@ -93,16 +93,17 @@ class EventLog:
     self.path = path
     if path is not None:
       path.parent.mkdir(exist_ok=True)
-      if not self._rewrite(lambda e: e.step <= keep_through):
+      if not self._rewrite(path, lambda e: e.step <= keep_through):
         self._write([Event(wall_time=time.time(), file_version='brain.Event:2'),
                      Event(wall_time=time.time(), step=0, summary=text('config', config_text))])
 
-  def _rewrite(self, keep) -> int:
-    """Keeps the events for which `keep(event)` holds, atomically; returns how many."""
-    kept = [e for e in read(self.path) if keep(e)]
-    tmp = self.path.with_suffix('.tmp')
+  @staticmethod
+  def _rewrite(path: Path, keep) -> int:
+    """Keeps the events of `path` for which `keep(event)` holds, atomically; returns how many."""
+    kept = [e for e in read(path) if keep(e)]
+    tmp = path.with_suffix('.tmp')
     tmp.write_bytes(b''.join(frame(e.SerializeToString()) for e in kept))
-    tmp.replace(self.path)
+    tmp.replace(path)
     return len(kept)
 
   def _write(self, events) -> None:
@@ -121,7 +122,7 @@ class EventLog:
     place of any drawn at `step` before (a finished run started again draws its figures again)."""
     if self.path is None:
       return
-    self._rewrite(lambda e: e.step != step or not any(v.HasField('image') for v in e.summary.value))
+    self._rewrite(self.path, lambda e: e.step != step or not any(v.HasField('image') for v in e.summary.value))
     values = []
     for name, path in pngs.items():
       png = Path(path).read_bytes()

@@ -231,7 +231,7 @@ def _train(run: _Run, state, ckpt: checkpoint.Checkpointer, workdir: Path, progr
       t0 = time.perf_counter()
       state, chunk_sums = _run_chunk(run, ckpt, state, position, policy.saved)
       seconds = (0.0 if start == 0 else seconds) + time.perf_counter() - t0
-      sums = chunk_sums if start == 0 else {k: np.float32(sums[k]) + v for k, v in chunk_sums.items()}
+      sums = chunk_sums if start == 0 or sums is None else {k: np.float32(sums[k]) + v for k, v in chunk_sums.items()}
       position += 1
       if plan.ends_epoch(position):
         bar.set_postfix(_end_epoch(run, log, state, epoch, sums, seconds))

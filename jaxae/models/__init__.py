@@ -23,8 +23,9 @@ declaration matches the functions there.
 import functools
 import importlib
 import pkgutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import ModuleType
+from typing import Any, Protocol, cast
 
 import jax
 
@@ -49,19 +50,56 @@ REQUIRED = ('HEADLINE', 'KEYS', 'CAN', 'defaults', 'validate', 'create_state', '
             'eval_images')
 
 
+class Family(Protocol):
+  """The contract of a family module, as a type: a module with these names is a `Family` (no base class).
+
+  A type checker checks every family module against it (`tests/test_lint.py` runs mypy with each of
+  `names()` assigned to a `Family`); the step functions take family-specific keyword-only hyperparameters,
+  so they are typed by what they return.
+  """
+
+  @property
+  def __name__(self) -> str: ...  # the module's, 'jaxae.models.<name>'
+
+  @property
+  def HEADLINE(self) -> tuple[str, ...]: ...
+
+  @property
+  def KEYS(self) -> Mapping[str, str]: ...
+
+  @property
+  def CAN(self) -> frozenset[str]: ...
+
+  def defaults(self) -> dict[str, Any]: ...
+
+  def validate(self, config: Mapping[str, Any], /) -> None: ...
+
+  @property
+  def create_state(self) -> Callable[[jax.Array, Any, Any], Any]: ...
+
+  @property
+  def train_step(self) -> Callable[..., tuple[Any, Mapping[str, Any]]]: ...
+
+  @property
+  def eval_step(self) -> Callable[..., Mapping[str, Any]]: ...
+
+  @property
+  def eval_images(self) -> Callable[..., Mapping[str, Any]]: ...
+
+
 def names() -> list[str]:
   """All available family names, sorted."""
   return sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith('_'))
 
 
-def get(name: str) -> ModuleType:
+def get(name: str) -> Family:
   """The family module called `name`; `UserError` if there is none."""
   if name not in names():
     raise UserError(f"unknown model '{name}': choose one of {', '.join(names())}")
-  return importlib.import_module(f'{__name__}.{name}')
+  return cast(Family, importlib.import_module(f'{__name__}.{name}'))  # every family is checked to be one
 
 
-def can(model: ModuleType | str, capability: str) -> bool:
+def can(model: Family | ModuleType | str, capability: str) -> bool:
   """Whether family `model` (a module or a name) declares `capability` (a key of `CAPABILITIES`)."""
   assert capability in CAPABILITIES, capability
   return capability in (get(model) if isinstance(model, str) else model).CAN
@@ -72,7 +110,7 @@ def with_capability(capability: str) -> list[str]:
   return [name for name in names() if can(name, capability)]
 
 
-def create_state(model: ModuleType, key: jax.Array, config, sample_batch):
+def create_state(model: Family | ModuleType, key: jax.Array, config, sample_batch):
   """`model.create_state(key, config, sample_batch)` traced and compiled as one program, as Flax's examples
   `jax.jit(model.init)`, once per family and config in a process: run eagerly, each initialiser and layer of the
   init pass compiles a program of its own (hundreds for a conv GAN: a default `dcgan`'s state took 11.8 s eagerly
@@ -90,20 +128,21 @@ def create_state(model: ModuleType, key: jax.Array, config, sample_batch):
   """
   checks.resolved(config, model.defaults(), model.__name__.rsplit('.', 1)[1], 'create_state')
   image = sample_batch['image'] if isinstance(sample_batch, Mapping) and 'image' in sample_batch else None
-  require(image is not None and getattr(image, 'ndim', 0) == 4, "sample_batch must be {'image': [B, H, W, C]}, got "
-          f"{'image shape ' + str(tuple(image.shape)) if hasattr(image, 'shape') else type(sample_batch).__name__}"
-          + ('; add a batch axis, e.g. x[None]' if getattr(image, 'ndim', 0) == 3 else ''))
+  shape = getattr(image, 'shape', None)
+  require(shape is not None and len(shape) == 4, "sample_batch must be {'image': [B, H, W, C]}, got "
+          f"{'image shape ' + str(tuple(shape)) if shape is not None else type(sample_batch).__name__}"
+          + ('; add a batch axis, e.g. x[None]' if shape is not None and len(shape) == 3 else ''))
   first = jax.tree.map(lambda a: a[:1], dict(sample_batch))
   items = tuple(sorted(config.items()))
   try:
-    init = _jitted_init(model, items)
+    init = _jitted_init(cast(Any, model), items)  # a module: hashable
   except TypeError:  # a config value that does not hash: compiled for this call alone
     init = _jitted_init.__wrapped__(model, items)
   return init(key, first)
 
 
 @functools.lru_cache(maxsize=16)
-def _jitted_init(model: ModuleType, config_items: tuple):
+def _jitted_init(model: Any, config_items: tuple):
   config = dict(config_items)
 
   def init(key, first):

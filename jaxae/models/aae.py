@@ -70,10 +70,7 @@ def create_state(key: jax.Array, config, sample_batch) -> steps.PlayerState:
   z = jnp.zeros((1, config['latent_dim']))
   y = conditioning.one_hot(jnp.zeros(1, jnp.int32), config['num_classes'])
   inputs = {'encoder': x, 'decoder': conditioning.join_code(z, y), 'discriminator': conditioning.join_code(z, y)}
-  keys = dict(zip(nets, jax.random.split(key, len(nets)), strict=True))
-  variables = {name: net.init(keys[name], inputs[name]) for name, net in nets.items()}
-  tx = steps.make_optimizer(config)
-  return steps.PlayerState.create(nets, variables, {name: steps.Phase(parts, tx) for name, parts in PHASES.items()})
+  return steps.player_state(key, nets, inputs, config, PHASES)
 
 
 def reconstruction_loss(state, x, mask, likelihood, y=None):

@@ -112,11 +112,9 @@ def create_state(key: jax.Array, config, sample_batch) -> steps.PlayerState:
                                         norm=config['norm'], **compute),
           'discriminator': jnn.make_encoder(arch, d_out, hidden, conv, config['d_dropout'],
                                             activation=jnn.leaky_relu, norm=config['d_norm'], **compute)}
-  k_g, k_d = jax.random.split(key)
   y, z = conditioning.one_hot(jnp.zeros(1, jnp.int32), config['num_classes']), jnp.zeros((1, config['latent_dim']))
-  variables = {'generator': nets['generator'].init(k_g, conditioning.join_code(z, y)),
-               'discriminator': nets['discriminator'].init(k_d, conditioning.join_image(
-                   x, None if head else y, arch))}
+  variables = steps.init_players(key, nets, {'generator': conditioning.join_code(z, y),
+                                             'discriminator': conditioning.join_image(x, None if head else y, arch)})
   if config['init'] == 'dcgan':
     for part, k in zip(variables, jax.random.split(jax.random.fold_in(key, 1), 2), strict=True):
       variables[part] = {**variables[part], 'params': jnn.dcgan_init(k, variables[part]['params'])}
@@ -186,9 +184,10 @@ def sample(state, key: jax.Array, n: int, labels: jax.Array | None = None, *, la
   """`n` images `G(z)`, z ~ N(0, I) from `key`: `[n, H, W, C]` in [0, 1]. A conditional GAN draws `G(z, y)` for
   the requested `labels: [n]` (default: every class in turn); an unconditional one takes no labels."""
   z = jax.random.normal(key, (n, latent_dim))
-  if num_classes:
-    labels = conditioning.balanced(n, num_classes) if labels is None else labels
-  return generate(state, z, conditioning.one_hot(labels, num_classes) if num_classes else None)
+  if not num_classes:
+    return generate(state, z, None)
+  labels = conditioning.balanced(n, num_classes) if labels is None else labels
+  return generate(state, z, conditioning.one_hot(labels, num_classes))
 
 
 def eval_images(state, batch, key, *, latent_dim, num_classes):

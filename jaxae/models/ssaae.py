@@ -62,10 +62,7 @@ def create_state(key: jax.Array, config, sample_batch) -> steps.PlayerState:
           'decoder': jnn.make_decoder(arch, x.shape[1:], hidden, conv, norm=config['norm'], **compute),
           'd_cat': disc(), 'd_gauss': disc()}
   inputs = {'encoder': x, 'decoder': jnp.zeros((1, k + d)), 'd_cat': jnp.zeros((1, k)), 'd_gauss': jnp.zeros((1, d))}
-  keys = dict(zip(nets, jax.random.split(key, len(nets)), strict=True))
-  variables = {name: net.init(keys[name], inputs[name]) for name, net in nets.items()}
-  tx = steps.make_optimizer(config)
-  return steps.PlayerState.create(nets, variables, {name: steps.Phase(parts, tx) for name, parts in PHASES.items()})
+  return steps.player_state(key, nets, inputs, config, PHASES)
 
 
 def _codes(state, x, num_classes):
@@ -149,7 +146,7 @@ def eval_step(state, batch, key, *, likelihood, num_classes):
           'count': losses.masked_count(batch)}
 
 
-def generate(state, y: jax.Array, z: jax.Array, *, likelihood) -> jax.Array:
+def generate(state, y: jax.Array | None, z: jax.Array, *, likelihood) -> jax.Array:
   """Images `[B, H, W, C]` in [0, 1] decoded from class vectors `y: [B, K]` (one-hot) and styles `z: [B, d]`."""
   return losses.decoder_mean(state.apply('decoder', conditioning.join_code(z, y)), likelihood)
 
