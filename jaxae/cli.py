@@ -10,7 +10,7 @@ import os
 import signal
 import sys
 
-from jaxae import models
+from jaxae import errors, models
 from jaxae.data import KNOWN_TFDS
 from jaxae.errors import ArgumentParser, UserError
 
@@ -116,10 +116,10 @@ def main(argv=None) -> int:
     with stop_on_first_ctrl_c():
       result = train_and_evaluate(overrides_from(args), args.workdir, progress=not args.no_progress)
   except UserError as e:
-    print(f'jaxae-train: error: {e}', file=sys.stderr)
+    errors.report('jaxae-train', str(e))
     return 2
   except KeyboardInterrupt:
-    print('jaxae-train: interrupted; re-run the same command to resume', file=sys.stderr)
+    sys.stderr.write('jaxae-train: interrupted; re-run the same command to resume\n')
     return 130
   if not parallel.is_primary():
     return 0
@@ -132,9 +132,13 @@ def main(argv=None) -> int:
 
 
 def run() -> None:
-  """The process entry point: `main()`'s status; after Ctrl-C it exits at once (the workdir is already
-  consistent), so no late tracebacks of orbax's background threads follow the one line."""
-  code = main()
+  """The process entry point: `main()`'s status (`exit_with`)."""
+  exit_with(main())
+
+
+def exit_with(code: int) -> None:
+  """Exits with `code`; after Ctrl-C (130) at once (the workdir is already consistent), so no late tracebacks of
+  orbax's background threads follow the one line."""
   if code == 130:
     sys.stdout.flush()
     sys.stderr.flush()

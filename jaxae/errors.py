@@ -9,6 +9,7 @@ import argparse
 import errno
 import os
 import re
+import sys
 
 
 class UserError(ValueError):
@@ -19,6 +20,13 @@ def require(condition: bool, message: str) -> None:
   """Raises `UserError(message)` unless `condition` holds."""
   if not condition:
     raise UserError(message)
+
+
+def report(program: str, message: str) -> None:
+  """Prints `{program}: error: {message}` to stderr as one write, so that a line printed by another thread
+  (orbax reports a failed background save from its own threads) lands before or after it, never inside it."""
+  sys.stderr.write(f'{program}: error: {message}\n')
+  sys.stderr.flush()
 
 
 _CODE = re.compile(r"os_error_code='(\d+)'|\(os error (\d+)\)")  # tensorstore's (orbax), Rust's (safetensors)

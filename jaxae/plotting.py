@@ -61,7 +61,7 @@ def loss_curves(records: list[dict], keys: tuple[str, ...] = ('loss',)) -> Figur
   """
   fig = Figure(figsize=(4 * len(keys), 3.2), dpi=DPI)
   for ax, key in zip(np.atleast_1d(fig.subplots(1, len(keys))), keys, strict=True):
-    later = [r[key] for r in records if key in r and r['epoch'] > 0]
+    later = [r[key] for r in records if key in r and r['epoch'] > 0 and np.isfinite(r[key])]
     lo, hi = (min(later), max(later)) if later else (0.0, 0.0)
     pad = 0.1 * (hi - lo) or 0.05 * abs(hi) or 1.0 if later else 0.0
     for split in sorted({r['split'] for r in records}):

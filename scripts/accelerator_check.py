@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from xml.etree import ElementTree
 
+from jaxae import errors
 from jaxae.errors import ArgumentParser
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -132,7 +133,7 @@ def main(argv=None) -> int:
              f"unknown stage {sorted(set(only) - set(names))[0]!r} in --only; choose from {', '.join(names)}"
              if set(only) - set(names) else None)
   if problem:
-    print(f'accelerator_check: error: {problem}', file=sys.stderr)
+    errors.report('accelerator_check', str(problem))
     return 2
   out.mkdir(parents=True, exist_ok=True)
   deadline, failed = time.monotonic() + args.budget, 0

@@ -42,7 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxae import config as config_lib
-from jaxae import data, models, nn, results, roofline, steps
+from jaxae import data, errors, models, nn, results, roofline, steps
 from jaxae.data import records
 from jaxae.errors import ArgumentParser, UserError, require
 from jaxae.loop import make_keys
@@ -190,7 +190,7 @@ def main(argv=None) -> int:
   try:
     names, precisions, torch = checked(args)
   except UserError as e:
-    print(f'benchmark: error: {e}', file=sys.stderr)
+    errors.report('benchmark', str(e))
     return 2
   images = jax.device_put(np.random.default_rng(0).integers(0, 256, (args.examples, 28, 28, 1), np.uint8))
   with matmul_precision(args.matmul_precision):

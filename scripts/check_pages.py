@@ -24,7 +24,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from jaxae.errors import ArgumentParser, UserError, require
+from jaxae.errors import ArgumentParser, UserError, report, require
 
 FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
          '--disable-background-networking', '--disable-component-update', '--disable-sync']
@@ -130,7 +130,7 @@ def main(argv=None) -> int:
     pages = ([p.relative_to(site).with_suffix('').as_posix() for p in sorted(site.rglob('*.html'))
               if p.relative_to(site).parts[0] not in ('_static', '_sources')] if args.all else args.pages.split(','))
   except UserError as e:
-    print(f'check_pages: error: {e}', file=sys.stderr)
+    report('check_pages', str(e))
     return 2
   out = Path(args.out) if args.out else None
   if out:

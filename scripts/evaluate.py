@@ -21,7 +21,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from jaxae import evaluation, results
+from jaxae import errors, evaluation, results, sweeps
 from jaxae.errors import ArgumentParser, UserError, require
 from jaxae.loop.compile import matmul_precision
 from jaxae.loop.keys import root_key
@@ -69,10 +69,11 @@ def main(argv=None) -> int:
     require(args.num_samples > 0, f'--num-samples must be positive, got {args.num_samples}')
     require(args.iwae_samples > 0, f'--iwae-samples must be positive, got {args.iwae_samples}')
     require(args.out is not None or len(args.workdirs) == 1, 'give --out when evaluating several workdirs')
+    workdirs = sweeps.report.member_folders(args.workdirs)  # a sweep's folder stands for its members
     require(args.result is None or args.page in results.PAGES, f"--page {args.page} is not one of "
             f"{', '.join(results.PAGES)}")
     suites = [evaluation.get(name) for name in args.suites.split(',')]
-    runs = {Path(w).name or w: load(w) for w in args.workdirs}
+    runs = {Path(w).name or w: load(w) for w in workdirs}
     for name, loaded in runs.items():
       if not loaded.finished:  # a run still training (or stopped): say which checkpoint its numbers are of
         print(f'evaluate: {name}: {loaded.progress}', file=sys.stderr)
@@ -96,7 +97,7 @@ def main(argv=None) -> int:
       for fig_name, fig in figures.items():
         fig.savefig(out / 'figures' / f'{name}-{suite_name}-{fig_name}.png', dpi=100)
   except UserError as e:
-    print(f'evaluate: error: {e}', file=sys.stderr)
+    errors.report('evaluate', str(e))
     return 2
   about = {name: {'model': r.config['model'], 'step': r.step} for name, r in runs.items()}
   (out / 'results.json').write_text(json.dumps(found, indent=2))

@@ -13,7 +13,7 @@ replaces what the export wrote and keeps any other file.
 
 import sys
 
-from jaxae import portable, share
+from jaxae import errors, portable, share
 from jaxae.errors import ArgumentParser, UserError
 
 
@@ -27,7 +27,7 @@ def main(argv=None) -> int:
   try:
     out = share.export(args.workdir, args.out, args.step)
   except UserError as e:
-    print(f'export: error: {e}', file=sys.stderr)
+    errors.report('export', str(e))
     return 2
   for f, size in share.listing(out).items():
     print(f'{size:>12,}  {out / f}')

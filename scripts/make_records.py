@@ -103,10 +103,10 @@ def main(argv=None) -> int:
       written = write(argparse.Namespace(**{**vars(args), 'out': tmp}))  # a failed write leaves --out as it was
       replace(out, Path(tmp))
   except OSError as e:  # the temporary folder is gone with what was written in it
-    print(f'make_records: error: {errors.filesystem_error(e, out, f"nothing in {out} was changed")}', file=sys.stderr)
+    errors.report('make_records', str(errors.filesystem_error(e, out, f"nothing in {out} was changed")))
     return 2
   except UserError as e:
-    print(f'make_records: error: {e}', file=sys.stderr)
+    errors.report('make_records', str(e))
     return 2
   print(', '.join(f'{split}: {n} examples' for split, n in written.items()) + f' in {args.out}')
   return 0

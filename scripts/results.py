@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from jaxae import config as config_lib
-from jaxae import models, results, train_and_evaluate
+from jaxae import errors, models, results, train_and_evaluate
 from jaxae.errors import ArgumentParser, UserError
 
 
@@ -45,7 +45,7 @@ def main(argv=None) -> int:
                    'examples_per_s': statistics.median(r['examples_per_sec'] for r in train[1:] or train),
                    'epochs': args.epochs})
   except UserError as e:
-    print(f'results: error: {e}', file=sys.stderr)
+    errors.report('results', str(e))
     return 2
   print('| model | eval (headline metrics) | first epoch (s, incl. compile) | median epoch (s) | examples/s |')
   print('|---|---|---|---|---|')

@@ -33,7 +33,7 @@ import jax
 import numpy as np
 
 from jaxae import config as config_lib
-from jaxae import load, metrics, models, train_and_evaluate
+from jaxae import errors, load, metrics, models, train_and_evaluate
 from jaxae.errors import ArgumentParser, UserError
 from jaxae.loop import restore, tensorboard
 
@@ -183,7 +183,7 @@ def main(argv=None) -> int:
               'checkpoint_every': args.checkpoint_every, **config_lib.parse_overrides(args.set, args.model)}
     report = soak(config, Path(args.workdir), args.cycles, args.seed, args.reads)
   except UserError as e:
-    print(f'soak: error: {e}', file=sys.stderr)
+    errors.report('soak', str(e))
     return 2
   print(json.dumps(report))
   return 0 if report['ok'] else 1

@@ -151,13 +151,15 @@ def runs_folder(tmp_path_factory):
   return folder
 
 
-@pytest.mark.parametrize('path', PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+def python_blocks(path):
+  return re.findall(r'```python\n(.*?)```', path.read_text(), re.S)
+
+
+@pytest.mark.parametrize('path', [p for p in PAGES if python_blocks(p)], ids=lambda p: str(p.relative_to(ROOT)))
 def test_every_python_block_of_the_readme_and_the_docs_runs(path, runs_folder, monkeypatch):
   """A page's blocks run in order in one namespace, in a folder with the run the README trains; a block whose
   first line is `# skip: reason` is skipped (it needs MNIST or an accelerator)."""
-  blocks = re.findall(r'```python\n(.*?)```', path.read_text(), re.S)
-  if not blocks:
-    pytest.skip('no Python block')
+  blocks = python_blocks(path)
   monkeypatch.chdir(runs_folder)
   scope = {}
   for i, block in enumerate(blocks):

@@ -68,7 +68,7 @@ def test_uint8_images_stay_uint8_in_the_loop_and_train_exactly_as_their_floats(t
   pixels = data.from_arrays(RAW, DIGITS['label'])
   floats = data.from_arrays(data.to_float(RAW), DIGITS['label'])
   config = tiny(data_mode=data_mode, binarize='dynamic')
-  run, _ = train._setup(config, tmp_path / 'setup', pixels)
+  run, _ = train.setup(config, tmp_path / 'setup', pixels)
   images = run.train_data['image']
   assert images.dtype == np.uint8 and images.nbytes == images.size == 1617 * 64  # 1 byte a pixel
   assert isinstance(images, np.ndarray) == (data_mode == 'streaming')

@@ -53,7 +53,7 @@ class Result(NamedTuple):
   records: list
 
 
-class _Run(NamedTuple):
+class Run(NamedTuple):
   """Everything `train_and_evaluate` sets up before its loop."""
 
   config: dict
@@ -68,7 +68,7 @@ class _Run(NamedTuple):
   initial: Callable  # () -> the fresh state, replicated
 
 
-def _setup(overrides: dict, workdir: Path, sets: dict | None = None) -> tuple[_Run, Any]:
+def setup(overrides: dict, workdir: Path, sets: dict | None = None) -> tuple[Run, Any]:
   """Validates everything that can be without reading checkpoints; returns the run and its fresh, replicated
   state. Writes nothing."""
   if sets is not None:
@@ -112,7 +112,7 @@ def _setup(overrides: dict, workdir: Path, sets: dict | None = None) -> tuple[_R
                                  mesh)  # evaluation sets are small: resident in both modes
   fns = compile_fns(model, config, len(train_x), mesh, resident)
   initial = lambda: parallel.replicate(models.create_state(model, keys.init, config, sample), mesh)
-  run = _Run(config, model, splits, parallel.replicate(keys, mesh), mesh, train_data, eval_data, fns, plan,
+  run = Run(config, model, splits, parallel.replicate(keys, mesh), mesh, train_data, eval_data, fns, plan,
              initial)
   return run, parallel.replicate(state, mesh)
 
@@ -152,7 +152,7 @@ def train_and_evaluate(overrides: dict, workdir: str | Path, progress: bool = Tr
       good checkpoint is kept).
   """
   workdir = workdir_lib.check_workdir_path(workdir)
-  run, state = _setup(overrides, workdir, data)
+  run, state = setup(overrides, workdir, data)
   try:
     with _matmul_precision(run.config['matmul_precision']):
       return _train_in(run, state, workdir, progress)
@@ -160,7 +160,7 @@ def train_and_evaluate(overrides: dict, workdir: str | Path, progress: bool = Tr
     raise workdir_lib.write_failed(e, workdir) from None
 
 
-def _train_in(run: _Run, state, workdir: Path, progress: bool) -> Result:
+def _train_in(run: Run, state, workdir: Path, progress: bool) -> Result:
   """`train_and_evaluate` once set up: the lock, the checkpointer, the loop, the figures."""
   workdir.mkdir(parents=True, exist_ok=True)
   with lock.held(workdir) if parallel.is_primary() else contextlib.nullcontext():
@@ -172,7 +172,7 @@ def _train_in(run: _Run, state, workdir: Path, progress: bool) -> Result:
   return Result(state, run.config, log.records)
 
 
-def _rerun_exact(run: _Run, ckpt: checkpoint.Checkpointer, position: int):
+def _rerun_exact(run: Run, ckpt: checkpoint.Checkpointer, position: int):
   """A fast chunk met a non-finite value: the chunks since the last save again, from it (they were finite), then
   chunk `position` exact, whose guard names the first bad step and term. Returns `(state, guard, sums)`."""
   fns, plan = run.fns, run.plan
@@ -182,7 +182,7 @@ def _rerun_exact(run: _Run, ckpt: checkpoint.Checkpointer, position: int):
   return fns.exact(state, run.train_data, *plan.locate(position), run.keys)
 
 
-def _run_chunk(run: _Run, ckpt: checkpoint.Checkpointer, state, position: int, last_saved: int):
+def _run_chunk(run: Run, ckpt: checkpoint.Checkpointer, state, position: int, last_saved: int):
   """Chunk `position` of the run: `(state, its metric sums on the host)`, one host sync; a non-finite value
   stops the run with the first bad step and term named (or skips, `nonfinite=skip`)."""
   fns, epoch = run.fns, run.plan.locate(position)[0]
@@ -195,7 +195,7 @@ def _run_chunk(run: _Run, ckpt: checkpoint.Checkpointer, state, position: int, l
   return state, {**sums, 'skipped_steps': np.float32(guard.skipped)}
 
 
-def _end_epoch(run: _Run, log: logs.RunLog, state, epoch: int, sums: dict, seconds: float) -> dict:
+def _end_epoch(run: Run, log: logs.RunLog, state, epoch: int, sums: dict, seconds: float) -> dict:
   """The epoch's records (training; held-out when due): `{'train loss': '...', ...}` for the progress bar."""
   n_train, config = len(run.splits.train['image']), run.config
   train = log.epoch(epoch, int(state.step), 'train', sums, seconds=seconds, examples_per_sec=n_train / seconds,
@@ -207,11 +207,11 @@ def _end_epoch(run: _Run, log: logs.RunLog, state, epoch: int, sums: dict, secon
   return shown
 
 
-def _evaluate(run: _Run, state) -> dict:
+def _evaluate(run: Run, state) -> dict:
   return jax.device_get(run.fns.evaluate(state, run.eval_data, run.keys.eval))
 
 
-def _train(run: _Run, state, ckpt: checkpoint.Checkpointer, workdir: Path, progress: bool):
+def _train(run: Run, state, ckpt: checkpoint.Checkpointer, workdir: Path, progress: bool):
   """Resumes from `ckpt` and trains to the run's last epoch; returns `(state, its RunLog)`."""
   plan, primary = run.plan, parallel.is_primary()
   state, done = ckpt.restore(state)
