@@ -36,6 +36,7 @@ import statistics
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -186,12 +187,21 @@ def main(argv=None) -> int:
   p.add_argument('--data-mode', choices=('resident', 'streaming', 'records'), default='resident',
                  help='resident: one compiled scan per epoch; streaming: groups of batches from host memory; '
                       'records: the same from a records folder on disk (jaxae.records)')
+  p.add_argument('--sweep', metavar='M1,M2,...', help='instead: members stacked in one program against as many '
+                 'single runs in turn, for each M (the default and a small VAE), and with --sweep-job the wall-clock '
+                 'of a whole sweep against a shell loop of train.py commands')
+  p.add_argument('--sweep-job', type=int, default=0, metavar='M', help='with --sweep: also time M x 100 epochs of '
+                 'vae on digits as one scripts/sweep.py against M scripts/train.py (0: not)')
   args = p.parse_args(argv)
   try:
     names, precisions, torch = checked(args)
-  except UserError as e:
+    sizes = [int(m) for m in args.sweep.split(',')] if args.sweep else []
+    require(all(m >= 1 for m in sizes), f'--sweep takes member counts >= 1, got {args.sweep}')
+  except (UserError, ValueError) as e:
     errors.report('benchmark', str(e))
     return 2
+  if sizes:
+    return sweep_benchmark(sizes, args)
   images = jax.device_put(np.random.default_rng(0).integers(0, 256, (args.examples, 28, 28, 1), np.uint8))
   with matmul_precision(args.matmul_precision):
     peaks = {precision: roofline.matmul_peak(precision, args.peak_size) for precision in precisions}
@@ -224,6 +234,59 @@ def main(argv=None) -> int:
   if args.result:
     results.write(args.result, as_result(rows, peaks, args))
   return 0
+
+
+SWEPT = {'default VAE': {'model': 'vae'}, 'small VAE (784-64-8)': {'model': 'vae', 'hidden': (64,), 'latent_dim': 8}}
+
+
+def sweep_benchmark(sizes: list[int], args) -> int:
+  """`--sweep`: stacked against sequential epochs for each M and network, then (`--sweep-job`) the whole job."""
+  from jaxae.sweeps import timing
+
+  images = np.random.default_rng(0).integers(0, 256, (args.examples, 28, 28, 1), np.uint8)
+  with matmul_precision(args.matmul_precision):
+    peak = roofline.matmul_peak('f32', args.peak_size)
+    rows = [{'network': name, **timing.throughput({**overrides, 'batch_size': args.batch_size}, m, images,
+                                                  args.epochs)} for name, overrides in SWEPT.items() for m in sizes]
+  print(f'| network | M | stacked epoch (s) | M single epochs (s) | throughput vs sequential |  (f32 peak {peak:.0f} '
+        'GFLOP/s)')
+  print('|---|---|---|---|---|')
+  for r in rows:
+    print(f"| {r['network']} | {r['members']} | {r['stacked_epoch_s']:.3f} | {r['sequential_epoch_s']:.3f} | "
+          f"{r['throughput_ratio']:.2f}x |")
+  job = None
+  if args.sweep_job:
+    with tempfile.TemporaryDirectory() as folder:
+      job = timing.whole_job(['--model', 'vae', '--epochs', '100'], args.sweep_job, Path(folder))
+    print(f"whole job, {job['members']} x ({job['command']}) on digits: sweep.py {job['sweep_s']:.1f} s, a loop of "
+          f"train.py {job['loop_s']:.1f} s: {job['speedup']:.2f}x")
+  report = {'device': str(jax.devices()[0]), 'cpu': results.cpu_model(), 'jax': jax.__version__,
+            'matmul_peak_gflop_per_s': {'f32': peak}, 'examples': args.examples, 'rows': rows, 'whole_job': job}
+  if args.out:
+    Path(args.out).write_text(json.dumps(report, indent=2))
+  if args.result:
+    results.write(args.result, sweep_result(rows, job, peak, args))
+  return 0
+
+
+def sweep_result(rows: list[dict], job: dict | None, peak: float, args) -> dict:
+  """The sweep table as a result file (jaxae.results)."""
+  notes = '' if job is None else (
+      f"The whole job, {job['members']} runs of `{job['command']}` on digits: one `scripts/sweep.py` took "
+      f"{job['sweep_s']:.1f} s, a shell loop of {job['members']} `scripts/train.py` commands {job['loop_s']:.1f} s "
+      f"({job['speedup']:.2f}x).")
+  return results.make(
+      title='Sweeps: members stacked in one program against single runs in turn', page='speed',
+      command=shlex.join(['python', 'scripts/benchmark.py', *sys.argv[1:]]),
+      summary=f'{args.examples:,} MNIST-shaped uint8 images an epoch, batch {args.batch_size}; for each M, one '
+              'epoch of M members stacked (`jaxae.sweep`\'s program) against M epochs of the single run\'s compiled '
+              f'chunk one after another, interleaved, the median of {args.epochs} after a warm-up.',
+      columns=[{'key': 'network', 'label': 'network'}, {'key': 'members', 'label': 'M'},
+               {'key': 'stacked_epoch_s', 'label': 'stacked epoch (s)', 'format': '.3f'},
+               {'key': 'sequential_epoch_s', 'label': 'M single epochs (s)', 'format': '.3f'},
+               {'key': 'throughput_ratio', 'label': 'throughput vs sequential', 'format': '.2f'}],
+      rows=[{k: r[k] for k in ('network', 'members', 'stacked_epoch_s', 'sequential_epoch_s', 'throughput_ratio')}
+            for r in rows], notes=notes, matmul_peaks={'f32': peak})
 
 
 COLUMNS = [('model', 'model', None), ('arch', 'arch', None), ('precision', 'precision', None),

@@ -152,8 +152,9 @@ def _compiled(group: group_lib.Group, resumed: tuple, index: int, echo: Callable
   """`group` with its chunk compiled ahead of time, once its plan and memory are printed; `UserError` if it
   does not fit the device (a member alone, or the group: then how many members would)."""
   states, _, statuses, _ = resumed
-  lowered = group.program.chunk.lower(states, group_lib.alive(statuses), group.data, 1, 0, group.keys, group.hp)
-  compiled = lowered.compile()
+  program = group.program
+  chunk = program.fast if program.fast is not None else program.exact
+  compiled = chunk.lower(states, group_lib.alive(statuses), group.data, 1, 0, group.keys, group.hp).compile()
   n, need, limit = len(group.members), stacked.memory_bytes(compiled), stacked.device_limit(group.run.mesh)
   names = ', '.join(m.name for m in group.members)
   arrays = ', '.join(group.hp) or 'none'
@@ -167,4 +168,4 @@ def _compiled(group: group_lib.Group, resumed: tuple, index: int, echo: Callable
                       'lower batch_size or the widths')
     raise UserError(f'{n} members need about {need / 2**20:.0f} MiB and a device has {limit / 2**20:.0f}: give '
                     f'max_members={max(1, int(limit // per_member))} or fewer')
-  return group._replace(program=group.program._replace(chunk=compiled))
+  return group._replace(program=program._replace(**{'fast' if program.fast is not None else 'exact': compiled}))

@@ -175,12 +175,10 @@ def train(group: Group, ckpts: list, resumed: tuple, patience: int, stop, bar) -
       checkpoint.write_config(m.workdir, m.run.config)
     _evaluate_and_log(group, member_logs, statuses, states, 0, 0)
   policy = checkpoint.SavePolicy(run.config, plan, done, config_due=position > 0)
-  chunk = group.program.chunk
   seconds = 0.0
   while position < plan.total_chunks:
     epoch, start = plan.locate(position)
-    (states, guards, chunk_sums), took = timed(chunk, states, alive(statuses), group.data, epoch, start,
-                                                group.keys, group.hp)
+    (states, guards, chunk_sums), took = timed(run_chunk, group, states, statuses, epoch, start)
     guards, chunk_sums = jax.device_get((guards, chunk_sums))
     check_members(statuses, guards, chunk_sums, epoch, run.config['nonfinite'])
     seconds = (0.0 if start == 0 else seconds) + took
@@ -200,6 +198,18 @@ def train(group: Group, ckpts: list, resumed: tuple, patience: int, stop, bar) -
   for s in statuses:
     s['status'] = 'trained' if s['status'] == 'training' else s['status']
   return states, statuses, member_logs
+
+
+def run_chunk(group: Group, states, statuses: list[dict], epoch: int, start: int):
+  """One chunk of every member: fast, and again exact from the same states if a training member met a non-finite
+  value (its first bad step and term are then named). `(states, guards, sums)`."""
+  program, live = group.program, alive(statuses)
+  args = (live, group.data, epoch, start, group.keys, group.hp)
+  if program.fast is not None:
+    new, guards, sums = program.fast(states, *args)
+    if bool(jnp.all(program.finite(guards, new) | (live == 0))):
+      return new, guards, sums
+  return program.exact(states, *args)
 
 
 def _add(sums: dict | None, chunk: dict) -> dict:

@@ -3,11 +3,14 @@
 The members' states, keys and swept hyperparameters gain a leading member axis `[M, ...]`; the family's
 `train_step` is bound as for a single run (`steps.bind`), the swept hyperparameters passed as that member's
 scalars. Each member shuffles its epochs with its own key, so a member draws exactly the batches and the
-randomness of the same config trained alone. Every member's step is the loop's `exact` step (a step not applied
-keeps the old state), and a member that is no longer `alive` (failed, or stopped early) sees only all-masked
-batches: it stays as it was while the others train on.
+randomness of the same config trained alone. As in a single run, a chunk runs the loop's fast step (the
+parameters checked once, at the chunk's end) and is run again with its `exact` step (a step not applied keeps
+the old state) when a member met a non-finite value. A member that is no longer `alive` (failed, or stopped
+early) sees only all-masked batches and keeps its state: the others train on.
 
-    chunk(states, alive [M], data, epoch, start, keys, hp) -> (states, guards, sums)   (states donated)
+    fast(states, alive [M], data, epoch, start, keys, hp) -> (states, guards, sums)   (states kept)
+    exact(...)                                                                          (states donated)
+    finite(guards, states) -> [M] bool
     evaluate(states, eval_data, keys, hp) -> sums
 """
 
@@ -23,7 +26,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from jaxae import steps
 from jaxae.loop import parallel, scan
 from jaxae.loop.position import Plan
-from jaxae.loop.step import step
+from jaxae.loop.step import finite, step
 
 
 def stack(trees: Sequence[Any]):
@@ -52,9 +55,13 @@ def place(tree, mesh):
 
 
 class Program(NamedTuple):
-  """A group's jitted chunk and evaluation (the chunk replaced by its compiled form once lowered)."""
+  """A group's jitted functions. `fast` (None in skip mode and for chunks padded with all-masked batches, as
+  for a single run): the loop's fast step, its input states kept (not donated), so that a chunk where a member
+  turned non-finite (`finite` tells, per member) is run again `exact` from them, naming the first bad step."""
 
-  chunk: Any
+  fast: Any
+  exact: Any
+  finite: Callable
   evaluate: Callable
 
 
@@ -63,24 +70,25 @@ def compile_group(model, config: Mapping[str, Any], swept: Sequence[str], plan: 
   """The group's `Program` (see the module docstring); `config`: any member's (they agree but on `swept`)."""
   fixed = lambda fn: {k: config[k] for k in steps.hyperparameters(fn) if k not in swept}
   steps.bind(model.train_step, config), steps.bind(model.eval_step, config)  # the single run's checks
-  options = dict(exact=True, dynamic_binarize=config['binarize'] == 'dynamic',
-                 skip_nonfinite=config['nonfinite'] == 'skip')
+  options = dict(dynamic_binarize=config['binarize'] == 'dynamic', skip_nonfinite=config['nonfinite'] == 'skip')
 
-  def member_chunk(state, alive, data, epoch, start, keys, hp):
+  def member_chunk(exact, state, alive, data, epoch, start, keys, hp):
     train_step = functools.partial(model.train_step, **fixed(model.train_step), **_own(model.train_step, hp))
     member_step = lambda carry, batch: step(train_step, keys, carry, {**batch, 'mask': batch['mask'] * alive},
-                                            **options)
-    return scan.resident_chunk(member_step, state, data, epoch, start, keys.shuffle,
-                               batch_size=config['batch_size'], chunk=plan.chunk)
+                                            exact=exact, **options)
+    new, guard, sums = scan.resident_chunk(member_step, state, data, epoch, start, keys.shuffle,
+                                           batch_size=config['batch_size'], chunk=plan.chunk)
+    return jax.tree.map(lambda n, o: jnp.where(alive > 0, n, o), new, state), guard, sums  # a fast step moves on
 
   def member_evaluate(state, data, keys, hp):
     eval_step = functools.partial(model.eval_step, **fixed(model.eval_step), **_own(model.eval_step, hp))
     return scan.evaluate(eval_step, state, data, keys.eval, batch_size=config['eval_batch_size'])
 
   data_axis = 0 if data_per_member else None
-  chunk = jax.vmap(member_chunk, in_axes=(0, 0, data_axis, None, None, 0, 0))
-  evaluate = jax.vmap(member_evaluate, in_axes=(0, data_axis, 0, 0))
-  return Program(jax.jit(chunk, donate_argnums=0), jax.jit(evaluate))
+  chunk = lambda exact: jax.vmap(functools.partial(member_chunk, exact), in_axes=(0, 0, data_axis, None, None, 0, 0))
+  fast = jax.jit(chunk(False)) if config['nonfinite'] != 'skip' and plan.whole_chunks else None
+  return Program(fast, jax.jit(chunk(True), donate_argnums=0), jax.jit(jax.vmap(finite)),
+                 jax.jit(jax.vmap(member_evaluate, in_axes=(0, data_axis, 0, 0))))
 
 
 def _own(fn, hp: Mapping[str, jax.Array]) -> dict:
