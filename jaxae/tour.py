@@ -62,3 +62,15 @@ def train(run: str, overrides: dict, workdir: str | None = None) -> tuple[Loaded
   narrow = {k: v for k, v in SMOKE_NETWORKS.items() if k in defaults}
   train_and_evaluate({**data(run), **narrow, **overrides}, workdir, progress=False)
   return load(workdir), metrics.read(f'{workdir}/metrics.jsonl')
+
+
+def sweep(run: str, base: dict, members: list[dict], workdir: str | None = None):
+  """`jaxae.sweep` of `members` over `base` on the setting's data (and, 'smoke', narrow networks) in `workdir`
+  (default: a fresh one); returns its `jaxae.sweeps.SweepResult`."""
+  from jaxae.sweeps import sweep as sweep_fn
+
+  model = base.get('model', 'vae')
+  defaults = models.get(model).defaults() if run == 'smoke' else {}
+  narrow = {k: v for k, v in SMOKE_NETWORKS.items() if k in defaults}
+  return sweep_fn({**data(run), **narrow, **base}, members, workdir or new_workdir(f'{model}-sweep'), progress=False,
+                  echo=lambda line: None)

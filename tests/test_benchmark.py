@@ -55,6 +55,22 @@ def test_streaming_and_resident_epochs_train_the_same(tmp_path):
   assert abs(losses['resident'] - losses['streaming']) < 1e-4 * losses['resident']
 
 
+def test_the_sweep_benchmark_times_stacked_members_against_single_runs(tmp_path):
+  out = tmp_path / 'sweep.json'
+  args = ['--sweep', '2', '--examples', '256', '--epochs', '1', '--batch-size', '64', '--peak-size', '256', '--out',
+          str(out), '--result', str(tmp_path / 'result.json')]
+  proc = subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  rows = json.loads(out.read_text())['rows']
+  assert [(r['network'], r['members']) for r in rows] == [('default VAE', 2), ('small VAE (784-64-8)', 2)]
+  for r in rows:
+    assert r['throughput_ratio'] == r['sequential_epoch_s'] / r['stacked_epoch_s'] and r['steps_per_epoch'] == 4
+  assert [r['throughput_ratio'] for r in results.read(tmp_path / 'result.json')['rows']] == [
+      r['throughput_ratio'] for r in rows]
+  bad = subprocess.run([sys.executable, str(SCRIPT), '--sweep', '0'], capture_output=True, text=True, timeout=120)
+  assert bad.returncode == 2 and bad.stderr.strip() == 'benchmark: error: --sweep takes member counts >= 1, got 0'
+
+
 def test_benchmark_rejects_an_unknown_model():
   proc = subprocess.run([sys.executable, str(SCRIPT), '--models', 'nope'], capture_output=True, text=True,
                         timeout=120)

@@ -19,6 +19,7 @@ import jaxae
 from jaxae import config as config_lib
 from jaxae import models
 from jaxae.errors import UserError
+from jaxae.loop import restore
 from jaxae.sweeps import group as group_lib
 from jaxae.sweeps import plan, report
 
@@ -60,6 +61,16 @@ def test_grid_members_and_groups():
   # values of the step (beta) and the seed stack; shapes (latent_dim) and the optimizer (learning_rate) do not
   assert plan.groups(vae, configs) == [[0, 1], [2], [3]]
   assert plan.member_name(3, {'beta': 0.5, 'data_dir': '/a b'}) == '03-beta=0.5-data_dir=_a_b'
+
+
+def test_bad_sweeps_are_refused_in_one_line_before_anything_is_written(tmp_path):
+  for base, members, message in [({**BASE, 'data_mode': 'streaming'}, [{'seed': 0}], 'a sweep keeps its data on the '
+                                   'device'), (BASE, [], 'a sweep needs at least one member'),
+                                  (BASE, [{'beta': -1.0}], 'beta must be >= 0'),
+                                  ({**BASE}, [{'model': 'gan'}, {'model': 'vae'}], 'a sweep trains one family')]:
+    with pytest.raises(UserError, match=message):
+      jaxae.sweep(base, members, tmp_path / 's', **QUIET)
+    assert not (tmp_path / 's').exists()
 
 
 def test_members_equal_their_single_runs_and_a_failing_member_is_frozen_and_named(tmp_path):
@@ -119,9 +130,9 @@ def test_a_killed_sweep_resumes_bitwise_and_a_changed_grid_is_refused(tmp_path):
   assert reference.returncode == 0, reference.stderr[-2000:]
   proc = subprocess.Popen([sys.executable, 'scripts/sweep.py', '--workdir', str(tmp_path / 'killed'),
                            '--no-progress', *args], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-  member = tmp_path / 'killed' / 'members' / '03-beta=2-seed=1' / 'checkpoints'
+  program = tmp_path / 'killed' / 'checkpoints' / 'program-0'  # the members' stacked states, saved each epoch
   deadline = time.time() + 120
-  while time.time() < deadline and len([p for p in member.glob('[0-9]*') if (p / '_CHECKPOINT_METADATA').exists()]) < 2:
+  while time.time() < deadline and len(restore.step_folders(program)) < 2:
     time.sleep(0.05)
   proc.send_signal(signal.SIGKILL)
   proc.wait()
@@ -182,3 +193,26 @@ def test_members_spread_over_four_devices_and_train_as_on_one(tmp_path):
                                rtol=1e-5)
   assert run(tmp_path / 'three', members[:3]) == {
       'error': '3 members do not split over 4 devices: give a multiple of 4 members (or max_members= one)'}
+
+
+def test_a_group_that_does_not_fit_the_device_is_refused_before_training_and_max_members_splits_it(tmp_path,
+                                                                                                  monkeypatch):
+  """Where the device reports its capacity (GPUs, TPUs; here: told), a program larger than it is refused in one
+  line naming how many members fit, before a member's folder gets a checkpoint; `max_members` splits a group
+  into programs run in turn, which train as the whole group would have."""
+  from jaxae.sweeps import stacked
+
+  members = plan.grid(seeds=4)
+  lines = []
+  whole = jaxae.sweep(BASE, members, tmp_path / 'whole', progress=False, echo=lines.append)
+  need = int(lines[-1].split('about ')[1].split(' MiB')[0].split('.')[0]) + 1
+  monkeypatch.setattr(stacked, 'device_limit', lambda mesh: need * 2**20 // 2)
+  with pytest.raises(UserError, match=r'^4 members need about .* MiB and a device has .*: give max_members=2 or fewer$'):
+    jaxae.sweep(BASE, members, tmp_path / 'split', **QUIET)
+  assert not list((tmp_path / 'split').rglob('_CHECKPOINT_METADATA'))
+  monkeypatch.undo()
+  lines.clear()
+  split = jaxae.sweep(BASE, members, tmp_path / 'split', max_members=2, progress=False, echo=lines.append)
+  assert [line.split(':')[0] for line in lines[1:]] == ['program 0', 'program 1']
+  for a, b in zip(whole.rows, split.rows, strict=True):
+    assert a['eval'] == pytest.approx(b['eval'], rel=1e-5)

@@ -150,14 +150,6 @@ class SavePolicy:
     self.saved, self.last, self.config_due = step, time.monotonic(), False
 
 
-def put_aside_after(directory: Path, step: int) -> None:
-  """Moves the checkpoints in `directory` newer than `step` into its `.pruned/` (emptied at the next save), before
-  a checkpointer opens it: a sweep resumes all its members from the newest step every one of them committed."""
-  for newer in [s for s in step_folders(directory) if s > step]:
-    (Path(directory) / PRUNED).mkdir(exist_ok=True)
-    (Path(directory) / str(newer)).replace(Path(directory) / PRUNED / str(newer))
-
-
 def write_config(workdir: Path, config: dict) -> None:
   """Writes `config.json` atomically."""
   path = Path(workdir) / 'config.json'

@@ -66,6 +66,7 @@ class Run(NamedTuple):
   fns: Compiled
   plan: Plan  # epochs, chunks and steps
   initial: Callable  # () -> the fresh state, replicated
+  resident: bool  # the training data on the device (else streamed from the host or disk)
 
 
 def setup(overrides: dict, workdir: Path, sets: dict | None = None) -> tuple[Run, Any]:
@@ -113,7 +114,7 @@ def setup(overrides: dict, workdir: Path, sets: dict | None = None) -> tuple[Run
   fns = compile_fns(model, config, len(train_x), mesh, resident)
   initial = lambda: parallel.replicate(models.create_state(model, keys.init, config, sample), mesh)
   run = Run(config, model, splits, parallel.replicate(keys, mesh), mesh, train_data, eval_data, fns, plan,
-             initial)
+            initial, resident)
   return run, parallel.replicate(state, mesh)
 
 

@@ -115,7 +115,8 @@ def create_state(model: Family | ModuleType, key: jax.Array, config, sample_batc
   `jax.jit(model.init)`, once per family and config in a process: run eagerly, each initialiser and layer of the
   init pass compiles a program of its own (hundreds for a conv GAN: a default `dcgan`'s state took 11.8 s eagerly
   and 3.4 s as one program on a 2-core AMD EPYC). The arrays are the eager ones (DCGAN's init within one float32
-  rounding). Reads `sample_batch`'s first example only.
+  rounding). Reads `sample_batch`'s first example only. The settings in `RUN_ONLY` are not passed on (the state's
+  randomness comes from `key`), so the members of a seed sweep share one compiled init.
 
   Args:
     model: a family module (`get(name)`).
@@ -133,12 +134,15 @@ def create_state(model: Family | ModuleType, key: jax.Array, config, sample_batc
           f"{'image shape ' + str(tuple(shape)) if shape is not None else type(sample_batch).__name__}"
           + ('; add a batch axis, e.g. x[None]' if shape is not None and len(shape) == 3 else ''))
   first = jax.tree.map(lambda a: a[:1], dict(sample_batch))
-  items = tuple(sorted(config.items()))
+  items = tuple(sorted((k, v) for k, v in config.items() if k not in RUN_ONLY))
   try:
     init = _jitted_init(cast(Any, model), items)  # a module: hashable
   except TypeError:  # a config value that does not hash: compiled for this call alone
     init = _jitted_init.__wrapped__(model, items)
   return init(key, first)
+
+
+RUN_ONLY = ('seed', 'data_fingerprint')  # what a run records, not what its networks are made of
 
 
 @functools.lru_cache(maxsize=16)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from jaxae.errors import UserError, require
-from jaxae.loop import checkpoint, lock, parallel
+from jaxae.loop import checkpoint, lock, parallel, restore
 from jaxae.loop import train as train_lib
 from jaxae.loop import workdir as workdir_lib
 from jaxae.loop.compile import matmul_precision
@@ -59,15 +59,16 @@ def sweep(base: Mapping[str, Any], members: Sequence[Mapping[str, Any]], workdir
   folder = workdir_lib.check_workdir_path(workdir)
   members = [dict(m) for m in members]
   require(len(members) > 0, 'a sweep needs at least one member: give --grid KEY=V1,V2 or --seeds N')
-  plan_lib.check_unchanged(report.read(folder), base, members)
+  saved = report.read(folder)
+  plan_lib.check_unchanged(saved, base, members)
   names = [plan_lib.member_name(i, m) for i, m in enumerate(members)]
   runs = [train_lib.setup({**base, **m}, folder / 'members' / n, data) for n, m in zip(names, members, strict=True)]
   require(len({r.config['model'] for r, _ in runs}) == 1, 'a sweep trains one family: give model= in the base '
           'settings only')
   model, configs = runs[0][0].model, [r.config for r, _ in runs]
   for r, _ in runs:
-    require(r.config['data_mode'] != 'stream' and _resident(r), 'a sweep keeps its data on the device '
-            '(data_mode=resident); this dataset is streamed: train its members with scripts/train.py')
+    require(r.resident, 'a sweep keeps its data on the device (data_mode=resident); this dataset is streamed: '
+            'train its members with scripts/train.py')
   members_ = [group_lib.Member(n, dict(m), folder / 'members' / n, r, s)
               for n, m, (r, s) in zip(names, members, runs, strict=True)]
   swept = plan_lib.swept(configs)
@@ -76,20 +77,19 @@ def sweep(base: Mapping[str, Any], members: Sequence[Mapping[str, Any]], workdir
   for part in parts:
     require(devices == 1 or len(part) % devices == 0, f'{len(part)} members do not split over {devices} devices: '
             f'give a multiple of {devices} members (or max_members= one)')
+  begun = any(restore.step_folders(p) for p in (folder / 'checkpoints').glob('program-*'))
+  require(not begun or saved['groups'] == parts, 'this sweep was trained in other programs (another '
+          '--max-members); re-run it with the same --max-members')
   folder.mkdir(parents=True, exist_ok=True)
   record = {'base': dict(base), 'members': members, 'names': names, 'swept': swept, 'groups': parts}
   report.write(folder, {**record, 'rows': [], 'status': 'training'})
   with matmul_precision(configs[0]['matmul_precision']), contextlib.ExitStack() as held:
     held.enter_context(lock.held(folder))
-    rows, states = _train_parts(members_, parts, patience, progress, echo, held)
+    rows, states = _train_parts(folder, members_, parts, patience, progress, echo, held)
   report.write(folder, {**record, 'rows': rows, 'status': 'done'})
   (folder / 'sweep.md').write_text(report.table(rows, _metrics(rows)))
   report.figures(folder, rows, [k for k in swept if k in {k for m in members for k in m}], _metrics(rows))
   return SweepResult(rows, states, folder)
-
-
-def _resident(run) -> bool:
-  return run.train_data['image'].__class__.__module__.startswith('jax')
 
 
 def _parts(groups: list[list[int]], max_members: int) -> list[list[int]]:
@@ -102,7 +102,7 @@ def _metrics(rows: Sequence[Mapping]) -> list[str]:
   return sorted({k for r in rows for k in r['eval']})
 
 
-def _train_parts(members: list, parts: list[list[int]], patience: int, progress: bool,
+def _train_parts(folder: Path, members: list, parts: list[list[int]], patience: int, progress: bool,
                  echo: Callable, held: contextlib.ExitStack) -> tuple[list[dict], list]:
   """Trains the groups' parts in turn; each member's row and final state, in the members' order."""
   rows: list[dict | None] = [None] * len(members)
@@ -114,7 +114,7 @@ def _train_parts(members: list, parts: list[list[int]], patience: int, progress:
     for m in group.members:
       m.workdir.mkdir(parents=True, exist_ok=True)
       held.enter_context(lock.held(m.workdir))
-    part_rows, part_states = _train_group(group, p, patience, progress, echo)
+    part_rows, part_states = _train_group(group, folder, p, patience, progress, echo)
     for i, r, s in zip(part, part_rows, part_states, strict=True):
       rows[i], states[i] = r, s
   return [r for r in rows if r is not None], states
@@ -125,7 +125,7 @@ def stacked_names(member) -> set[str]:
   return plan_lib.stackable(member.run.model, [member.run.config]) - {'seed'}
 
 
-def _train_group(group: group_lib.Group, index: int, patience: int, progress: bool, echo: Callable
+def _train_group(group: group_lib.Group, folder: Path, index: int, patience: int, progress: bool, echo: Callable
                  ) -> tuple[list[dict], list]:
   """One program: resume, print the plan, train, write the members' figures; the members' rows and states."""
   from tqdm.auto import tqdm
@@ -133,15 +133,13 @@ def _train_group(group: group_lib.Group, index: int, patience: int, progress: bo
   from jaxae.loop.train import STOP
 
   n = len(group.members)
-  done = group_lib.common_step(group)
-  with contextlib.ExitStack() as stack:
-    ckpts = [stack.enter_context(checkpoint.Checkpointer(m.workdir / 'checkpoints', m.run.config['keep_checkpoints']))
-             for m in group.members]
-    resumed = group_lib.resume(group, ckpts, done)
+  with checkpoint.Checkpointer(folder / 'checkpoints' / f'program-{index}', group.run.config['keep_checkpoints']
+                               ) as ckpt:
+    resumed = group_lib.resume(group, ckpt)
     group = _compiled(group, resumed, index, echo)
-    with tqdm(total=group.run.plan.total_steps, initial=done, disable=not (progress and parallel.is_primary()),
+    with tqdm(total=group.run.plan.total_steps, initial=resumed[1], disable=not (progress and parallel.is_primary()),
               unit='step', desc=f'sweep {index}') as bar:
-      states, statuses, member_logs = group_lib.train(group, ckpts, resumed, patience, STOP.is_set, bar)
+      states, statuses, member_logs = group_lib.train(group, ckpt, resumed, patience, STOP.is_set, bar)
   group_lib.figures(group, states, member_logs)
   rows = [report.row(m.name, m.overrides, s, log.records)
           for m, s, log in zip(group.members, statuses, member_logs, strict=True)]

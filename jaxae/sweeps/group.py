@@ -1,10 +1,10 @@
 """One group of a sweep trained as one program: the single run's loop (`jaxae.loop.train`), for M members at once.
 
-Each member keeps a run folder of its own, written as a single run writes it (config.json, metrics.jsonl,
-TensorBoard, checkpoints, figures), so `jaxae.load`, `scripts/evaluate.py` and `scripts/export.py` read a member
-as they read any run. Checkpoints are taken for every member at the same step (its status beside its epoch sums);
-a sweep resumes from the newest step that every member of the group committed, and puts aside any member's newer
-one (a kill while the members' checkpoints were being written).
+Each member keeps a run folder of its own, written as a single run writes it (config.json, metrics.jsonl and
+TensorBoard as it trains; its checkpoint and figures when its group ends or is stopped), so `jaxae.load`,
+`scripts/evaluate.py` and `scripts/export.py` read a member as they read any run. While the group trains, its
+checkpoints hold the stacked states, every member's status and epoch sums beside them: one save for all the
+members, which a sweep resumes from exactly after a kill at any moment (the members' logs cut back to it).
 
 A member whose step turns non-finite is frozen at its last good state and marked failed (its step and term);
 with `patience`, a member whose held-out headline metric has not improved for `patience` evaluations is
@@ -75,26 +75,15 @@ class Group(NamedTuple):
     return self.members[0].run
 
 
-def common_step(group: Group) -> int:
-  """The newest checkpoint every member of `group` committed (0: none); each member's newer ones are put aside
-  (a kill while the members' checkpoints were being written), before their checkpointers open."""
-  folders = [m.workdir / 'checkpoints' for m in group.members]
-  done = max(set.intersection(*(set(checkpoint.step_folders(f)) for f in folders)), default=0)
-  for folder in folders:
-    checkpoint.put_aside_after(folder, done)
-  return done
-
-
-def resume(group: Group, ckpts: list, done: int) -> tuple[Any, int, list[dict], list[dict | None]]:
-  """`(stacked states, done, statuses, each member's epoch sums so far)` from checkpoint `done` of every member
-  (0: the fresh states)."""
+def resume(group: Group, ckpt: checkpoint.Checkpointer) -> tuple[Any, int, list[dict], list[dict | None]]:
+  """`(stacked states, steps done, statuses, each member's epoch sums so far)` from the group's newest checkpoint
+  (none: the fresh states, 0)."""
+  fresh = group.place(stacked.stack([m.fresh for m in group.members]))
+  states, done = ckpt.restore(fresh)
   if not done:
-    fresh = group.place(stacked.stack([m.fresh for m in group.members]))
-    return fresh, 0, [new_status() for _ in group.members], [None] * len(ckpts)
-  states = [c.restore(m.fresh, done)[0] for c, m in zip(ckpts, group.members, strict=True)]
-  items = [c.restore_loop(done) for c in ckpts]
-  statuses = [item.pop('sweep') for item in items]
-  return group.place(stacked.stack(states)), done, statuses, items
+    return fresh, 0, [new_status() for _ in group.members], [None] * len(group.members)
+  item = ckpt.restore_loop(done)
+  return group.place(states), done, item['statuses'], item['sums']
 
 
 def check_members(statuses: list[dict], guards, sums, epoch: int, mode: str) -> None:
@@ -137,13 +126,21 @@ def logs_for(group: Group, done: int, position: int) -> list[logs.RunLog]:
   return [logs.RunLog(m.workdir, m.run.config, m.run.mesh, done, epochs_done) for m in group.members]
 
 
-def save(group: Group, ckpts: list, step: int, states, statuses: list[dict], sums: list[dict | None],
-         config_due: bool) -> None:
-  """Every member's checkpoint `step` (its state, epoch sums and status), in the background."""
-  for i, (c, m) in enumerate(zip(ckpts, group.members, strict=True)):
-    loop = {k: float(v) for k, v in (sums[i] or {}).items()}
-    c.save(step, jax.tree.map(lambda x, i=i: x[i], states), {**loop, 'sweep': statuses[i]},
-           m.run.config if config_due else None)
+def save(ckpt: checkpoint.Checkpointer, step: int, states, statuses: list[dict], sums: list[dict | None]) -> None:
+  """The group's checkpoint `step`: the stacked states, and each member's status and epoch sums so far."""
+  floats = [None if m is None else {k: float(v) for k, v in m.items()} for m in sums]
+  ckpt.save(step, states, {'statuses': statuses, 'sums': floats})
+
+
+def write_members(group: Group, step: int, states, sums: list[dict | None]) -> None:
+  """Each member's own checkpoint `step` (its state and epoch sums), as a single run leaves it: what `jaxae.load`,
+  `scripts/evaluate.py`, `scripts/export.py` and a resume with `scripts/train.py` read. Written when the group
+  ends or is stopped; a checkpoint already there is kept."""
+  for member, state, member_sums in zip(group.members, stacked.unstack(states, len(group.members)), sums,
+                                        strict=True):
+    with checkpoint.Checkpointer(member.workdir / 'checkpoints', member.run.config['keep_checkpoints']) as ckpt:
+      if step not in ckpt.steps():
+        ckpt.save(step, state, {k: float(v) for k, v in (member_sums or {}).items()})
 
 
 def figures(group: Group, states, member_logs: list) -> None:
@@ -162,7 +159,8 @@ def timed(fn, *args):
   return out, time.perf_counter() - t0
 
 
-def train(group: Group, ckpts: list, resumed: tuple, patience: int, stop, bar) -> tuple[Any, list[dict], list]:
+def train(group: Group, ckpt: checkpoint.Checkpointer, resumed: tuple, patience: int, stop, bar
+          ) -> tuple[Any, list[dict], list]:
   """Trains the group from `resumed` (`resume`'s) to its last epoch: `(stacked states, statuses, member logs)`.
   `stop()`: whether the user asked to stop (after the chunk in hand, once saved); `bar`: a tqdm bar or None."""
   run, plan = group.run, group.run.plan
@@ -174,7 +172,7 @@ def train(group: Group, ckpts: list, resumed: tuple, patience: int, stop, bar) -
     for m in group.members:
       checkpoint.write_config(m.workdir, m.run.config)
     _evaluate_and_log(group, member_logs, statuses, states, 0, 0)
-  policy = checkpoint.SavePolicy(run.config, plan, done, config_due=position > 0)
+  policy = checkpoint.SavePolicy(run.config, plan, done, config_due=False)  # the members' configs: at the start
   seconds = 0.0
   while position < plan.total_chunks:
     epoch, start = plan.locate(position)
@@ -188,13 +186,15 @@ def train(group: Group, ckpts: list, resumed: tuple, patience: int, stop, bar) -
     if plan.ends_epoch(position):
       _end_epoch(group, member_logs, statuses, states, epoch, sums, seconds, patience)
     if policy.due(position, stop()):
-      save(group, ckpts, plan.steps_done(position), states, statuses, sums, policy.config_due)
-      policy.saved, policy.last, policy.config_due = plan.steps_done(position), time.monotonic(), False
+      save(ckpt, plan.steps_done(position), states, statuses, sums)
+      policy.saved, policy.last = plan.steps_done(position), time.monotonic()
     if bar is not None:
       bar.update(plan.steps_done(position) - bar.n)
       bar.set_postfix(training=sum(s['status'] == 'training' for s in statuses))
     if stop():
+      write_members(group, plan.steps_done(position), states, sums)
       raise KeyboardInterrupt
+  write_members(group, plan.total_steps, states, sums)
   for s in statuses:
     s['status'] = 'trained' if s['status'] == 'training' else s['status']
   return states, statuses, member_logs

@@ -37,7 +37,12 @@ def stack(trees: Sequence[Any]):
 
 
 def unstack(tree, members: int) -> list:
-  """The inverse of `stack`: member `i`'s tree is every leaf's row `i`."""
+  """The inverse of `stack`: member `i`'s tree is every leaf's row `i` (one compiled call for all of them)."""
+  return _unstack(tree, members)
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _unstack(tree, members: int) -> list:
   return [jax.tree.map(lambda x, i=i: x[i], tree) for i in range(members)]
 
 
