@@ -31,15 +31,15 @@ def run_soak(tmp_path, model, cycles, epochs, *extra):
 # kill resumes them as it does the base; dcgan, the batch-norm preset of gan, is soaked for its batch statistics and
 # stands for gan; vae is soaked with several kills and mid-epoch checkpoints below and stands for the one-player
 # TrainState families (ae: its noise and dropout keys come from the step's key as vae's latent key does); ssaae, four
-# phases of a PlayerState with labels, stands for aae's three.
+# phases of a PlayerState with labels, stands for aae's three and for cvae's labels (data, resumed as images are).
 SOAKED_AS = {'dae': 'vae', 'tied_ae': 'vae', 'dropout_ae': 'vae', 'ae': 'vae', 'iwae': 'vae', 'wgan_gp': 'dcgan',
-             'cgan': 'dcgan', 'cdcgan': 'dcgan', 'saae': 'ssaae', 'aae': 'ssaae', 'gan': 'dcgan',
+             'cgan': 'dcgan', 'cdcgan': 'dcgan', 'saae': 'ssaae', 'aae': 'ssaae', 'gan': 'dcgan', 'cvae': 'ssaae',
              'vae': 'vae (test_short_soak...)'}
 
 
 @pytest.mark.parametrize('name', [n for n in models.names() if n not in SOAKED_AS])
 def test_sigkill_then_rerun_is_bitwise_identical_to_an_uninterrupted_run(tmp_path, name):
-  """Every family module but those in `SOAKED_AS` (cvae soaks the labels' path, ssaae the labelled partners)."""
+  """Every family module but those in `SOAKED_AS` (ssaae soaks the labels' path and the labelled partners)."""
   report = run_soak(tmp_path, name, cycles=1, epochs=8)
   assert report['kills'] == 1  # the kill landed in training (soak.py times it from the reference run)
   assert report['ok'] and report['weights_bitwise_identical'] and report['metrics_complete_no_duplicates']

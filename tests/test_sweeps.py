@@ -124,7 +124,7 @@ def sweep_cli(workdir, *args, **kwargs):
 
 
 def test_a_killed_sweep_resumes_bitwise_and_a_changed_grid_is_refused(tmp_path):
-  args = ['--model', 'vae', '--set', 'hidden=32', '--epochs', '6', '--grid', 'beta=0.5,2', '--seeds', '2',
+  args = ['--model', 'vae', '--set', 'hidden=32', '--epochs', '12', '--grid', 'beta=0.5,2', '--seeds', '2',
           '--set', 'checkpoint_epochs=1']
   reference = sweep_cli(tmp_path / 'reference', *args)
   assert reference.returncode == 0, reference.stderr[-2000:]
@@ -136,6 +136,18 @@ def test_a_killed_sweep_resumes_bitwise_and_a_changed_grid_is_refused(tmp_path):
     time.sleep(0.05)
   proc.send_signal(signal.SIGKILL)
   proc.wait()
+  killed_at = restore.step_folders(program)[-1]
+  proc = subprocess.Popen([sys.executable, 'scripts/sweep.py', '--workdir', str(tmp_path / 'killed'),
+                           '--no-progress', *args], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                          text=True)  # resumed, then stopped with Ctrl-C: the members' own checkpoints are written
+  while time.time() < deadline and restore.step_folders(program)[-1] <= killed_at:
+    time.sleep(0.02)
+  proc.send_signal(signal.SIGINT)
+  err = proc.communicate(timeout=120)[1]
+  assert proc.returncode == 130 and err.strip().splitlines()[-1] == (
+      'jaxae-sweep: interrupted; re-run the same command to resume')
+  stopped = jaxae.load(tmp_path / 'killed' / 'members' / '03-beta=2-seed=1')
+  assert not stopped.finished and stopped.step == restore.step_folders(program)[-1]
   resumed = sweep_cli(tmp_path / 'killed', *args)
   assert resumed.returncode == 0, resumed.stderr[-2000:]
   for name in json.loads((tmp_path / 'reference' / 'sweep.json').read_text())['names']:
@@ -207,7 +219,8 @@ def test_a_group_that_does_not_fit_the_device_is_refused_before_training_and_max
   whole = jaxae.sweep(BASE, members, tmp_path / 'whole', progress=False, echo=lines.append)
   need = int(lines[-1].split('about ')[1].split(' MiB')[0].split('.')[0]) + 1
   monkeypatch.setattr(stacked, 'device_limit', lambda mesh: need * 2**20 // 2)
-  with pytest.raises(UserError, match=r'^4 members need about .* MiB and a device has .*: give max_members=2 or fewer$'):
+  refusal = r'^4 members need about .* MiB and a device has .*: give max_members=2 or fewer$'
+  with pytest.raises(UserError, match=refusal):
     jaxae.sweep(BASE, members, tmp_path / 'split', **QUIET)
   assert not list((tmp_path / 'split').rglob('_CHECKPOINT_METADATA'))
   monkeypatch.undo()

@@ -147,6 +147,10 @@ class SavePolicy:
   def save(self, ckpt: Checkpointer, step: int, state, sums: dict) -> None:
     """Checkpoint `step` (in the background), the epoch's metric sums so far beside it."""
     ckpt.save(step, state, {k: float(v) for k, v in sums.items()}, self.config if self.config_due else None)
+    self.record(step)
+
+  def record(self, step: int) -> None:
+    """Checkpoint `step` was saved (by `save`, or by a caller that writes its own: a sweep's stacked states)."""
     self.saved, self.last, self.config_due = step, time.monotonic(), False
 
 

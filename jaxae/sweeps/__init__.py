@@ -78,8 +78,8 @@ def sweep(base: Mapping[str, Any], members: Sequence[Mapping[str, Any]], workdir
     require(devices == 1 or len(part) % devices == 0, f'{len(part)} members do not split over {devices} devices: '
             f'give a multiple of {devices} members (or max_members= one)')
   begun = any(restore.step_folders(p) for p in (folder / 'checkpoints').glob('program-*'))
-  require(not begun or saved['groups'] == parts, 'this sweep was trained in other programs (another '
-          '--max-members); re-run it with the same --max-members')
+  require(not begun or (saved is not None and saved['groups'] == parts), 'this sweep was trained in other '
+          'programs (another --max-members); re-run it with the same --max-members')
   folder.mkdir(parents=True, exist_ok=True)
   record = {'base': dict(base), 'members': members, 'names': names, 'swept': swept, 'groups': parts}
   report.write(folder, {**record, 'rows': [], 'status': 'training'})

@@ -187,7 +187,7 @@ def train(group: Group, ckpt: checkpoint.Checkpointer, resumed: tuple, patience:
       _end_epoch(group, member_logs, statuses, states, epoch, sums, seconds, patience)
     if policy.due(position, stop()):
       save(ckpt, plan.steps_done(position), states, statuses, sums)
-      policy.saved, policy.last = plan.steps_done(position), time.monotonic()
+      policy.record(plan.steps_done(position))
     if bar is not None:
       bar.update(plan.steps_done(position) - bar.n)
       bar.set_postfix(training=sum(s['status'] == 'training' for s in statuses))
