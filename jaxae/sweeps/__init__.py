@@ -69,7 +69,7 @@ def sweep(base: Mapping[str, Any], members: Sequence[Mapping[str, Any]], workdir
   for r, _ in runs:
     require(r.resident, 'a sweep keeps its data on the device (data_mode=resident); this dataset is streamed: '
             'train its members with scripts/train.py')
-  members_ = [group_lib.Member(n, dict(m), folder / 'members' / n, r, s)
+  member_runs = [group_lib.Member(n, dict(m), folder / 'members' / n, r, s)
               for n, m, (r, s) in zip(names, members, runs, strict=True)]
   swept = plan_lib.swept(configs)
   parts = _parts(plan_lib.groups(model, configs), max_members)
@@ -85,7 +85,7 @@ def sweep(base: Mapping[str, Any], members: Sequence[Mapping[str, Any]], workdir
   report.write(folder, {**record, 'rows': [], 'status': 'training'})
   with matmul_precision(configs[0]['matmul_precision']), contextlib.ExitStack() as held:
     held.enter_context(lock.held(folder))
-    rows, states = _train_parts(folder, members_, parts, patience, progress, echo, held)
+    rows, states = _train_parts(folder, member_runs, parts, patience, progress, echo, held)
   report.write(folder, {**record, 'rows': rows, 'status': 'done'})
   (folder / 'sweep.md').write_text(report.table(rows, _metrics(rows)))
   report.figures(folder, rows, [k for k in swept if k in {k for m in members for k in m}], _metrics(rows))
@@ -109,8 +109,9 @@ def _train_parts(folder: Path, members: list, parts: list[list[int]], patience: 
   states: list[Any] = [None] * len(members)
   echo(f'sweep: {len(members)} members in {len(parts)} program(s)')
   for p, part in enumerate(parts):
-    varying = plan_lib.swept([members[i].run.config for i in part])
-    group = group_lib.Group.of([members[i] for i in part], [k for k in varying if k in stacked_names(members[part[0]])])
+    arrays = _stacked_names(members[part[0]])
+    varying = [k for k in plan_lib.swept([members[i].run.config for i in part]) if k in arrays]
+    group = group_lib.Group.of([members[i] for i in part], varying)
     for m in group.members:
       m.workdir.mkdir(parents=True, exist_ok=True)
       held.enter_context(lock.held(m.workdir))
@@ -120,7 +121,7 @@ def _train_parts(folder: Path, members: list, parts: list[list[int]], patience: 
   return [r for r in rows if r is not None], states
 
 
-def stacked_names(member) -> set[str]:
+def _stacked_names(member) -> set[str]:
   """The step hyperparameters of `member`'s family that a group carries as arrays."""
   return plan_lib.stackable(member.run.model, [member.run.config]) - {'seed'}
 
