@@ -1,6 +1,6 @@
 """One-shot accelerator check: is jaxae right and fast on this device? One command, results in files.
 
-  python scripts/accelerator_check.py --out /tmp/check            # on a GPU/TPU machine: about 6 minutes
+  python scripts/accelerator_check.py --out /tmp/check            # on a GPU/TPU machine: about 7 minutes
   python scripts/accelerator_check.py --out /tmp/check --quick    # the same stages, tiny, on any machine
 
 Stages, each a subprocess with its own time limit (skipped once `--budget` seconds are spent):
@@ -8,6 +8,8 @@ Stages, each a subprocess with its own time limit (skipped once `--budget` secon
   vae       the MNIST-shaped VAE epoch (784-400-20, 59,904 images, resident), f32 and bf16, at batch 128 and
             1024, against the device's own matmul peak (bench_vae_b128.json, bench_vae_b1024.json)
   families  every family for an epoch of 468 steps at batch 128: µs per step, finite loss (bench_families.json)
+  sweep     16 default VAEs stacked in one program against 16 single runs in turn, the same epochs
+            (bench_sweep.json: the accelerator's throughput gain of `jaxae.sweep`)
   resume    SIGKILL mid-run and resume on the device, compared bitwise with an uninterrupted run (in the log)
   tests     the accelerator-relevant tests on this backend (pytest.xml)
 Then summary.md (read it first) and log.txt (every stage's output). Exit status 0 when every stage that ran passed.
@@ -50,13 +52,15 @@ def stages(quick: bool, out: Path) -> list[tuple[str, int, list[str]]]:
                                               '--out', str(out / f'bench_vae_b{b}.json')]) for b in (128, 1024)]
   families = [py, str(SCRIPTS / 'benchmark.py'), '--precision', 'f32', '--out', str(out / 'bench_families.json'),
               *(['--models', 'vae,gan', '--examples', '512', '--epochs', '1'] if quick else ['--epochs', '1'])]
+  sweep = [py, str(SCRIPTS / 'benchmark.py'), '--out', str(out / 'bench_sweep.json'),
+           *(['--sweep', '2', '--examples', '512', '--epochs', '1'] if quick else ['--sweep', '16', '--epochs', '2'])]
   soak = [py, str(SCRIPTS / 'soak.py'), '--model', 'vae', '--workdir', tempfile.mkdtemp(prefix='jaxae-soak-'),
           '--cycles', '1',
           '--epochs', '3' if quick else '6']
   tests = [py, '-m', 'pytest', '-q', '-p', 'no:cacheprovider', '--junitxml', str(out / 'pytest.xml'),
            *(['-k', 'bf16_policy or orbax', '-n', '0'] if quick else []), *TESTS]  # quick: a few, one process
   return [('env', 60, [py, '-c', ENV]), *vae, ('families', 90 if quick else 150, families),
-          ('resume', 120, soak), ('tests', 120 if quick else 200, tests)]
+          ('sweep', 90 if quick else 150, sweep), ('resume', 120, soak), ('tests', 120 if quick else 200, tests)]
 
 
 def run_stage(argv: list[str], limit: float, log) -> tuple[int, float, str]:
@@ -123,7 +127,7 @@ def main(argv=None) -> int:
   p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument('--out', required=True, help='folder for the result files (made if missing)')
   p.add_argument('--quick', action='store_true', help='tiny sizes: the same stages in a minute or two, on any machine')
-  p.add_argument('--budget', type=float, default=460, help='seconds in all; stages that would start later are skipped')
+  p.add_argument('--budget', type=float, default=520, help='seconds in all; stages that would start later are skipped')
   p.add_argument('--only', help='comma-separated stages to run (default: all)')
   args = p.parse_args(argv)
   out = Path(args.out)

@@ -21,4 +21,4 @@ def test_the_check_runs_its_stages_and_reports_them_in_files(tmp_path):
                        capture_output=True, text=True, timeout=60)
   assert bad.returncode == 2 and bad.stderr.strip() == (
       "accelerator_check: error: unknown stage 'gpu' in --only; choose from env, vae_b128, vae_b1024, families, "
-      'resume, tests')
+      'sweep, resume, tests')
