@@ -63,7 +63,7 @@ def test_grid_members_and_groups():
   assert plan.member_name(3, {'beta': 0.5, 'data_dir': '/a b'}) == '03-beta=0.5-data_dir=_a_b'
 
 
-def test_bad_sweeps_are_refused_in_one_line_before_anything_is_written(tmp_path):
+def test_bad_sweeps_are_refused_in_one_line_before_anything_is_written(tmp_path, monkeypatch):
   for base, members, message in [({**BASE, 'data_mode': 'streaming'}, [{'seed': 0}], 'a sweep keeps its data on the '
                                    'device'), (BASE, [], 'a sweep needs at least one member'),
                                   (BASE, [{'beta': -1.0}], 'beta must be >= 0'),
@@ -71,6 +71,9 @@ def test_bad_sweeps_are_refused_in_one_line_before_anything_is_written(tmp_path)
     with pytest.raises(UserError, match=message):
       jaxae.sweep(base, members, tmp_path / 's', **QUIET)
     assert not (tmp_path / 's').exists()
+  monkeypatch.setattr(jax, 'process_count', lambda: 2)  # as under jax.distributed with two processes
+  with pytest.raises(UserError, match='^a sweep runs in one process'):
+    jaxae.sweep(BASE, [{'seed': 0}], tmp_path / 's', **QUIET)
 
 
 def test_members_equal_their_single_runs_and_a_failing_member_is_frozen_and_named(tmp_path):

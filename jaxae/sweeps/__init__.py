@@ -15,6 +15,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import jax
+
 from jaxae.errors import UserError, require
 from jaxae.loop import checkpoint, lock, parallel, restore
 from jaxae.loop import train as train_lib
@@ -54,9 +56,12 @@ def sweep(base: Mapping[str, Any], members: Sequence[Mapping[str, Any]], workdir
 
   Raises:
     UserError: bad overrides, a folder holding another sweep, a member count that does not split over the
-      devices, or a member that does not fit a device (each in one line, before anything is trained).
+      devices, a member that does not fit a device, or several processes (`jax.distributed`: not yet; one sweep
+      per host), each in one line, before anything is trained.
   """
   folder = workdir_lib.check_workdir_path(workdir)
+  require(jax.process_count() == 1, 'a sweep runs in one process, its members over that process\'s devices; on '
+          'several hosts, run one sweep per host, each with its own members and --workdir')
   members = [dict(m) for m in members]
   require(len(members) > 0, 'a sweep needs at least one member: give --grid KEY=V1,V2 or --seeds N')
   saved = report.read(folder)
