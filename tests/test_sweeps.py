@@ -232,3 +232,15 @@ def test_a_group_that_does_not_fit_the_device_is_refused_before_training_and_max
   assert [line.split(':')[0] for line in lines[1:]] == ['program 0', 'program 1']
   for a, b in zip(whole.rows, split.rows, strict=True):
     assert a['eval'] == pytest.approx(b['eval'], rel=1e-5)
+
+
+def test_members_whose_states_differ_in_structure_train_in_programs_of_their_own(tmp_path):
+  """`ema_decay` is a float the GAN's step takes, but > 0 adds the generator's average to the state: members with
+  and without it form two programs; those with it stack their decays as an array."""
+  lines = []
+  members = [{'ema_decay': 0.0}, {'ema_decay': 0.9}, {'ema_decay': 0.99}, {'ema_decay': 0.0, 'seed': 1}]
+  result = jaxae.sweep({**BASE, 'model': 'gan', 'epochs': 1}, members, tmp_path / 's', progress=False,
+                       echo=lines.append)
+  assert report.read(tmp_path / 's')['groups'] == [[0, 3], [1, 2]]
+  assert 'stacked hyperparameters: ema_decay' in lines[2] and [r['status'] for r in result.rows] == ['trained'] * 4
+  assert 'generator_average' in result.states[1].params and 'generator_average' not in result.states[0].params

@@ -163,7 +163,9 @@ def train_step(state, batch, key, *, loss, latent_dim, n_critic, n_generator, gp
 
   state, d_metrics = jax.lax.scan(critic_update, state, keys[:n_critic], unroll=True)  # XLA counts all FLOPs
   state, g_metrics = jax.lax.scan(generator_update, state, keys[n_critic:], unroll=True)
-  if ema_decay:  # G's moving average; its batch statistics are its own, of its outputs for the last G update's z
+  if 'generator_average' in state.params:  # G's moving average (`ema_decay` > 0 made it); its batch statistics
+    # are its own, of its outputs for the last G update's z. The state decides, not `ema_decay`: under a sweep's
+    # vmap `ema_decay` is an array, and members with an average and without differ in structure (other groups)
     state = steps.update_average(state, 'generator', ema_decay)
     state = state.run('generator_average', conditioning.join_code(draws(keys[-1], x, latent_dim)[0], y))[1]
   return state.replace(step=state.step + 1), {k: v[-1] for k, v in {**d_metrics, **g_metrics}.items()}

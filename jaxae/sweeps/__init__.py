@@ -77,7 +77,7 @@ def sweep(base: Mapping[str, Any], members: Sequence[Mapping[str, Any]], workdir
   member_runs = [group_lib.Member(n, dict(m), folder / 'members' / n, r, s)
               for n, m, (r, s) in zip(names, members, runs, strict=True)]
   swept = plan_lib.swept(configs)
-  parts = _parts(plan_lib.groups(model, configs), max_members)
+  parts = _parts(_by_structure(plan_lib.groups(model, configs), [s for _, s in runs]), max_members)
   devices = runs[0][0].mesh.devices.size
   for part in parts:
     require(devices == 1 or len(part) % devices == 0, f'{len(part)} members do not split over {devices} devices: '
@@ -95,6 +95,19 @@ def sweep(base: Mapping[str, Any], members: Sequence[Mapping[str, Any]], workdir
   (folder / 'sweep.md').write_text(report.table(rows, _metrics(rows)))
   report.figures(folder, rows, [k for k in swept if k in {k for m in members for k in m}], _metrics(rows))
   return SweepResult(rows, states, folder)
+
+
+def _by_structure(groups: list[list[int]], fresh: list) -> list[list[int]]:
+  """Each group split by the structure of its members' states (a value can add a part to the state, such as a
+  GAN's generator average for `ema_decay` > 0): only states of one structure stack."""
+  split: list[list[int]] = []
+  for g in groups:
+    found: dict[str, list[int]] = {}
+    for i in g:
+      leaves = jax.tree_util.tree_flatten_with_path(fresh[i])[0]
+      found.setdefault(str([(jax.tree_util.keystr(path), a.shape, a.dtype) for path, a in leaves]), []).append(i)
+    split += found.values()
+  return split
 
 
 def _parts(groups: list[list[int]], max_members: int) -> list[list[int]]:
