@@ -20,6 +20,7 @@ from jaxae import config as config_lib
 from jaxae import models
 from jaxae.errors import UserError
 from jaxae.loop import restore
+from jaxae.sweeps import cli as sweeps_cli
 from jaxae.sweeps import group as group_lib
 from jaxae.sweeps import plan, report
 
@@ -63,7 +64,7 @@ def test_grid_members_and_groups():
   assert plan.member_name(3, {'beta': 0.5, 'data_dir': '/a b'}) == '03-beta=0.5-data_dir=_a_b'
 
 
-def test_bad_sweeps_are_refused_in_one_line_before_anything_is_written(tmp_path, monkeypatch):
+def test_bad_sweeps_are_refused_in_one_line_before_anything_is_written(tmp_path, monkeypatch, capsys):
   for base, members, message in [({**BASE, 'data_mode': 'streaming'}, [{'seed': 0}], 'a sweep keeps its data on the '
                                    'device'), (BASE, [], 'a sweep needs at least one member'),
                                   (BASE, [{'beta': -1.0}], 'beta must be >= 0'),
@@ -71,6 +72,9 @@ def test_bad_sweeps_are_refused_in_one_line_before_anything_is_written(tmp_path,
     with pytest.raises(UserError, match=message):
       jaxae.sweep(base, members, tmp_path / 's', **QUIET)
     assert not (tmp_path / 's').exists()
+  assert sweeps_cli.main(['--workdir', str(tmp_path / 's'), '--distributed']) == 2
+  assert capsys.readouterr().err == ('jaxae-sweep: error: a sweep runs in one process: --distributed and its options '
+                                     'are for scripts/train.py; on several hosts, run one sweep per host\n')
   monkeypatch.setattr(jax, 'process_count', lambda: 2)  # as under jax.distributed with two processes
   with pytest.raises(UserError, match='^a sweep runs in one process'):
     jaxae.sweep(BASE, [{'seed': 0}], tmp_path / 's', **QUIET)

@@ -35,6 +35,10 @@ def main(argv=None) -> int:
   if args.workdir is None:
     p.error('the following arguments are required: --workdir')
   try:
+    several = args.distributed or any(v is not None for v in (args.coordinator, args.num_processes, args.process_id))
+    if several:
+      raise UserError('a sweep runs in one process: --distributed and its options are for scripts/train.py; on '
+                      'several hosts, run one sweep per host')
     base = cli.overrides_from(args)
     first_seed = int(base.pop('seed', 0))
     members = sweeps.grid(args.seeds, first_seed, **sweeps.parse_grid(args.grid))
