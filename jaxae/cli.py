@@ -111,7 +111,7 @@ def main(argv=None) -> int:
     from jaxae.loop import parallel
     from jaxae.loop.train import train_and_evaluate
 
-    if args.distributed or any(v is not None for v in (args.coordinator, args.num_processes, args.process_id)):
+    if asks_distributed(args):
       parallel.initialize_distributed(args.coordinator, args.num_processes, args.process_id)
     with stop_on_first_ctrl_c():
       result = train_and_evaluate(overrides_from(args), args.workdir, progress=not args.no_progress)
@@ -119,8 +119,7 @@ def main(argv=None) -> int:
     errors.report('jaxae-train', str(e))
     return 2
   except KeyboardInterrupt:
-    sys.stderr.write('jaxae-train: interrupted; re-run the same command to resume\n')
-    return 130
+    return interrupted('jaxae-train')
   if not parallel.is_primary():
     return 0
   final = {r['split']: r for r in result.records if r['epoch'] == result.config['epochs']}
@@ -129,6 +128,17 @@ def main(argv=None) -> int:
     print(f"epoch {final['eval']['epoch']} eval: {shown}")
   print(f'outputs in {os.path.abspath(args.workdir)}')
   return 0
+
+
+def asks_distributed(args) -> bool:
+  """Whether the command line asks to join several processes (`--distributed` or any of its options)."""
+  return args.distributed or any(v is not None for v in (args.coordinator, args.num_processes, args.process_id))
+
+
+def interrupted(program: str) -> int:
+  """After the first Ctrl-C, once the workdir is saved: the one line, and the status 130."""
+  sys.stderr.write(f'{program}: interrupted; re-run the same command to resume\n')
+  return 130
 
 
 def run() -> None:

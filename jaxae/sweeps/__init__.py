@@ -93,7 +93,8 @@ def sweep(base: Mapping[str, Any], members: Sequence[Mapping[str, Any]], workdir
     rows, states = _train_parts(folder, member_runs, parts, patience, progress, echo, held)
   report.write(folder, {**record, 'rows': rows, 'status': 'done'})
   (folder / 'sweep.md').write_text(report.table(rows, _metrics(rows)))
-  report.figures(folder, rows, [k for k in swept if k in {k for m in members for k in m}], _metrics(rows))
+  given = {key for member in members for key in member}  # the swept keys a user named (not what follows from them)
+  report.figures(folder, rows, [k for k in swept if k in given], _metrics(rows))
   return SweepResult(rows, states, folder)
 
 

@@ -6,7 +6,6 @@ Every option of `scripts/train.py` sets the base config of all members; `--grid 
 and `--seeds N` make the members. Bad input exits with status 2 and one line; re-running resumes.
 """
 
-import sys
 
 from jaxae import cli, errors
 from jaxae.errors import UserError
@@ -35,8 +34,7 @@ def main(argv=None) -> int:
   if args.workdir is None:
     p.error('the following arguments are required: --workdir')
   try:
-    several = args.distributed or any(v is not None for v in (args.coordinator, args.num_processes, args.process_id))
-    if several:
+    if cli.asks_distributed(args):
       raise UserError('a sweep runs in one process: --distributed and its options are for scripts/train.py; on '
                       'several hosts, run one sweep per host')
     base = cli.overrides_from(args)
@@ -49,8 +47,7 @@ def main(argv=None) -> int:
     errors.report('jaxae-sweep', str(e))
     return 2
   except KeyboardInterrupt:
-    sys.stderr.write('jaxae-sweep: interrupted; re-run the same command to resume\n')
-    return 130
+    return cli.interrupted('jaxae-sweep')
   print((result.folder / 'sweep.md').read_text(), end='')
   print(f'outputs in {result.folder}')
   return 0
