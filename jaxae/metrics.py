@@ -3,10 +3,20 @@
 A header line, `{"run": {...}}`, opens each start of a run (the first and every
 resume): where and how it computed (backend, devices, matmul precision, PRNG
 implementation, versions). `read` returns the records, `headers` the headers.
+
+Evaluation metrics are sums over the held-out batches with a 'count'; `means` turns them into per-example means,
+and the active-unit moments (`unit_moments`, array sums named `active_units<i>`) into a count of active units.
 """
 
 import json
 from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+ACTIVE_UNITS = 'active_units'  # the name prefix of active-unit moment sums
+ACTIVE_THRESHOLD = 0.01  # Burda et al. 2016, Sec. 5.2: a unit is active if Cov_x(E_q[z_u]) > 0.01
 
 
 def _lines(path: Path) -> list[dict]:
@@ -82,7 +92,24 @@ def truncate_after(path: str | Path, step: int) -> None:
     pass
 
 
+def unit_moments(codes: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+  """`[2, d]`: the sums over the (unmasked) examples of posterior means `codes: [B, d]` and of their squares; summed
+  over batches and given to `means` under a name starting with `ACTIVE_UNITS`, they become the number of active
+  units (`active_units`)."""
+  weight = jnp.ones(codes.shape[:1], codes.dtype) if mask is None else mask.astype(codes.dtype)
+  return jnp.stack([weight @ codes, weight @ jnp.square(codes)])
+
+
+def active_units(moments, count: float, threshold: float = ACTIVE_THRESHOLD) -> int:
+  """The units whose posterior mean varies over the examples, Var_x(E_q[z_u]) > `threshold` (Burda et al. 2016),
+  from `unit_moments` summed over `count` examples."""
+  mean, mean_square = np.asarray(moments, np.float64) / count
+  return int(np.sum(mean_square - np.square(mean) > threshold))
+
+
 def means(sums: dict) -> dict:
-  """Per-example means from device sums with a 'count' entry: `{k: sums[k] / count}`."""
+  """Per-example means from device sums with a 'count' entry: `{k: sums[k] / count}`; active-unit moments
+  (`ACTIVE_UNITS`...) become their count of active units."""
   count = float(sums['count'])
-  return {k: float(v) / count for k, v in sums.items() if k != 'count'}
+  return {k: active_units(v, count) if k.startswith(ACTIVE_UNITS) else float(v) / count
+          for k, v in sums.items() if k != 'count'}

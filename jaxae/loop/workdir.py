@@ -103,11 +103,14 @@ def check_trained_steps(workdir: Path, config: dict, steps_per_epoch: int) -> No
 
 
 def resolve_schedule(config: dict, steps_per_epoch: int) -> dict:
-  """`config` with `decay_steps` = 0 (the whole run) resolved to `epochs * steps_per_epoch` for a decaying
-  schedule; it is saved so a resumed run follows the schedule it started with."""
-  if config['schedule'] == 'constant' or config['decay_steps']:
-    return config
-  return {**config, 'decay_steps': config['epochs'] * steps_per_epoch}
+  """`config` with its schedules in steps: `decay_steps` = 0 (the whole run) resolved to `epochs * steps_per_epoch`
+  for a decaying schedule, and a KL warm-up given in epochs (`kl_warmup`, the hierarchical VAE's) to
+  `kl_warmup_steps`; they are saved so a resumed run follows the schedules it started with."""
+  if config['schedule'] != 'constant' and not config['decay_steps']:
+    config = {**config, 'decay_steps': config['epochs'] * steps_per_epoch}
+  if config.get('kl_warmup') and not config.get('kl_warmup_steps'):
+    config = {**config, 'kl_warmup_steps': max(1, round(config['kl_warmup'] * steps_per_epoch))}
+  return config
 
 
 def write_figures(model, state, eval_set, keys: Keys, config, workdir: Path, records, mesh=None) -> dict:
