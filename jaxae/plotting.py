@@ -177,6 +177,29 @@ def lines(x, series: dict[str, np.ndarray], xlabel: str, ylabel: str, title: str
   return fig
 
 
+def bars(values: dict[str, float], errors: dict[str, float] | None = None, ylabel: str = '', title: str = '',
+         lowest: float | None = None) -> Figure:
+  """One horizontal bar per entry of `values` (`label -> value`), in order from the top, with `errors` as error
+  bars (e.g. one standard error); the axis starts at `lowest` (default: a little under the smallest value)."""
+  labels = list(values)
+  fig = Figure(figsize=(6.5, 0.45 * len(labels) + 1.2), dpi=DPI)
+  ax = fig.subplots()
+  y = np.arange(len(labels))[::-1]
+  v = np.array([values[k] for k in labels], np.float64)
+  err = None if errors is None else np.array([errors.get(k, 0.0) for k in labels], np.float64)
+  ax.barh(y, v, xerr=err, color='tab:blue', alpha=0.8, capsize=3)
+  ax.set_yticks(y, labels)
+  low = float(np.min(v)) - 0.1 * float(np.ptp(v) or 1.0) if lowest is None else lowest
+  ax.set_xlim(low, float(np.max(v + (0 if err is None else err))) + 0.05 * float(np.ptp(v) or 1.0))
+  for yi, vi in zip(y, v, strict=True):
+    ax.text(vi, yi, f' {vi:.1f}', va='center', fontsize=8)
+  ax.set_xlabel(ylabel)
+  ax.set_title(title)
+  ax.grid(alpha=0.3, axis='x')
+  fig.tight_layout()
+  return fig
+
+
 def heatmap(values: np.ndarray, rows: list, cols: list, xlabel: str, ylabel: str, title: str = '') -> Figure:
   """A `[len(rows), len(cols)]` table of values as colours, each cell written (NaN cells left blank)."""
   values = np.asarray(values, np.float64)

@@ -38,7 +38,10 @@ def no_data_nor_orbax(monkeypatch):
   monkeypatch.setattr(checkpoint, 'Checkpointer', refuse)
 
 
-@pytest.mark.parametrize('name', models.names())
+SAME_STATE_AS = {'dae': 'ae', 'dropout_ae': 'ae', 'iwae': 'vae'}  # presets whose states are their base's, tree for tree
+
+
+@pytest.mark.parametrize('name', [n for n in models.names() if n not in SAME_STATE_AS])
 def test_every_family_round_trips_bitwise_with_its_run_directory_and_data_gone(tmp_path, monkeypatch, name):
   overrides = {'norm': 'batch', 'arch': 'conv'} if name == 'dcgan' else {}
   config, state = saved_run(tmp_path / 'run', name, **overrides)

@@ -67,7 +67,7 @@ def defaults() -> dict:
   return dict(
       arch='mlp', hidden=(200, 200), conv_features=(32, 64), latent_dim=100, norm='none',
       upper_latents=(50,), upper_hidden=(100,), upper_depth=2, upper_norm='none', inference='top_down',
-      prior='gaussian', prior_components=500, likelihood='bernoulli', beta=1.0, iwae_samples=1, kl_warmup=0.0,
+      prior='gaussian', prior_components=500, likelihood='bernoulli', beta=1.0, iwae_samples=1, kl_warmup=10.0,
       kl_warmup_steps=0, free_bits=0.0,
   )
 
