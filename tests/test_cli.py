@@ -87,6 +87,16 @@ BAD = {
     'n_critic 0': (['--model', 'wgan_gp', '--set', 'n_critic=0'], 'n_critic must be positive'),
     'infinite lr': (['--learning-rate', 'inf'], 'learning_rate=inf is not a finite number'),
     'dcgan on 8x8 with 4 layers': (['--model', 'dcgan', '--set', 'conv_features=8,8,8,8'], 'does not fit a conv net'),
+    'hvae without a layer': (['--model', 'hvae', '--latent-dim', '0'], 'latent_dim must be positive'),
+    'hvae widths': (['--model', 'hvae', '--set', 'upper_latents=50,20'],
+                    'upper_hidden gives 1 width(s) for 2 upper layer(s) (upper_latents=50,20)'),
+    'hvae six layers': (['--model', 'hvae', '--set', 'upper_latents=5,5,5,5,5', '--set', 'upper_hidden=8,8,8,8,8'],
+                        'gives 6 stochastic layers'),
+    'hvae free bits': (['--model', 'hvae', '--set', 'free_bits=-1'], 'free_bits must be >= 0'),
+    'hvae vamp without pseudo-inputs': (['--model', 'hvae', '--set', 'prior=vamp', '--set', 'prior_components=0'],
+                                        'prior_components must be positive'),
+    'hvae iwae with warm-up': (['--model', 'hvae', '--set', 'iwae_samples=5'], 'set iwae_samples=1, or beta=1, '
+                               'kl_warmup=0'),
 }
 
 

@@ -7,8 +7,10 @@ import numpy as np
 import pytest
 from conftest import tiny
 
+import jaxae
 from jaxae import config as config_lib
 from jaxae import losses, metrics, models, steps
+from jaxae.evaluation import likelihood
 from jaxae.loop import train
 from jaxae.models import _hierarchy, hvae, vae
 
@@ -143,3 +145,5 @@ def test_a_ladder_vae_with_warm_up_and_free_bits_learns_on_digits(tmp_path):
   assert evals[-1]['nelbo'] < 0.8 * evals[0]['nelbo']
   assert result.config['kl_warmup_steps'] == 2 * result.records[1]['step'] // 1
   assert evals[-1]['active_units1'] > 0 and 'kl2' in evals[-1]
+  found, _ = likelihood.run(jaxae.load(tmp_path), jax.random.key(0), iwae_samples=50)  # the suite, as for a VAE
+  assert found['iwae_nll'] < found['nelbo'] < 1.1 * evals[-1]['nelbo']

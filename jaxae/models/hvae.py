@@ -81,7 +81,7 @@ def validate(config) -> None:
   up, widths = config['upper_latents'], config['upper_hidden']
   require(len(up) <= 4, f'upper_latents={",".join(map(str, up))} gives {len(up) + 1} stochastic layers; jaxae '
           'builds 1 to 5: give at most 4 sizes')
-  require(len(widths) == len(up), f'upper_hidden has {len(widths)} widths for {len(up)} upper layers '
+  require(len(widths) == len(up), f'upper_hidden gives {len(widths)} width(s) for {len(up)} upper layer(s) '
           f'(upper_latents={",".join(map(str, up)) or "empty"}): give one width per upper layer')
   checks.require(config['norm'] != 'batch', 'norm=batch would make each bound depend on the other examples of its '
                  'batch; set norm=layer (per example) or none')
