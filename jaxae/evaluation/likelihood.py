@@ -34,7 +34,8 @@ ROWS = 32_768  # decoded images per chunk (batch_size * chunk): about 100 MB at 
 def check(loaded) -> None:
   model = loaded.model
   require(models.can(model, 'elbo'),
-          f'the likelihood suite needs a model with a likelihood (vae, iwae); {common.family(model)} has none: '
+          f"the likelihood suite needs a model with a likelihood ({', '.join(models.with_capability('elbo'))}); "
+          f'{common.family(model)} has none: '
           'use the reconstruction or samples suite')
 
 
