@@ -192,7 +192,8 @@ def test_anomaly_suite_on_a_one_class_autoencoder(runs, tmp_path):
 
 @pytest.mark.parametrize('args,message', [
     (('vae', '--suites', 'anomaly'), 'the anomaly suite needs a run trained on some classes only'),
-    (('ae0', '--suites', 'likelihood'), 'the likelihood suite needs a model with a likelihood (hvae, iwae, vae); ae has'),
+    (('ae0', '--suites', 'likelihood'),
+     'the likelihood suite needs a model with a likelihood (hvae, iwae, vae); ae has'),
     (('ae0', '--suites', 'probe'), 'the probe suite needs a run trained on labelled images of several classes'),
     (('vae', '--suites', 'likelihood', '--iwae-samples', '0'), '--iwae-samples must be positive, got 0'),
 ])
