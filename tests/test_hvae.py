@@ -47,6 +47,16 @@ def test_the_ladder_merge_is_the_normalised_product_of_the_two_gaussians():
   np.testing.assert_allclose(jnp.exp(-lv), jnp.exp(-lv1) + jnp.exp(-lv2), rtol=1e-5)
 
 
+def test_the_mixture_density_is_the_direct_sum_over_its_components():
+  z, means = jax.random.normal(jax.random.key(0), (2, 7, 5)), 3 * jax.random.normal(jax.random.key(1), (4, 5))
+  logvars, logits = jax.random.normal(jax.random.key(2), (4, 5)), jax.random.normal(jax.random.key(3), (4,))
+  log_weights = jax.nn.log_softmax(logits)
+  direct = jax.nn.logsumexp(jnp.stack([losses.gaussian_log_density(z, means[c][None, None], logvars[c][None, None])
+                                       + log_weights[c] for c in range(4)]), axis=0)
+  np.testing.assert_allclose(_hierarchy.mixture_log_prob(z, means, logvars, log_weights), direct, rtol=1e-5,
+                             atol=1e-4)
+
+
 @pytest.mark.parametrize('inference', ['bottom_up', 'top_down'])
 @pytest.mark.parametrize('prior', ['gaussian', 'mixture', 'vamp'])
 def test_every_bound_is_consistent_for_three_layers(inference, prior):
