@@ -157,3 +157,21 @@ def test_a_ladder_vae_with_warm_up_and_free_bits_learns_on_digits(tmp_path):
   assert evals[-1]['active_units1'] > 0 and 'kl2' in evals[-1]
   found, _ = likelihood.run(jaxae.load(tmp_path), jax.random.key(0), iwae_samples=50)  # the suite, as for a VAE
   assert found['iwae_nll'] < found['nelbo'] < 1.1 * evals[-1]['nelbo']
+
+
+def test_a_bottom_up_vampprior_run_with_warm_up_and_free_bits_resumes_bitwise(tmp_path):
+  """Stopped at epoch 2 of a 3-epoch warm-up and resumed: the same weights (pseudo-inputs included) and records as
+  a run never stopped; the warm-up's length was fixed when the run started."""
+  config = tiny(model='hvae', hidden=(32,), latent_dim=6, upper_latents=(4,), upper_hidden=(16,), epochs=4,
+                inference='bottom_up', prior='vamp', prior_components=8, kl_warmup=3.0, free_bits=0.2)
+  full = train.train_and_evaluate(config, tmp_path / 'full', progress=False)
+  train.train_and_evaluate({**config, 'epochs': 2}, tmp_path / 'split', progress=False)
+  resumed = train.train_and_evaluate(config, tmp_path / 'split', progress=False)
+  assert 'pseudo_inputs' in full.state.params and full.config['kl_warmup_steps'] == resumed.config['kl_warmup_steps']
+  for a, b in zip(jax.tree.leaves(full.state.params), jax.tree.leaves(resumed.state.params), strict=True):
+    np.testing.assert_array_equal(a, b)
+  strip = lambda records: [{k: v for k, v in r.items() if k not in ('seconds', 'examples_per_sec')}  # noqa: E731
+                           for r in records]
+  assert strip(full.records) == strip(metrics.read(tmp_path / 'split' / 'metrics.jsonl'))
+  weights = [r['kl_weight'] for r in full.records if r['split'] == 'train']
+  assert weights[0] < weights[1] < weights[2] < 1.0 == weights[3]  # epoch means of the rising weight, then 1
