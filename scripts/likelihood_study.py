@@ -7,7 +7,8 @@ alike and evaluated with the likelihood suite; one row per model, written to a r
 Every run: MNIST IDX, the first 9,000 images train and the last 1,000 are held out, dynamic binarization (a fresh
 draw of each training image each time it is seen), the same epochs, batch size and learning rate. Each row: the
 held-out -ELBO and IWAE-K NLL (nats, +- one standard error), the median training epoch (s), and the active
-units of each layer at the end. Runs resume; `--rows` picks some (`--list` names them all).
+units of each layer at the end. Runs resume; `--rows` picks some (`--list` names them all), and the result file
+keeps the rows measured before.
 """
 
 import argparse
@@ -48,6 +49,7 @@ ROWS = {  # in the order they are measured: the cheap and the telling first, IWA
     '3-layer Ladder VAE + VampPrior': {**THREE, **LADDER, **VAMP},
     '5-layer Ladder VAE + VampPrior': {**FIVE, **LADDER, **VAMP},
     'IWAE k=50': {**ONE, 'iwae_samples': 50},
+    'IWAE k=50 + VampPrior': {**ONE, 'iwae_samples': 50, **VAMP},
 }
 COLUMNS = [{'key': 'model', 'label': 'model'}, {'key': 'nelbo', 'label': 'held-out −ELBO'},
            {'key': 'nll', 'label': 'IWAE NLL'}, {'key': 'epoch_s', 'label': 'epoch (s)', 'format': '.2f'},
@@ -91,16 +93,23 @@ def main(argv=None) -> int:
     return 0
   try:
     picked = [names[int(i)] for i in args.rows.split(',')] if args.rows else names
-    rows = []
+    found = earlier(args.result)  # rows measured before, kept unless measured again
     for name in picked:
-      rows.append(measure(name, ROWS[name], args))
-      print(' | '.join(str(rows[-1][c['key']]) for c in COLUMNS), flush=True)
+      found[name] = measure(name, ROWS[name], args)
+      print(' | '.join(str(found[name][c['key']]) for c in COLUMNS), flush=True)
       if args.result:
-        results.write(args.result, as_result(rows, args))
+        results.write(args.result, as_result([found[n] for n in names if n in found], args))
   except (UserError, IndexError, ValueError) as e:
     errors.report('likelihood_study', str(e) if isinstance(e, UserError) else f'--rows {args.rows}: {e}; see --list')
     return 2
   return 0
+
+
+def earlier(path: str | None) -> dict:
+  """`{model: row}` of the result file at `path` if there is one (a study measured in several invocations)."""
+  if path is None or not Path(path).exists():
+    return {}
+  return {r['model']: r for r in results.read(path)['rows'] if r['model'] in ROWS}
 
 
 def as_result(rows: list[dict], args) -> dict:
@@ -112,7 +121,9 @@ def as_result(rows: list[dict], args) -> dict:
               f'{args.seed} for every row. The `likelihood` suite: held-out −ELBO and the IWAE bound with K = '
               f'{args.iwae_samples:,} as the NLL estimate, nats per image ± one standard error over the 1,000 '
               'images; the median training epoch; the active units of each layer, z_1 first (Cov_x E_q[z_u] > 0.01).',
-      command=shlex.join(['python', 'scripts/likelihood_study.py', *sys.argv[1:]]),
+      command=shlex.join(['python', 'scripts/likelihood_study.py', '--data-dir', args.data_dir, '--workdir',
+                          args.workdir, '--epochs', str(args.epochs), '--iwae-samples', str(args.iwae_samples),
+                          '--seed', str(args.seed), '--result', args.result]),
       columns=COLUMNS, rows=[{k: v for k, v in r.items() if k != 'nll_value'} for r in rows])
 
 

@@ -1,6 +1,10 @@
 """The hierarchical VAE: its bounds against closed forms, the warm-up, free bits and active units against constructed
 cases, and learning on digits. (The shared family suite, resume, export and the CLI run it too, by name.)"""
 
+import subprocess
+import sys
+from pathlib import Path
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -175,3 +179,13 @@ def test_a_bottom_up_vampprior_run_with_warm_up_and_free_bits_resumes_bitwise(tm
   assert strip(full.records) == strip(metrics.read(tmp_path / 'split' / 'metrics.jsonl'))
   weights = [r['kl_weight'] for r in full.records if r['split'] == 'train']
   assert weights[0] < weights[1] < weights[2] < 1.0 == weights[3]  # epoch means of the rising weight, then 1
+
+
+def test_the_likelihood_study_lists_its_rows_and_refuses_one_it_has_not():
+  root = Path(__file__).resolve().parents[1]
+  run = lambda *a: subprocess.run([sys.executable, 'scripts/likelihood_study.py', '--data-dir', 'x', '--workdir',  # noqa: E731
+                                   'y', *a], cwd=root, capture_output=True, text=True)
+  listed = run('--list')
+  assert listed.returncode == 0 and '5-layer Ladder VAE + VampPrior' in listed.stdout
+  bad = run('--rows', '99')
+  assert bad.returncode == 2 and bad.stderr.count('\n') == 1 and 'see --list' in bad.stderr, bad.stderr
