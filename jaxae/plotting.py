@@ -182,7 +182,7 @@ def bars(values: dict[str, float], errors: dict[str, float] | None = None, ylabe
   """One horizontal bar per entry of `values` (`label -> value`), in order from the top, with `errors` as error
   bars (e.g. one standard error); the axis starts at `lowest` (default: a little under the smallest value)."""
   labels = list(values)
-  fig = Figure(figsize=(6.5, 0.45 * len(labels) + 1.2), dpi=DPI)
+  fig = Figure(figsize=(8.5, 0.4 * len(labels) + 1.2), dpi=DPI)
   ax = fig.subplots()
   y = np.arange(len(labels))[::-1]
   v = np.array([values[k] for k in labels], np.float64)
@@ -190,9 +190,9 @@ def bars(values: dict[str, float], errors: dict[str, float] | None = None, ylabe
   ax.barh(y, v, xerr=err, color='tab:blue', alpha=0.8, capsize=3)
   ax.set_yticks(y, labels)
   low = float(np.min(v)) - 0.1 * float(np.ptp(v) or 1.0) if lowest is None else lowest
-  ax.set_xlim(low, float(np.max(v + (0 if err is None else err))) + 0.05 * float(np.ptp(v) or 1.0))
-  for yi, vi in zip(y, v, strict=True):
-    ax.text(vi, yi, f' {vi:.1f}', va='center', fontsize=8)
+  ax.set_xlim(low, float(np.max(v + (0 if err is None else err))) + 0.12 * float(np.ptp(v) or 1.0))
+  for yi, vi, ei in zip(y, v, np.zeros_like(v) if err is None else err, strict=True):
+    ax.text(vi + ei, yi, f' {vi:.1f}', va='center', fontsize=8)  # right of the error bar
   ax.set_xlabel(ylabel)
   ax.set_title(title)
   ax.grid(alpha=0.3, axis='x')
