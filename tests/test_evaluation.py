@@ -86,6 +86,8 @@ def test_the_samples_suite_trains_one_classifier_per_dataset_and_names_it(tmp_pa
   again = evaluate('again')
   assert len(trained) == 3 and again['classifier_hash'] == a['classifier_hash']
   assert again['classifier_fd'] == a['classifier_fd']  # the same run (saved_run is seeded), the same classifier
+  assert (again['kid'], again['precision'], again['recall']) == (a['kid'], a['precision'], a['recall'])
+  assert a['kid'] > 0 and a['kid_std'] >= 0 and 0 <= a['precision'] <= 1 and 0 <= a['recall'] <= 1
   assert sorted(p.name for p in classifier.cache_dir().iterdir()) == sorted([entry.name, f"{other['data_hash']}-e2"])
 
 
