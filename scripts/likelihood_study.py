@@ -74,7 +74,7 @@ def measure(name: str, overrides: dict, args) -> dict:
   found, _ = likelihood.run(load(workdir), jax.random.key(args.seed), iwae_samples=args.iwae_samples)
   units = [final[k] for k in sorted(k for k in final if k.startswith('active_units'))]
   return {'model': name, 'nelbo': f"{found['nelbo']:.2f} ± {found['nelbo_sem']:.2f}",
-          'nll': f"{found['iwae_nll']:.2f} ± {found['iwae_nll_sem']:.2f}", 'nll_value': found['iwae_nll'],
+          'nll': f"{found['iwae_nll']:.2f} ± {found['iwae_nll_sem']:.2f}",
           'epoch_s': statistics.median(r['seconds'] for r in train[1:] or train),
           'active_units': ' / '.join(str(int(u)) for u in units) or '—'}
 
@@ -127,7 +127,7 @@ def as_result(rows: list[dict], args) -> dict:
       command=shlex.join(['python', 'scripts/likelihood_study.py', '--data-dir', args.data_dir, '--workdir',
                           args.workdir, '--epochs', str(args.epochs), '--iwae-samples', str(args.iwae_samples),
                           '--seed', str(args.seed), '--result', args.result]),
-      columns=COLUMNS, rows=[{k: v for k, v in r.items() if k != 'nll_value'} for r in rows])
+      columns=COLUMNS, rows=rows)
 
 
 if __name__ == '__main__':

@@ -157,12 +157,18 @@ class Hierarchy(nn.Module):
   def _decode_draws(self, z1: jax.Array) -> jax.Array:
     return self.decode(z1.reshape(-1, z1.shape[-1])).reshape(*z1.shape[:-1], *self.image_shape)
 
-  def draw(self, x: jax.Array, key: jax.Array, num_samples: int, stochastic: bool = True) -> dict:
-    """K = `num_samples` draws z ~ q(z | x) of images `x: [B, H, W, C]` from `key`, and their decoding.
+  def draw(self, x: jax.Array, key: jax.Array, num_samples: int) -> dict:
+    """K = `num_samples` draws z ~ q(z | x) of images `x: [B, H, W, C]` from `key`, and their decoding: `codes`'
+    dict and `logits` `[K, B, H, W, C]`."""
+    d = self.codes(x, key, num_samples)
+    return {**d, 'logits': self._decode_draws(d['z'][0])}
 
-    Returns `{'z', 'q', 'p', 'logits'}`: `z[i]` the codes of layer i `[K, B, d_i]`; `q[i]` its posterior
-    `(mean, logvar)`; `p[i]` its conditional prior p(z_i | z_{i+1}) for i < L - 1; `logits` `[K, B, H, W, C]`.
-    With `stochastic=False` every z is its Gaussian's mean (the posterior-mean pass).
+  def codes(self, x: jax.Array, key: jax.Array, num_samples: int, stochastic: bool = True) -> dict:
+    """K = `num_samples` draws z ~ q(z | x) of images `x: [B, H, W, C]` from `key`, not decoded.
+
+    Returns `{'z', 'q', 'p'}`: `z[i]` the codes of layer i `[K, B, d_i]`; `q[i]` its posterior `(mean, logvar)`;
+    `p[i]` its conditional prior p(z_i | z_{i+1}) for i < L - 1. With `stochastic=False` every z is its Gaussian's
+    mean (the posterior-mean pass, `[1, B, d_i]`).
     """
     keys = jax.random.split(key, len(self.sizes))
 
@@ -186,7 +192,7 @@ class Hierarchy(nn.Module):
         p.insert(0, self.down[i](z[0]))
         q.insert(0, merge(*hats[i], *p[0]))
         z.insert(0, pick(i, *q[0]))
-    return {'z': z, 'q': q, 'p': p, 'logits': self._decode_draws(z[0])}
+    return {'z': z, 'q': q, 'p': p}
 
   def _upward(self, first) -> list:
     """Top-down inference's deterministic upward pass: each layer's N(mu_hat, var_hat) from the one below."""

@@ -199,13 +199,13 @@ def eval_step(state, batch, key, *, likelihood, beta, iwae_samples, kl_warmup_st
   x, mask = batch['image'], batch.get('mask')
   rec, kl = layer_terms(state.params, state.apply_fn, x, key, likelihood=likelihood, inference=inference,
                         prior=prior)
-  loss = rec + kl_weight(state.step, beta, kl_warmup_steps) * jnp.sum(kl, axis=0)
+  total = jnp.sum(kl, axis=0)
+  loss = rec + kl_weight(state.step, beta, kl_warmup_steps) * total
   if iwae_samples > 1:
     loss = -losses.iwae_bound(log_weights(state.params, state.apply_fn, x, jax.random.fold_in(key, 1),
                                           iwae_samples, likelihood=likelihood))
   out = {'loss': losses.masked_sum(loss, mask), 'rec': losses.masked_sum(rec, mask),
-         'kl': losses.masked_sum(jnp.sum(kl, axis=0), mask), 'nelbo': losses.masked_sum(rec + jnp.sum(kl, axis=0),
-                                                                                          mask),
+         'kl': losses.masked_sum(total, mask), 'nelbo': losses.masked_sum(rec + total, mask),
          'count': losses.masked_count(batch)}
   for i, means in enumerate(encode_layers(state, x)):
     out[f'kl{i + 1}'] = losses.masked_sum(kl[i], mask)
@@ -223,7 +223,7 @@ def negative_elbo(state, x: jax.Array, key: jax.Array, *, likelihood, inference,
 def encode_layers(state, x: jax.Array) -> tuple[jax.Array, ...]:
   """Every layer's code: the posterior means `([B, d_1], ..., [B, d_L])` of the posterior-mean pass (each layer
   drawn as its mean)."""
-  d = state.apply_fn({'params': state.params}, x, jax.random.key(0), 1, False, method='draw')
+  d = state.apply_fn({'params': state.params}, x, jax.random.key(0), 1, False, method='codes')
   return tuple(z[0] for z in d['z'])
 
 
